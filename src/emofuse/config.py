@@ -1,0 +1,95 @@
+"""Typed configuration. Every config is a pydantic model that refuses unknown keys and names the
+valid ones; YAML files load into them and `--set a.b=value` overrides apply on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+C = TypeVar("C", bound="StrictConfig")
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message says which key and what is valid."""
+
+
+class StrictConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _valid_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Walk `loc` through nested configs to list the valid keys where an error happened."""
+    current: Any = cls
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            current = ann
+        else:
+            break
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def validate(cls: type[C], data: dict) -> C:
+    """Build `cls` from a dict, turning pydantic's errors into one readable ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            where = ".".join(str(p) for p in loc) or "<root>"
+            if err["type"] == "extra_forbidden":
+                lines.append(
+                    f"unknown key {where!r}; valid keys here: {', '.join(_valid_keys(cls, loc))}"
+                )
+            else:
+                lines.append(f"{where}: {err['msg']}")
+        raise ConfigError(f"invalid {cls.__name__}:\n  " + "\n  ".join(lines)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (["train", "lr"], 0.0003); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = dict(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+            node[part] = dict(nxt)
+            node = node[part]
+        node[path[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    data = load_yaml(path) if path else {}
+    return validate(cls, apply_overrides(data, overrides or []))
+
+
+def dump_config(cfg: BaseModel, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,53 @@
+"""The one encoder interface every feature extractor implements."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+Modality = Literal["video", "audio", "text"]
+MODALITIES: tuple[str, ...] = ("audio", "text", "video")
+
+
+@dataclass
+class Encoded:
+    """One utterance's features."""
+
+    vector: np.ndarray  # (dim,) float32 utterance vector
+    sequence: np.ndarray | None = None  # (T, dim) float32 frame/token sequence, when the encoder gives one
+
+
+class Encoder(ABC):
+    """name, modality, output dim, a fingerprint of config + weights, and `encode`.
+
+    Inputs per modality (already decoded by features.extract):
+      text  -> str
+      audio -> np.ndarray float32 (n_samples,), 16 kHz mono
+      video -> np.ndarray uint8 (F, H, W, 3) RGB face crops of one clip (F >= 1)
+    """
+
+    name: str
+    modality: ClassVar[Modality] | Modality
+    dim: int
+    gives_sequence: bool = False
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Everything that changes the output: ids, revisions, layers, pooling, sample rates."""
+
+    def weights_digest(self) -> str:
+        """A digest of the weights (file hashes or a parameter checksum); '' when there are none."""
+        return ""
+
+    def fingerprint(self) -> str:
+        payload = json.dumps({"config": self.config(), "weights": self.weights_digest()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @abstractmethod
+    def encode(self, items: list) -> list[Encoded]:
+        """Encode a batch of utterances; one Encoded per item, in order."""
