@@ -93,3 +93,47 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+# ---------------------------------------------------------------- the schema of a training run
+from typing import Literal  # noqa: E402
+
+from pydantic import Field  # noqa: E402
+
+
+class DataConfig(StrictConfig):
+    manifest: str  # path to a manifest CSV written by `emofuse prepare`
+    cache: str  # feature cache folder written by `emofuse extract`
+    features: dict[str, str]  # modality -> encoder name, e.g. {"audio": "egemaps", "text": "minilm"}
+    sequence: bool | dict[str, bool] = False  # frame/token sequences instead of utterance vectors
+    batch_size: int = 32
+    label_smoothing: float = 0.0  # smooths one-hot targets for the MSE term (never the CE term)
+
+
+class ModelConfig(StrictConfig):
+    name: str  # a registered model: see `emofuse models`
+    params: dict[str, Any] = Field(default_factory=dict)  # validated by the model's own Config
+
+
+class TrainConfig(StrictConfig):
+    max_epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    # loss = CE + mse_weight * MSE(softmax(logits), target distribution), as in the MER2025 system
+    mse_weight: float = 1.0
+    monitor: Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"] = "val_accuracy"
+    patience: int = 15
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    accelerator: str = "auto"  # cpu when no GPU is present
+    precision: str | None = None  # None: 32 on CPU, bf16-mixed on GPU
+    deterministic: bool = True
+    logger: Literal["tensorboard", "none"] = "tensorboard"
+    progress: bool = True
+
+
+class RunConfig(StrictConfig):
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str = "runs"  # the run directory is <out>/<name>

@@ -1,0 +1,537 @@
+"""Any Hugging Face model as an encoder, by hub id or local folder, and the `build_encoder` spec parser.
+
+Spec strings (what configs and the CLI pass around):
+
+    minilm                                  a built-in, looked up in the ENCODERS registry
+    mfcc@stats=mean_std                     a built-in with options
+    hf:FacebookAI/roberta-base              a hub id (resolved through the local HF cache)
+    hf:/models/chinese-hubert-large@layers=last4,batch_size=8
+
+The modality comes from the checkpoint's `model_type` (see VIDEO_TYPES / AUDIO_TYPES / TEXT_TYPES).
+Pooling, per modality:
+  text   token states of the chosen layer(s) over the non-pad tokens -> sequence (T, D); vector =
+         their mean (special tokens included, as sentence-transformers does; decoder LLMs too).
+  audio  frame states (20 ms frames for wav2vec2-style models) -> sequence (T, D); vector = mean.
+  video  one vector per frame -> sequence (F, D); vector = mean over frames. The per-frame vector
+         is CLIP's projected image embedding (layers=last), SigLIP's pooled output (layers=last),
+         else the CLS token for ViT-like models and the token mean for the rest.
+layers: "last" = the model's final output (after its final layer norm); "last4" = the sum of the
+last four hidden states, as the MER reference extractor does.
+
+The model is loaded on the first `encode`, so building an encoder to compute its name and
+fingerprint (what the cache needs to decide there is nothing to do) is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emofuse.features.encoders.base import Encoded, Encoder
+
+log = logging.getLogger(__name__)
+
+VIDEO_TYPES = {
+    "vit", "deit", "beit", "dinov2", "dinov2_with_registers", "data2vec-vision", "vit_msn", "vit_mae",
+    "clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model",
+}
+AUDIO_TYPES = {"hubert", "wav2vec2", "wav2vec2-conformer", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat"}
+ENCODER_TEXT_TYPES = {
+    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "deberta", "deberta-v2", "distilbert", "electra",
+    "albert", "mpnet", "camembert", "ernie", "data2vec-text", "modernbert", "megatron-bert", "nezha",
+}
+DECODER_TEXT_TYPES = {
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
+    "phi", "phi3", "gpt2", "gpt_neox", "gptj", "opt", "falcon", "bloom", "baichuan", "chatglm", "internlm2",
+    "olmo", "olmo2", "stablelm", "starcoder2", "cohere", "granite",
+}
+TEXT_TYPES = ENCODER_TEXT_TYPES | DECODER_TEXT_TYPES
+# Vision models whose token 0 is a CLS token trained as the image summary.
+_CLS_VISION = {"vit", "deit", "beit", "dinov2", "dinov2_with_registers", "data2vec-vision", "vit_msn", "vit_mae",
+               "clip", "clip_vision_model"}
+_CLIP_TYPES = {"clip", "clip_vision_model"}
+_SIGLIP_TYPES = {"siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model"}
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# Small files that change what the model computes (architecture, tokenizer, preprocessing) are hashed whole.
+_SMALL_FILE_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".py")
+_IGNORED_FILES = {"generation_config.json", "training_args.bin", "README.md", ".gitattributes"}
+_SAMPLE = 1 << 20  # bytes read at each end of a weight file
+_N_PROBES, _PROBE = 8, 1 << 16  # plus 8 evenly spaced 64 KiB probes in between
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def modality_of(model_type: str, architectures: list[str] | None = None) -> str:
+    """'video' | 'audio' | 'text' for a config's model_type; unknown types raise naming the known ones."""
+    if model_type in VIDEO_TYPES:
+        return "video"
+    if model_type in AUDIO_TYPES:
+        return "audio"
+    if model_type in TEXT_TYPES:
+        return "text"
+    # Any other causal LM works with the generic text path (AutoModel + mean over tokens).
+    if any(a.endswith("ForCausalLM") for a in architectures or []):
+        return "text"
+    raise ValueError(
+        f"model_type {model_type!r} is not supported by the hf encoder; known types: "
+        f"video {sorted(VIDEO_TYPES)}, audio {sorted(AUDIO_TYPES)}, text {sorted(TEXT_TYPES)} "
+        f"(and any *ForCausalLM)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# weights digest, revision, folder resolution
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file. Weight files: the hub blob name when the file is a link into the HF cache
+    (the blob of an LFS file is named by the sha256 of its content, so that is exact and free);
+    otherwise name + size + first and last MiB + 8 probes in between (cheap for multi-GB files; a
+    fine-tune changes every tensor, so the probes catch it, a one-byte edit mid-file may escape)."""
+    real = path.resolve()
+    if real != path.absolute() and real.parent.name == "blobs" and _HEX64.match(real.name):
+        return real.name
+    size = real.stat().st_size
+    h = hashlib.sha256(f"{path.name}:{size}".encode())
+    with open(real, "rb") as f:
+        if size <= 2 * _SAMPLE + _N_PROBES * _PROBE:
+            h.update(f.read())
+        else:
+            h.update(f.read(_SAMPLE))
+            for i in range(1, _N_PROBES + 1):
+                f.seek(i * size // (_N_PROBES + 1))
+                h.update(f.read(_PROBE))
+            f.seek(size - _SAMPLE)
+            h.update(f.read(_SAMPLE))
+    return h.hexdigest()
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The files `from_pretrained` would load: top-level safetensors when there are any, else .bin/.pt."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in _IGNORED_FILES)
+    st = [p for p in files if p.suffix == ".safetensors"]
+    return st or [p for p in files if p.suffix in WEIGHT_SUFFIXES]
+
+
+def folder_digest(folder: Path) -> str:
+    """One digest over the weight files and the small files that shape the output (config, tokenizer,
+    preprocessor); independent of where the folder lives."""
+    parts = {p.name: _file_digest(p) for p in weight_files(folder)}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix in _SMALL_FILE_SUFFIXES and p.name not in _IGNORED_FILES:
+            parts[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def folder_revision(folder: Path) -> str:
+    """The hub commit a folder holds: a snapshot of the HF cache is named by it; a folder made with
+    `hf download --local-dir` records it in .cache/huggingface/download/*.metadata. '' if unknown."""
+    if folder.parent.name == "snapshots" and _HEX40.match(folder.name):
+        return folder.name
+    meta_dir = folder / ".cache" / "huggingface" / "download"
+    if meta_dir.is_dir():
+        for m in sorted(meta_dir.glob("*.metadata")):
+            first = m.read_text(errors="replace").split("\n", 1)[0].strip()
+            if _HEX40.match(first):
+                return first
+    return ""
+
+
+def _hub_name(folder: Path) -> str | None:
+    """'org/name' for a snapshot folder of the HF cache (…/models--org--name/snapshots/<commit>)."""
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name[len("models--"):].replace("--", "/")
+    return None
+
+
+def resolve_folder(source: str, revision: str | None = None) -> Path:
+    """A local folder for `source`: the folder itself, or the HF-cache snapshot of a hub id
+    (downloaded when the hub can be reached and HF_HUB_OFFLINE is unset)."""
+    p = Path(source).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"{p}: not a Hugging Face model folder (no config.json)")
+        return p.resolve()
+    if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
+        raise FileNotFoundError(f"model folder not found: {source}")
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py"]
+    try:
+        # Safetensors first: many repos also carry .bin/.h5/.msgpack copies we must not download.
+        folder = Path(snapshot_download(source, revision=revision, allow_patterns=[*patterns, "*.safetensors"]))
+        if not weight_files(folder):
+            folder = Path(snapshot_download(source, revision=revision, allow_patterns=[*patterns, "*.bin"]))
+    except Exception as e:  # offline with nothing cached, unknown repo, no network
+        raise FileNotFoundError(
+            f"cannot resolve Hugging Face model {source!r}: not a local folder, and the hub gave: {e}"
+        ) from e
+    return folder
+
+
+def safe_name(text: str) -> str:
+    """Filesystem-safe: letters, digits, '.', '_' and '-' only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
+
+
+# ---------------------------------------------------------------------------------------------
+# the encoder
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _pick_dtype(dtype: str, device: str) -> str:
+    import torch
+
+    if not device.startswith("cuda"):
+        if dtype not in ("auto", "fp32"):
+            # Half precision on CPU is slow and, for some ops, missing; a GPU config must still run here.
+            log.warning("dtype %s is for GPUs; using fp32 on %s", dtype, device)
+        return "fp32"
+    if dtype == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return dtype
+
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class HFEncoder(Encoder):
+    """A transformers model (see the module docstring for pooling). Options:
+
+    layers      "last" | "last4"
+    batch_size  items per forward pass (video: frames per pass is batch_size * 8)
+    device      "auto" (cuda when available) | "cpu" | "cuda" | "cuda:1"
+    dtype       "auto" (bf16, else fp16, on GPU; fp32 on CPU) | "fp32" | "bf16" | "fp16"
+    max_length  text tokens kept (truncation); default 512
+    revision    hub revision (branch, tag or commit) when source is a hub id
+    normalize   L2-normalise the utterance vector (sentence-transformers models)
+    trust_remote_code  for hub models with their own modelling code (chatglm, baichuan)
+    """
+
+    OPTIONS = ("layers", "batch_size", "device", "dtype", "max_length", "revision", "normalize",
+               "trust_remote_code")
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        layers: str = "last",
+        batch_size: int = 16,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_length: int = 512,
+        revision: str | None = None,
+        normalize: bool = False,
+        trust_remote_code: bool = False,
+        name: str | None = None,
+    ):
+        from transformers import AutoConfig
+
+        if layers not in ("last", "last4"):
+            raise ValueError(f"layers must be 'last' or 'last4', not {layers!r}")
+        if dtype not in ("auto", *_DTYPES):
+            raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
+        if int(batch_size) < 1 or int(max_length) < 1:
+            raise ValueError("batch_size and max_length must be positive")
+        self.source = str(source)
+        self.folder = resolve_folder(self.source, revision)
+        self.layers = layers
+        self.batch_size = int(batch_size)
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(dtype, self.device)
+        self.max_length = int(max_length)
+        self.normalize = bool(normalize)
+        self.trust_remote_code = bool(trust_remote_code)
+        self.revision = folder_revision(self.folder) or (revision or "")
+
+        self.hf_config = AutoConfig.from_pretrained(self.folder, trust_remote_code=self.trust_remote_code)
+        self.model_type: str = self.hf_config.model_type
+        self.modality = modality_of(self.model_type, getattr(self.hf_config, "architectures", None))
+        self.dim = self._output_dim()
+        self.gives_sequence = True
+        if name is None:
+            base = _hub_name(self.folder) or (self.source if not Path(self.source).expanduser().is_dir() else self.folder.name)
+            base = base.rstrip("/").split("/")[-1]
+            suffix = ("-last4" if layers == "last4" else "") + (f"-len{max_length}" if max_length != 512 else "")
+            name = f"hf-{base}{suffix}"
+        self.name = safe_name(name)
+        self._model = None
+        self._processor = None
+        self._digest: str | None = None
+
+    def __repr__(self) -> str:
+        return f"HFEncoder({self.name!r}, {self.modality}, dim={self.dim}, folder={str(self.folder)!r})"
+
+    def _output_dim(self) -> int:
+        c = self.hf_config
+        if self.model_type == "clip" and self.layers == "last":
+            return int(c.projection_dim)
+        if self.model_type == "clip_vision_model" and self.layers == "last":
+            # A CLIPVisionModelWithProjection checkpoint has projection_dim; a bare CLIPVisionModel
+            # saves it too (default 512) but has no projection weights, so look at the weights.
+            return int(c.projection_dim) if self._has_projection() else int(c.hidden_size)
+        vc = getattr(c, "vision_config", None)
+        if self.modality == "video" and vc is not None:
+            return int(vc.hidden_size)
+        for key in ("hidden_size", "n_embd", "d_model"):
+            if getattr(c, key, None):
+                return int(getattr(c, key))
+        raise ValueError(f"{self.folder}: cannot tell the hidden size from config.json")
+
+    def _has_projection(self) -> bool:
+        from safetensors import safe_open
+
+        for f in weight_files(self.folder):
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), framework="np") as sf:
+                    if any(k.startswith("visual_projection.") for k in sf.keys()):
+                        return True
+            else:
+                return "WithProjection" in "".join(getattr(self.hf_config, "architectures", None) or [])
+        return False
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kind": "hf",
+            "model": _hub_name(self.folder) or (self.source if not Path(self.source).expanduser().is_dir() else self.folder.name),
+            "model_type": self.model_type,
+            "revision": self.revision,
+            "layers": self.layers,
+            "dtype": self.dtype,  # bf16 features differ from fp32 ones in the third digit
+            "max_length": self.max_length if self.modality == "text" else None,
+            "normalize": self.normalize,
+            "dim": self.dim,
+        }
+
+    def weights_digest(self) -> str:
+        if self._digest is None:
+            self._digest = folder_digest(self.folder)
+        return self._digest
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        import transformers as tf
+
+        kw = {"dtype": getattr(torch, _DTYPES[self.dtype]), "trust_remote_code": self.trust_remote_code}
+        if self.model_type in _CLIP_TYPES:
+            # Loads only the vision tower (+ projection) of a full CLIP checkpoint.
+            cls = tf.CLIPVisionModelWithProjection if self.layers == "last" and self.dim != self._vision_hidden() else tf.CLIPVisionModel
+            model = cls.from_pretrained(self.folder, **kw)
+        elif self.model_type in ("siglip", "siglip2"):
+            cls = tf.SiglipVisionModel if self.model_type == "siglip" else tf.Siglip2VisionModel
+            model = cls.from_pretrained(self.folder, **kw)
+        else:
+            model = tf.AutoModel.from_pretrained(self.folder, **kw)
+        self._model = model.to(self.device).eval()
+
+        if self.modality == "text":
+            tok = tf.AutoTokenizer.from_pretrained(self.folder, trust_remote_code=self.trust_remote_code)
+            if tok.pad_token is None:  # decoder LLMs ship without one; padded positions are masked anyway
+                tok.pad_token = tok.eos_token or tok.unk_token
+            # Right padding: with causal attention the real tokens then never see a pad, and position
+            # ids stay those of the unpadded text (left padding would shift them).
+            tok.padding_side = "right"
+            self._processor = tok
+        elif self.modality == "audio":
+            self._processor = tf.AutoFeatureExtractor.from_pretrained(self.folder)
+        else:
+            # The PIL backend: torchvision is not a dependency of emofuse.
+            self._processor = tf.AutoImageProcessor.from_pretrained(self.folder, backend="pil")
+
+    def _vision_hidden(self) -> int:
+        vc = getattr(self.hf_config, "vision_config", None)
+        return int((vc or self.hf_config).hidden_size)
+
+    def _states(self, out) -> Any:
+        """(B, N, D) token/frame states of the chosen layers."""
+        if self.layers == "last4":
+            hs = out.hidden_states
+            if len(hs) < 5:  # embeddings + at least four layers
+                raise ValueError(f"{self.name}: layers=last4 needs at least 4 layers, the model has {len(hs) - 1}")
+            return hs[-1] + hs[-2] + hs[-3] + hs[-4]
+        return out.last_hidden_state
+
+    # -- encoding --------------------------------------------------------------------------------
+
+    def encode(self, items: list) -> list[Encoded]:
+        import torch
+
+        self._load()
+        out: list[Encoded] = []
+        step = self.batch_size
+        with torch.inference_mode():
+            for i in range(0, len(items), step):
+                chunk = items[i : i + step]
+                if self.modality == "text":
+                    out += self._encode_text(chunk)
+                elif self.modality == "audio":
+                    out += self._encode_audio(chunk)
+                else:
+                    out += [self._encode_video(x) for x in chunk]
+        if self.normalize:
+            for e in out:
+                e.vector = e.vector / max(float(np.linalg.norm(e.vector)), 1e-12)
+        return out
+
+    def _forward(self, **inputs):
+        return self._model(**inputs, output_hidden_states=self.layers == "last4", return_dict=True)
+
+    def _encode_text(self, texts: list[str]) -> list[Encoded]:
+        import torch
+
+        enc = self._processor(
+            [str(t) for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        states = self._states(self._forward(**enc)).float()  # (B, T, D)
+        mask = enc["attention_mask"].bool()  # (B, T)
+        res = []
+        for s, m in zip(states, mask):
+            seq = s[m]  # (T_i, D) real tokens only
+            vec = seq.mean(0) if len(seq) else torch.zeros(s.shape[-1], device=s.device)
+            res.append(Encoded(vec.cpu().numpy(), seq.cpu().numpy()))
+        return res
+
+    def _encode_audio(self, waves: list[np.ndarray]) -> list[Encoded]:
+        fe = self._processor
+        if not getattr(fe, "return_attention_mask", False) and len(waves) > 1:
+            # Models whose feature extractor gives no attention mask (wav2vec2-base, group-norm
+            # front end) change their output when zero padding is added: one clip per pass.
+            return [r for w in waves for r in self._encode_audio([w])]
+        sr = getattr(fe, "sampling_rate", 16000)
+        inp = fe([np.asarray(w, dtype=np.float32) for w in waves], sampling_rate=sr, padding=True,
+                 return_attention_mask=True, return_tensors="pt")
+        lengths = inp["attention_mask"].sum(-1)  # (B,) samples
+        kw = {"input_values": inp["input_values"].to(self.device, self._model.dtype)}
+        if getattr(fe, "return_attention_mask", False):
+            kw["attention_mask"] = inp["attention_mask"].to(self.device)
+        states = self._states(self._forward(**kw)).float()  # (B, T, D)
+        n_frames = self._model._get_feat_extract_output_lengths(lengths).tolist()
+        res = []
+        for s, n in zip(states, n_frames):
+            seq = s[: max(int(n), 1)]
+            res.append(Encoded(seq.mean(0).cpu().numpy(), seq.cpu().numpy()))
+        return res
+
+    def _encode_video(self, frames: np.ndarray) -> Encoded:
+        import torch
+
+        frames = np.asarray(frames)
+        if frames.ndim == 3:  # a single image
+            frames = frames[None]
+        per_frame = []
+        step = self.batch_size * 8
+        for i in range(0, len(frames), step):
+            px = self._processor(images=list(frames[i : i + step]), return_tensors="pt")["pixel_values"]
+            out = self._forward(pixel_values=px.to(self.device, self._model.dtype))
+            if self.layers == "last" and getattr(out, "image_embeds", None) is not None:
+                v = out.image_embeds  # CLIP: the projected embedding that was trained against text
+            elif self.layers == "last" and self.model_type in _SIGLIP_TYPES:
+                v = out.pooler_output
+            else:
+                states = self._states(out)  # (F, N, D)
+                v = states[:, 0] if self.model_type in _CLS_VISION else states.mean(1)
+            per_frame.append(v.float())
+        seq = torch.cat(per_frame)  # (F, D)
+        return Encoded(seq.mean(0).cpu().numpy(), seq.cpu().numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# spec strings
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'name[@k=v,k=v]' -> (name, {k: v}). The '@' before options is the last one followed by '='."""
+    spec = spec.strip()
+    head, sep, tail = spec.rpartition("@")
+    if not sep or "=" not in tail:
+        return spec, {}
+    opts: dict[str, str] = {}
+    for part in tail.split(","):
+        k, eq, v = part.partition("=")
+        if not eq or not k.strip():
+            raise ValueError(f"bad option {part!r} in encoder spec {spec!r}; expected key=value")
+        opts[k.strip()] = v.strip()
+    return head, opts
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def _call_with_options(factory, what: str, opts: dict[str, str], **fixed):
+    params = {
+        n: p for n, p in inspect.signature(factory).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in fixed and n not in ("self", "name")
+    }
+    unknown = sorted(set(opts) - set(params))
+    if unknown:
+        raise ValueError(f"{what} has no option(s) {unknown}; its options: {', '.join(params) or 'none'}")
+    kwargs = {}
+    for k, v in opts.items():
+        default = params[k].default
+        try:
+            kwargs[k] = _coerce(v, default) if default is not inspect.Parameter.empty and default is not None else v
+        except ValueError as e:
+            raise ValueError(f"{what}: option {k}={v!r}: {e}") from None
+    return factory(**fixed, **kwargs)
+
+
+def build_encoder(spec: str | Encoder) -> Encoder:
+    """An encoder from a spec string: a registered built-in name or 'hf:<id-or-folder>', each
+    optionally followed by '@key=value,...'. An Encoder passes through unchanged."""
+    from emofuse.registry import ENCODERS, UnknownNameError
+
+    if isinstance(spec, Encoder):
+        return spec
+    name, opts = parse_spec(spec)
+    if name.startswith("hf:"):
+        source = name[3:]
+        if not source:
+            raise ValueError(f"encoder spec {spec!r}: give a hub id or a folder after 'hf:'")
+        return _build_hf(source, opts)
+    try:
+        factory = ENCODERS.get(name)
+    except UnknownNameError as e:
+        raise UnknownNameError(f"{e} (or hf:<hub-id-or-folder> for any Hugging Face model)") from None
+    return _call_with_options(factory, f"encoder {name!r}", opts)
+
+
+def _build_hf(source: str, opts: dict[str, str]) -> HFEncoder:
+    def factory(**kw):
+        return HFEncoder(source, **kw)
+
+    factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p for n, p in inspect.signature(HFEncoder.__init__).parameters.items() if n in HFEncoder.OPTIONS]
+    )
+    return _call_with_options(factory, f"hf encoder {source!r}", opts)

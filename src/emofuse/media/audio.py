@@ -1,0 +1,64 @@
+"""Audio loading through PyAV: one code path for audio files (wav, flac, mp3, ...) and for the audio
+track of a video (mp4, mkv, webm, avi), decoded and resampled frame by frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+from emofuse.media.errors import MediaError, open_container
+
+
+def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
+    """The first audio stream of `path` as float32 mono at `sr` Hz, shape (n_samples,).
+
+    Channels are averaged down to mono by FFmpeg's resampler (the same downmix ffmpeg -ac 1 does).
+    Raises MediaError when the file is missing, empty, unreadable or has no audio track."""
+    if sr <= 0:
+        raise ValueError(f"sr must be positive, got {sr}")
+    with open_container(path) as container:
+        if not container.streams.audio:
+            kinds = ", ".join(s.type for s in container.streams) or "none"
+            raise MediaError(f"{path}: no audio track (streams found: {kinds})")
+        stream = container.streams.audio[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks: list[np.ndarray] = []
+        for frame in container.decode(stream):
+            # The decoder may change layout mid-stream (rare, but broadcast mp4s do); the resampler copes.
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
+        for out in resampler.resample(None):  # flush the samples the resampler still holds
+            chunks.append(out.to_ndarray().reshape(-1))
+    if not chunks:
+        raise MediaError(f"{path}: the audio track has no decodable samples (empty or truncated)")
+    audio = np.concatenate(chunks).astype(np.float32, copy=False)
+    if declared is not None:
+        # Encoders pad the last frame with silence (AAC: up to 1024 samples) and the container's
+        # duration says where the real audio ends; trimming there keeps an mp4's track the same
+        # length as the wav it was made from. Only small overhangs: a wrong header must not cut audio.
+        n_declared = round(declared * sr)
+        if 0 < len(audio) - n_declared <= _MAX_PADDING_S * sr:
+            audio = audio[:n_declared]
+        elif len(audio) < 0.9 * n_declared - _MAX_PADDING_S * sr:
+            raise MediaError(
+                f"{path}: truncated, decoded {len(audio) / sr:.2f} s of the {declared:.2f} s of audio the header lists"
+            )
+    return audio
+
+
+_MAX_PADDING_S = 0.25  # longer than any codec's final-frame padding (AAC at 8 kHz: 128 ms)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sr: int = 16000) -> Path:
+    """Write mono float audio in [-1, 1] as 16-bit PCM wav (what corpora ship and every tool reads)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"write_wav takes mono audio of shape (n,), got {audio.shape}")
+    sf.write(str(path), np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16")
+    return path

@@ -1,0 +1,52 @@
+"""What every model shares: it is built from the input dims per modality and the number of
+classes, takes a dict batch keyed by modality (with `<modality>_mask`), and returns a dict with
+`logits` (B, C) and, where it has them, per-sample `weights` (B, M) over `modalities`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from emofuse.config import StrictConfig
+
+
+class EmotionModel(nn.Module):
+    Config: ClassVar[type[StrictConfig]]
+
+    def __init__(self, in_dims: dict[str, int], n_classes: int, cfg: StrictConfig):
+        super().__init__()
+        self.in_dims = dict(in_dims)
+        self.modalities = sorted(in_dims)
+        self.n_classes = n_classes
+        self.cfg = cfg
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def presence(batch: dict, modality: str) -> torch.Tensor:
+    """(B,) bool: whether each sample has this modality (any valid frame for sequences)."""
+    mask = batch[f"{modality}_mask"]
+    return mask if mask.dim() == 1 else mask.any(dim=-1)
+
+
+class AttentionPool(nn.Module):
+    """Masked attention pooling over a sequence: (B, T, D) -> (B, D)."""
+
+    def __init__(self, dim: int, hidden: int = 64):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = self.score(x).squeeze(-1)  # (B, T)
+        s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
+        w = torch.softmax(s, dim=-1) * mask  # all-masked rows give zeros, not NaN
+        return torch.einsum("bt,btd->bd", w, x)
+
+
+def mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
+    )
