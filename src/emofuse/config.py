@@ -104,7 +104,9 @@ from pydantic import Field  # noqa: E402
 class DataConfig(StrictConfig):
     manifest: str  # path to a manifest CSV written by `emofuse prepare`
     cache: str  # feature cache folder written by `emofuse extract`
-    features: dict[str, str]  # modality -> encoder name, e.g. {"audio": "egemaps", "text": "minilm"}
+    # modality -> encoder name, e.g. {"audio": "egemaps", "text": "minilm"}, or a list of candidate
+    # encoders for Top-N fusion, e.g. {"audio": ["egemaps", "mfcc"]}
+    features: dict[str, str | list[str]]
     sequence: bool | dict[str, bool] = False  # frame/token sequences instead of utterance vectors
     batch_size: int = 32
     label_smoothing: float = 0.0  # smooths one-hot targets for the MSE term (never the CE term)

@@ -65,5 +65,7 @@ CORPORA: Registry = Registry(
 )
 ENCODERS: Registry = Registry("encoder", ["emofuse.features.encoders.builtin"])
 MODELS: Registry = Registry(
-    "model", ["emofuse.models.unimodal", "emofuse.models.attention"]
+    "model",
+    ["emofuse.models.unimodal", "emofuse.models.early", "emofuse.models.late",
+     "emofuse.models.attention", "emofuse.models.mer_han"],  # llama_topn: pending
 )

@@ -3,6 +3,8 @@
 A batch looks like
     {"id": [str], "label": (B,) long, "target": (B, C) float,
      "audio": (B, D) or (B, T, D), "audio_mask": (B,) or (B, T) bool, ...}
+When a modality has several candidate encoders (Top-N fusion), each gets its own key
+"<modality>:<encoder>" (e.g. "audio:egemaps"); a key's modality is key.split(":")[0].
 Features are aligned to manifest rows by sample id, never by row order."""
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class FeatureDataset(Dataset):
         cls,
         manifest: Manifest,
         cache_dir: str | Path,
-        encoders: dict[str, str],
+        encoders: dict[str, str | list[str]],
         split: str | None = None,
         sequence: bool | dict[str, bool] = False,
         label_smoothing: float = 0.0,
@@ -101,7 +103,11 @@ class FeatureDataset(Dataset):
         feats = {}
         for m, enc in encoders.items():
             seq = sequence.get(m, False) if isinstance(sequence, dict) else sequence
-            feats[m] = load_modality(cache_dir, manifest.corpus, enc, ids, seq)
+            if isinstance(enc, str):
+                feats[m] = load_modality(cache_dir, manifest.corpus, enc, ids, seq)
+            else:  # several candidate encoders of one modality: keys "<modality>:<encoder>"
+                for e in enc:
+                    feats[f"{m}:{e}"] = load_modality(cache_dir, manifest.corpus, e, ids, seq)
         return cls(ids, labels, targets, feats)
 
     def in_dims(self) -> dict[str, int]:

@@ -22,6 +22,19 @@ def emotion_loss(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor
     return loss
 
 
+def model_loss(out: dict, batch: dict, mse_weight: float) -> torch.Tensor:
+    """The objective of any model's output: the emotion loss on `logits`, plus, for models whose
+    members are trained separately (late fusion), the mean member cross-entropy over present inputs."""
+    loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight)
+    if "aux_logits" in out:
+        aux = out["aux_logits"]  # (B, M, C)
+        b, m, c = aux.shape
+        ce = F.cross_entropy(aux.reshape(b * m, c), batch["label"].repeat_interleave(m), reduction="none").view(b, m)
+        mask = out.get("aux_mask", torch.ones_like(ce, dtype=torch.bool)).float()
+        loss = loss + (ce * mask).sum() / mask.sum().clamp(min=1)
+    return loss
+
+
 class EmotionModule(L.LightningModule):
     def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float):
         super().__init__()
@@ -34,13 +47,13 @@ class EmotionModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch)
-        loss = emotion_loss(out["logits"], batch["label"], batch["target"], self.mse_weight)
+        loss = model_loss(out, batch, self.mse_weight)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(batch)
-        loss = emotion_loss(out["logits"], batch["label"], batch["target"], self.mse_weight)
+        loss = model_loss(out, batch, self.mse_weight)
         self._val.append((batch["label"].cpu().numpy(), out["logits"].argmax(-1).cpu().numpy(), float(loss) * len(batch["label"])))
 
     def on_validation_epoch_end(self) -> None:

@@ -152,6 +152,10 @@ def train_run(cfg: RunConfig) -> dict:
             trainer.fit(module, train_dl, val_dl)
         if best.state is not None:
             model.load_state_dict(best.state)
+        fitted = {}
+        if hasattr(model, "fit_validation"):  # e.g. late-fusion weights, fitted on val only
+            model.eval()
+            fitted = model.fit_validation(val_dl)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(seed_dir / "model.safetensors"))
         device = torch.device("cuda" if gpu else "cpu")
         pred = _predict(model, test_ds, cfg.data.batch_size, device)
@@ -159,9 +163,9 @@ def train_run(cfg: RunConfig) -> dict:
         m = classification_metrics(test_ds.labels, y_pred, len(classes))
         per_seed.append(m)
         seed_info.append({"seed": seed, "best_epoch": best.best_epoch, f"best_{cfg.train.monitor}": best.best,
-                          "epochs_run": trainer.current_epoch, "test": m})
+                          "epochs_run": trainer.current_epoch, "fitted_on_val": fitted, "test": m})
         write_predictions(seed_dir / "predictions.csv", pred["ids"], test_ds.labels, pred["probs"], classes,
-                          pred["weights"], model.modalities)
+                          pred["weights"], getattr(model, "weight_names", model.modalities))
         cm = confusion(test_ds.labels, y_pred, len(classes))
         save_confusion_png(cm, classes, seed_dir / "confusion.png", title=f"{cfg.name} (test, seed {seed})")
         if seed_dir == run_dir:

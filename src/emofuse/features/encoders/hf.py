@@ -263,6 +263,11 @@ class HFEncoder(Encoder):
         self.hf_config = AutoConfig.from_pretrained(self.folder, trust_remote_code=self.trust_remote_code)
         self.model_type: str = self.hf_config.model_type
         self.modality = modality_of(self.model_type, getattr(self.hf_config, "architectures", None))
+        # CLIP with layers=last gives the projected image embedding. A bare CLIPVisionModel checkpoint
+        # saves projection_dim too but has no projection weights, so look at the weights.
+        self._projection = layers == "last" and (
+            self.model_type == "clip" or (self.model_type == "clip_vision_model" and self._has_projection())
+        )
         self.dim = self._output_dim()
         self.gives_sequence = True
         if name is None:
@@ -280,12 +285,8 @@ class HFEncoder(Encoder):
 
     def _output_dim(self) -> int:
         c = self.hf_config
-        if self.model_type == "clip" and self.layers == "last":
+        if self._projection:
             return int(c.projection_dim)
-        if self.model_type == "clip_vision_model" and self.layers == "last":
-            # A CLIPVisionModelWithProjection checkpoint has projection_dim; a bare CLIPVisionModel
-            # saves it too (default 512) but has no projection weights, so look at the weights.
-            return int(c.projection_dim) if self._has_projection() else int(c.hidden_size)
         vc = getattr(c, "vision_config", None)
         if self.modality == "video" and vc is not None:
             return int(vc.hidden_size)
@@ -335,7 +336,7 @@ class HFEncoder(Encoder):
         kw = {"dtype": getattr(torch, _DTYPES[self.dtype]), "trust_remote_code": self.trust_remote_code}
         if self.model_type in _CLIP_TYPES:
             # Loads only the vision tower (+ projection) of a full CLIP checkpoint.
-            cls = tf.CLIPVisionModelWithProjection if self.layers == "last" and self.dim != self._vision_hidden() else tf.CLIPVisionModel
+            cls = tf.CLIPVisionModelWithProjection if self._projection else tf.CLIPVisionModel
             model = cls.from_pretrained(self.folder, **kw)
         elif self.model_type in ("siglip", "siglip2"):
             cls = tf.SiglipVisionModel if self.model_type == "siglip" else tf.Siglip2VisionModel
@@ -357,10 +358,6 @@ class HFEncoder(Encoder):
         else:
             # The PIL backend: torchvision is not a dependency of emofuse.
             self._processor = tf.AutoImageProcessor.from_pretrained(self.folder, backend="pil")
-
-    def _vision_hidden(self) -> int:
-        vc = getattr(self.hf_config, "vision_config", None)
-        return int((vc or self.hf_config).hidden_size)
 
     def _states(self, out) -> Any:
         """(B, N, D) token/frame states of the chosen layers."""

@@ -1,0 +1,131 @@
+"""MELD (Friends dialogue, seven emotions) in the layout of its official release:
+
+    ROOT/{train,dev,test}_sent_emo.csv
+    ROOT/train_splits/dia<D>_utt<U>.mp4                 clips: optional (text-only without them)
+    ROOT/dev_splits_complete/dia<D>_utt<U>.mp4
+    ROOT/output_repeated_splits_test/dia<D>_utt<U>.mp4
+
+The official train/dev/test split is kept (dev becomes "val"). Ids are `<subset>_dia<D>_utt<U>`
+with subset train/dev/test as in the file names, so they are unique across splits; dialogues are
+`<subset>_dia<D>`. A clip folder that is absent means text only (video ""); a folder that is there
+but lacks a clip makes that row a missing_file reject."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+from emofuse.corpora.base import CorpusAdapter, PrepareResult, Reject, read_table
+from emofuse.labels import MELD7
+from emofuse.registry import CORPORA
+
+# subset (file-name prefix) -> (manifest split, clip folder, official row count)
+SUBSETS = {
+    "train": ("train", "train_splits", 9989),
+    "dev": ("val", "dev_splits_complete", 1109),
+    "test": ("test", "output_repeated_splits_test", 2610),
+}
+REQUIRED = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
+
+
+@CORPORA.register("meld")
+class MELD(CorpusAdapter):
+    name = "meld"
+    label_set = MELD7
+
+    def __init__(self, *, clips_root: str | Path | None = None, text_only: bool = False, **common):
+        """clips_root: folder holding the clip folders when they are not beside the CSVs.
+        text_only: ignore clips even where they are present (video "")."""
+        super().__init__(**common)
+        self.clips_root = Path(clips_root) if clips_root else None
+        self.text_only = bool(text_only)
+
+    def read(self, root: Path) -> PrepareResult:
+        root = Path(root)
+        clips_root = self.clips_root or root
+        found = [s for s in SUBSETS if (root / f"{s}_sent_emo.csv").is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no MELD annotation file under {root}; expected {', '.join(f'{s}_sent_emo.csv' for s in SUBSETS)}"
+            )
+        rows: list[dict] = []
+        rejects: list[Reject] = []
+        for subset in found:
+            split, clip_dir_name, official = SUBSETS[subset]
+            path = root / f"{subset}_sent_emo.csv"
+            df, bad = read_table(path, required=REQUIRED)
+            rejects += [Reject(f"{subset}:{f[0] if f else '?'}", "unreadable_row", f"{path.name}: cannot parse line") for f in bad]
+            if len(df) + len(bad) != official:
+                warnings.warn(f"{path}: {len(df) + len(bad)} rows, the official release has {official}")
+            clip_dir = clips_root / clip_dir_name
+            use_clips = not self.text_only and clip_dir.is_dir()
+            for i, rec in enumerate(df.to_dict("records")):
+                dia, utt = rec["Dialogue_ID"].strip(), rec["Utterance_ID"].strip()
+                if not (dia.isdigit() and utt.isdigit()):
+                    rejects.append(Reject(
+                        f"{subset}_row{i + 2}", "unreadable_row",
+                        f"{path.name} line {i + 2}: Dialogue_ID {dia!r} / Utterance_ID {utt!r} are not integers",
+                    ))
+                    continue
+                dia, utt = int(dia), int(utt)
+                clip = clip_dir / f"dia{dia}_utt{utt}.mp4"
+                rows.append({
+                    "id": f"{subset}_dia{dia}_utt{utt}",
+                    "split": split,
+                    "video": str(clip.absolute()) if use_clips else "",
+                    "text": fix_mojibake(rec["Utterance"]).strip(),
+                    "label": rec["Emotion"].strip(),
+                    "speaker": fix_mojibake(rec["Speaker"]).strip(),
+                    "dialogue": f"{subset}_dia{dia}",
+                })
+        return PrepareResult(rows, rejects)
+
+
+# Mojibake is UTF-8 read as cp1252 (or latin-1): "’" (E2 80 99) shows as "â€™". A run of one
+# UTF-8 lead character and its continuation characters is mapped back to bytes and decoded;
+# runs that do not decode stay as they are. Only strings carrying a marker of the common cases
+# (â€ for punctuation, Ã and Â for accented letters and symbols) are touched, so that correct text
+# such as "CAFÉ’s" (É’ happens to look like a lead and a continuation byte) is never rewritten.
+_MARKERS = ("\u00e2\u20ac", "\u00e2\u0080", "\u00c3", "\u00c2")
+_TO_BYTE: dict[str, int] = {}
+for _b in range(0x80, 0x100):
+    _TO_BYTE[chr(_b)] = _b  # latin-1 reading (also cp1252's undefined 0x81, 0x8D, 0x8F, 0x90, 0x9D)
+    try:
+        _TO_BYTE[bytes([_b]).decode("cp1252")] = _b
+    except UnicodeDecodeError:
+        pass
+_CONT = "".join(re.escape(c) for c, b in _TO_BYTE.items() if 0x80 <= b <= 0xBF)
+_MOJIBAKE = re.compile(
+    f"[\u00c2-\u00df][{_CONT}]|[\u00e0-\u00ef][{_CONT}]{{2}}|[\u00f0-\u00f4][{_CONT}]{{3}}"
+)
+# "”" is E2 80 9D and cp1252 has no character for 9D, so most converters dropped it (or wrote U+FFFD):
+# a bare "â€" is that right double quote.
+_LOST_RDQUO = re.compile(f"\u00e2\u20ac\ufffd?(?![{_CONT}])")
+# C1 control characters never occur in text: they are cp1252 bytes read as latin-1 ("It\x92s").
+_C1 = re.compile("[\u0080-\u009f]")
+
+
+def _undo(match: re.Match) -> str:
+    s = match.group(0)
+    try:
+        return bytes(_TO_BYTE[c] for c in s).decode("utf-8")
+    except UnicodeDecodeError:
+        return s
+
+
+def _c1(match: re.Match) -> str:
+    try:
+        return match.group(0).encode("latin-1").decode("cp1252")
+    except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D mean nothing in cp1252 either
+        return match.group(0)
+
+
+def fix_mojibake(s: str) -> str:
+    """Repair UTF-8 text that was decoded as cp1252 or latin-1 ("Itâ€™s" -> "It’s"); text without
+    mojibake markers is returned unchanged."""
+    if not s:
+        return s
+    if any(m in s for m in _MARKERS):
+        s = _LOST_RDQUO.sub("\u201d", _MOJIBAKE.sub(_undo, s))
+    return _C1.sub(_c1, s)
