@@ -126,6 +126,8 @@ class TrainConfig(StrictConfig):
     monitor: Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"] = "val_accuracy"
     patience: int = 15
     seeds: list[int] = Field(default_factory=lambda: [0])
+    # k-fold cross-validation over the manifest's seeded stratified folds instead of its fixed split
+    cross_validation: bool = False
     accelerator: str = "auto"  # cpu when no GPU is present
     precision: str | None = None  # None: 32 on CPU, bf16-mixed on GPU
     deterministic: bool = True

@@ -109,9 +109,12 @@ def stratified_folds(labels: list[str] | np.ndarray, n_folds: int, seed: int) ->
         return folds
     counts = Counter(labels.tolist())
     if len(labels) < n_folds or max(counts.values()) < n_folds:
-        # Too few samples to stratify into n_folds: a seeded permutation still fills every fold.
+        # Too few samples for StratifiedKFold (it refuses when no class fills every fold): deal the
+        # samples, grouped by class and shuffled within it, round-robin over the folds.
         rng = np.random.default_rng(seed)
-        return rng.permutation(len(labels)) % n_folds
+        order = np.lexsort((rng.random(len(labels)), labels))
+        folds[order] = np.arange(len(labels)) % n_folds
+        return folds
     # Always n_folds folds, even when a rare class has fewer members than folds (sklearn then only
     # warns): fewer folds would silently change the size of the test and val splits built from them.
     skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)

@@ -268,10 +268,10 @@ class Expression:
 
 EXPRESSIONS = {
     "neutral": Expression(0.0, 0.0, 0.02, 1.0, 0.32, 0.0, 0.0, 0.0),
-    "happy": Expression(-0.02, -0.02, 0.05, 0.75, 0.46, 0.20, 0.14, 0.0),
+    "happy": Expression(-0.02, -0.02, 0.05, 0.85, 0.46, 0.20, 0.14, 0.0),
     "sad": Expression(-0.16, 0.07, 0.0, 0.8, 0.32, -0.16, 0.0, 0.0),
     "angry": Expression(0.14, -0.08, -0.02, 0.6, 0.30, -0.05, 0.0, 0.0),
-    "surprise": Expression(-0.2, -0.18, 0.08, 1.55, 0.14, 0.0, 0.34, 0.0),
+    "surprise": Expression(-0.16, -0.14, 0.08, 1.4, 0.14, 0.0, 0.34, 0.0),
     "worried": Expression(-0.17, 0.04, 0.0, 1.2, 0.24, -0.04, 0.0, 0.035),
 }
 FACE_CORRUPTIONS = ("blur", "mask", "absent")
@@ -341,7 +341,7 @@ def _draw_face(big: int, spk: Speaker, e: Expression, centre, corrupt: str | Non
         arr = np.array([P(u, v) for u, v in pts], dtype=np.int32)
         cv2.polylines(img, [arr], False, color, max(1, int(width * big)), cv2.LINE_AA, 2)
 
-    shade = tuple(int(c * 0.82) for c in spk.skin)
+    shade = tuple(int(c * 0.72) for c in spk.skin)
     dark = (35, 25, 20)
     # shoulders, neck, hair behind the head
     ell(0.0, 1.55, 1.7, 0.55, spk.shirt)
@@ -355,8 +355,8 @@ def _draw_face(big: int, spk: Speaker, e: Expression, centre, corrupt: str | Non
         for s in (-1, 1):
             ell(s * 0.38, -0.12, 0.3, 0.14, shade)  # eye sockets: the dark band Haar features look for
             h = 0.085 * e.eye_open
-            ell(s * 0.38, -0.12, 0.19, h, (250, 250, 250))
-            r = min(0.095, 0.95 * h * b / a)  # iris, shrunk when the eye is narrowed
+            ell(s * 0.38, -0.12, 0.19, h, (228, 228, 225))
+            r = min(0.12, 0.95 * h * b / a)  # iris, shrunk when the eye is narrowed
             ell(s * 0.38, -0.12, r, r * a / b, (50, 35, 25))
             ell(s * 0.38, -0.12 - h * 0.65, 0.21, 0.03, dark)  # upper lid and lashes
             # brows: inner end at |u| = 0.14, outer end at 0.66
@@ -401,7 +401,7 @@ def _draw_mouth(img, P, e: Expression, a: float, b: float, big: int) -> None:
         if e.mouth_curve > 0.05:  # a smile shows the upper teeth
             teeth = [P(u, v + 0.01) for u, v in zip(us * 0.8, curve)] + \
                     [P(u, v + 0.05) for u, v in zip(us[::-1] * 0.8, curve[::-1])]
-            cv2.fillPoly(img, [np.array(teeth, dtype=np.int32)], (245, 245, 240), cv2.LINE_AA, 2)
+            cv2.fillPoly(img, [np.array(teeth, dtype=np.int32)], (225, 222, 215), cv2.LINE_AA, 2)
     else:
         pts = np.array([P(u, v) for u, v in zip(us, curve)], dtype=np.int32)
         cv2.polylines(img, [pts], False, lip, max(1, int(0.03 * big)), cv2.LINE_AA, 2)

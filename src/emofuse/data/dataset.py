@@ -86,11 +86,14 @@ class FeatureDataset(Dataset):
         manifest: Manifest,
         cache_dir: str | Path,
         encoders: dict[str, str | list[str]],
-        split: str | None = None,
+        split: str | list[str] | None = None,
         sequence: bool | dict[str, bool] = False,
         label_smoothing: float = 0.0,
     ) -> "FeatureDataset":
-        df = manifest.df if split is None else manifest.split(split)
+        if split is None:
+            df = manifest.df
+        else:
+            df = manifest.df[manifest.df["split"].isin([split] if isinstance(split, str) else split)]
         ids = df["id"].tolist()
         all_labels = manifest.label_indices()
         all_targets = manifest.soft_labels()
@@ -109,6 +112,18 @@ class FeatureDataset(Dataset):
                 for e in enc:
                     feats[f"{m}:{e}"] = load_modality(cache_dir, manifest.corpus, e, ids, seq)
         return cls(ids, labels, targets, feats)
+
+    def subset(self, idx) -> "FeatureDataset":
+        """The rows at positions `idx` (a fold or split), sharing nothing mutable with self."""
+        idx = np.asarray(idx, dtype=int)
+        feats = {
+            m: ModalityFeatures(
+                f.encoder, f.vectors[idx], f.present[idx],
+                [f.sequences[i] for i in idx] if f.sequences is not None else None, f.fingerprint,
+            )
+            for m, f in self.features.items()
+        }
+        return FeatureDataset([self.ids[i] for i in idx], self.labels[idx], self.targets[idx], feats)
 
     def in_dims(self) -> dict[str, int]:
         return {m: f.dim for m, f in self.features.items()}

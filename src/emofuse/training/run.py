@@ -42,9 +42,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: torch.device) -> dict:
+def predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: torch.device) -> dict:
+    """Class probabilities, and the per-sample modality weights / Top-N selections where the model gives them."""
     model.eval().to(device)
-    probs, weights, ids = [], [], []
+    probs, weights, selected, ids = [], [], [], []
     with torch.no_grad():
         for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -52,26 +53,38 @@ def _predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: t
             probs.append(torch.softmax(out["logits"].float(), -1).cpu().numpy())
             if "weights" in out:
                 weights.append(out["weights"].float().cpu().numpy())
+            if "selected" in out:
+                selected.append(out["selected"].cpu().numpy())
             ids += batch["id"]
     return {
         "ids": ids,
         "probs": np.concatenate(probs) if probs else np.zeros((0, model.n_classes)),
         "weights": np.concatenate(weights) if weights else None,
+        "selected": np.concatenate(selected) if selected else None,
     }
 
 
-def write_predictions(path: Path, ids, y_true, probs, classes, weights=None, modalities=()) -> None:
+def write_predictions(path: Path, model: EmotionModel, pred: dict, y_true: np.ndarray, classes: list[str]) -> None:
+    """id, true, predicted, one probability per class, and per-sample weights / selections when present."""
+    weight_names = getattr(model, "weight_names", model.modalities)
+    candidates = getattr(model, "candidate_names", None)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         head = ["id", "true", "predicted"] + [f"p_{c}" for c in classes]
-        if weights is not None:
-            head += [f"w_{m}" for m in modalities]
+        if pred["weights"] is not None:
+            head += [f"w_{m}" for m in weight_names]
+        if pred["selected"] is not None:
+            head.append("selected")
         w.writerow(head)
-        for i, sid in enumerate(ids):
-            row = [sid, classes[y_true[i]] if y_true[i] >= 0 else "", classes[int(probs[i].argmax())]]
-            row += [f"{p:.5f}" for p in probs[i]]
-            if weights is not None:
-                row += [f"{x:.5f}" for x in weights[i]]
+        for i, sid in enumerate(pred["ids"]):
+            probs = pred["probs"][i]
+            row = [sid, classes[y_true[i]] if y_true[i] >= 0 else "", classes[int(probs.argmax())]]
+            row += [f"{p:.5f}" for p in probs]
+            if pred["weights"] is not None:
+                row += [f"{x:.5f}" for x in pred["weights"][i]]
+            if pred["selected"] is not None:
+                sel = pred["selected"][i].tolist()
+                row.append(";".join(candidates[j] if candidates else str(j) for j in sel if j >= 0))
             w.writerow(row)
 
 
@@ -84,107 +97,156 @@ def _summarise(per_seed: list[dict]) -> dict:
     return out
 
 
-def train_run(cfg: RunConfig) -> dict:
-    """Fit cfg.model on the train split with early stopping on val; evaluate on test.
+def _plans(manifest: Manifest, cross_validation: bool) -> list[dict]:
+    """Which rows train, validate and test in each unit of work. With cross-validation, fold f is
+    the test fold and fold f+1 the validation fold, so test folds cover every labelled row once."""
+    df = manifest.df.reset_index(drop=True)
+    labelled = df["split"] != "unlabeled"
+    if not cross_validation:
+        return [{"name": "", **{s: np.flatnonzero(df["split"] == s) for s in ("train", "val", "test")}}]
+    folds = sorted(int(f) for f in df.loc[labelled, "fold"].unique() if int(f) >= 0)
+    if len(folds) < 3:
+        raise ValueError(f"cross-validation needs at least 3 folds in the manifest, found {folds}")
+    plans = []
+    for i, f in enumerate(folds):
+        v = folds[(i + 1) % len(folds)]
+        fold = df["fold"].astype(int)
+        plans.append({
+            "name": f"fold{f}",
+            "test": np.flatnonzero(labelled & (fold == f)),
+            "val": np.flatnonzero(labelled & (fold == v)),
+            "train": np.flatnonzero(labelled & (fold != f) & (fold != v)),
+        })
+    return plans
 
-    Writes <out>/<name>/: config.yaml, labels.json, encoders.json, versions.json, model.safetensors
-    (seed dirs when several seeds), metrics.json, predictions.csv, confusion.png, tb/."""
+
+def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_dir: Path, n_classes: int, tb_dir: Path):
+    """Train one (fold, seed) unit; returns (model, test prediction, val metrics, info)."""
+    train_ds, val_ds, test_ds = (data.subset(plan[s]) for s in ("train", "val", "test"))
+    for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
+        if len(ds) == 0:
+            raise ValueError(f"split {name!r} of {cfg.data.manifest} is empty{' in ' + plan['name'] if plan['name'] else ''}")
+    gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    mode = "min" if cfg.train.monitor == "val_loss" else "max"
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
+    module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight)
+    best = BestWeights(cfg.train.monitor, mode)
+    logger = False
+    if cfg.train.logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        version = "_".join(x for x in (plan["name"], f"seed{seed}") if x)
+        logger = TensorBoardLogger(str(tb_dir), name="", version=version, default_hp_metric=False)
+    trainer = L.Trainer(
+        max_epochs=cfg.train.max_epochs,
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision=cfg.train.precision or ("bf16-mixed" if gpu else "32-true"),
+        callbacks=[L.pytorch.callbacks.EarlyStopping(cfg.train.monitor, patience=cfg.train.patience, mode=mode), best],
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=cfg.train.progress,
+        enable_model_summary=False,
+        deterministic=cfg.train.deterministic,
+        log_every_n_steps=1,
+    )
+    g = torch.Generator().manual_seed(seed)
+    train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate, generator=g)
+    val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # tiny in-memory datasets: worker and batch-count advice does not apply
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        trainer.fit(module, train_dl, val_dl)
+    if best.state is not None:
+        model.load_state_dict(best.state)
+    fitted = {}
+    if hasattr(model, "fit_validation"):  # e.g. late-fusion weights, fitted on val only
+        model.eval()
+        fitted = model.fit_validation(val_dl)
+    fit_s = time.perf_counter() - t0
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    state = model.trainable_state_dict() if hasattr(model, "trainable_state_dict") else model.state_dict()
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(unit_dir / "model.safetensors"))
+    device = torch.device("cuda" if gpu else "cpu")
+    val_pred = predict(model, val_ds, cfg.data.batch_size, device)
+    val_metrics = classification_metrics(val_ds.labels, val_pred["probs"].argmax(1), n_classes)
+    test_pred = predict(model, test_ds, cfg.data.batch_size, device)
+    info = {"seed": seed, "fold": plan["name"] or None, "best_epoch": best.best_epoch,
+            f"best_{cfg.train.monitor}": best.best, "epochs_run": trainer.current_epoch,
+            "fit_time_s": fit_s, "fitted_on_val": fitted,
+            "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}}
+    return model, test_pred, test_ds.labels, val_metrics, info
+
+
+def train_run(cfg: RunConfig) -> dict:
+    """Fit cfg.model with early stopping on the validation metric and evaluate on test, for every
+    seed (and every fold with train.cross_validation). Metrics are mean ± std over those units.
+
+    Writes <out>/<name>/: config.yaml, labels.json, encoders.json, versions.json, metrics.json,
+    predictions.csv, confusion.png, tb/ and, per unit (fold/seed sub-folders when more than one),
+    model.safetensors and predictions.csv."""
     from emofuse.evaluation.report import save_confusion_png
 
     run_dir = Path(cfg.out) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     manifest = Manifest.load(cfg.data.manifest)
+    manifest.df = manifest.df.reset_index(drop=True)
     classes = list(manifest.label_set.classes)
     (run_dir / "labels.json").write_text(json.dumps(manifest.label_set.to_dict(), indent=2))
-
-    def split(name: str) -> FeatureDataset:
-        return FeatureDataset.from_manifest(
-            manifest, cfg.data.cache, cfg.data.features, split=name,
-            sequence=cfg.data.sequence, label_smoothing=cfg.data.label_smoothing,
-        )
-
-    train_ds, val_ds, test_ds = split("train"), split("val"), split("test")
-    for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
-        if len(ds) == 0:
-            raise ValueError(f"split {name!r} of {cfg.data.manifest} is empty")
+    data = FeatureDataset.from_manifest(
+        manifest, cfg.data.cache, cfg.data.features,
+        sequence=cfg.data.sequence, label_smoothing=cfg.data.label_smoothing,
+    )
     (run_dir / "encoders.json").write_text(json.dumps(
-        {m: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim} for m, f in train_ds.features.items()},
+        {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim} for k, f in data.features.items()},
         indent=2))
     (run_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2))
 
-    gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    precision = cfg.train.precision or ("bf16-mixed" if gpu else "32-true")
-    mode = "min" if cfg.train.monitor == "val_loss" else "max"
-    per_seed, seed_info = [], []
+    plans = _plans(manifest, cfg.train.cross_validation)
+    units = [(p, s) for p in plans for s in cfg.train.seeds]
     t0 = time.perf_counter()
-    for seed in cfg.train.seeds:
-        seed_dir = run_dir if len(cfg.train.seeds) == 1 else run_dir / f"seed{seed}"
-        seed_dir.mkdir(parents=True, exist_ok=True)
-        L.seed_everything(seed, workers=True, verbose=False)
-        model = build_model(cfg.model.name, cfg.model.params, train_ds.in_dims(), len(classes))
-        module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight)
-        best = BestWeights(cfg.train.monitor, mode)
-        logger = False
-        if cfg.train.logger == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            logger = TensorBoardLogger(str(run_dir), name="tb", version=f"seed{seed}", default_hp_metric=False)
-        trainer = L.Trainer(
-            max_epochs=cfg.train.max_epochs,
-            accelerator="gpu" if gpu else "cpu",
-            devices=1,
-            precision=precision,
-            callbacks=[L.pytorch.callbacks.EarlyStopping(cfg.train.monitor, patience=cfg.train.patience, mode=mode), best],
-            logger=logger,
-            enable_checkpointing=False,
-            enable_progress_bar=cfg.train.progress,
-            enable_model_summary=False,
-            deterministic=cfg.train.deterministic,
-            log_every_n_steps=1,
-        )
-        g = torch.Generator().manual_seed(seed)
-        train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate, generator=g)
-        val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*too few batches.*|.*number of training batches.*")
-            trainer.fit(module, train_dl, val_dl)
-        if best.state is not None:
-            model.load_state_dict(best.state)
-        fitted = {}
-        if hasattr(model, "fit_validation"):  # e.g. late-fusion weights, fitted on val only
-            model.eval()
-            fitted = model.fit_validation(val_dl)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(seed_dir / "model.safetensors"))
-        device = torch.device("cuda" if gpu else "cpu")
-        pred = _predict(model, test_ds, cfg.data.batch_size, device)
+    per_unit, infos, val_per_unit = [], [], []
+    pooled_true, pooled_pred = [], []
+    for plan, seed in units:
+        parts = [x for x in (plan["name"], f"seed{seed}" if len(cfg.train.seeds) > 1 else "") if x]
+        unit_dir = run_dir.joinpath(*parts) if parts else run_dir
+        model, pred, y_true, val_m, info = _fit_one(cfg, data, plan, seed, unit_dir, len(classes), run_dir / "tb")
         y_pred = pred["probs"].argmax(1)
-        m = classification_metrics(test_ds.labels, y_pred, len(classes))
-        per_seed.append(m)
-        seed_info.append({"seed": seed, "best_epoch": best.best_epoch, f"best_{cfg.train.monitor}": best.best,
-                          "epochs_run": trainer.current_epoch, "fitted_on_val": fitted, "test": m})
-        write_predictions(seed_dir / "predictions.csv", pred["ids"], test_ds.labels, pred["probs"], classes,
-                          pred["weights"], getattr(model, "weight_names", model.modalities))
-        cm = confusion(test_ds.labels, y_pred, len(classes))
-        save_confusion_png(cm, classes, seed_dir / "confusion.png", title=f"{cfg.name} (test, seed {seed})")
-        if seed_dir == run_dir:
-            per_class_rows = per_class(test_ds.labels, y_pred, classes)
+        m = classification_metrics(y_true, y_pred, len(classes))
+        per_unit.append(m)
+        val_per_unit.append(val_m)
+        infos.append(info | {"val": val_m, "test": m})
+        write_predictions(unit_dir / "predictions.csv", model, pred, y_true, classes)
+        if seed == cfg.train.seeds[0]:  # the run's own predictions: first seed, every fold
+            pooled_true.append(y_true)
+            pooled_pred.append(pred)
     wall = time.perf_counter() - t0
-    summary = _summarise(per_seed)
+    y_true = np.concatenate(pooled_true)
+    y_pred = np.concatenate([p["probs"].argmax(1) for p in pooled_pred])
+    if len(units) > 1:  # units wrote their own files in sub-folders; pool them at the top
+        merged = {k: (np.concatenate([p[k] for p in pooled_pred]) if pooled_pred[0][k] is not None else None)
+                  for k in ("probs", "weights", "selected")}
+        merged["ids"] = [i for p in pooled_pred for i in p["ids"]]
+        write_predictions(run_dir / "predictions.csv", model, merged, y_true, classes)
+    cm = confusion(y_true, y_pred, len(classes))
+    title = f"{cfg.name} (test{', synthetic corpus' if manifest.meta.get('synthetic') else ''})"
+    save_confusion_png(cm, classes, run_dir / "confusion.png", title=title)
     metrics = {
         "name": cfg.name,
         "model": cfg.model.name,
         "corpus": manifest.corpus,
         "synthetic": bool(manifest.meta.get("synthetic", False)),
-        "test": summary,
-        "seeds": seed_info,
-        "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)},
+        "features": cfg.data.features,
+        "test": _summarise(per_unit),
+        "val": _summarise(val_per_unit),
+        "units": infos,
+        "per_class": per_class(y_true, y_pred, classes),
+        "confusion": cm.tolist(),
         "wall_time_s": wall,
     }
-    if len(cfg.train.seeds) == 1:
-        metrics["per_class"] = per_class_rows
-        metrics["confusion"] = cm.tolist()
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
-
