@@ -120,6 +120,39 @@ def report(
 
 
 @app.command()
+def table(
+    runs: list[Path] = typer.Argument(..., help="Fusion run directories (e.g. runs/grid/runs/*)."),
+    out: Path = typer.Option(Path("table.md"), "--out", help="Markdown file to write."),
+    unimodal: list[Path] = typer.Option([], "--unimodal", help="Unimodal ranking run directories to list below."),
+) -> None:
+    """The MER2025-style results table: Fusion, Top, encoders, and time / F1 / accuracy per epoch budget."""
+    from emofuse.evaluation.table import write_table
+
+    bad = [r for r in runs if not (r / "metrics.json").is_file()]
+    if bad:
+        _fail(f"not run directories (no metrics.json): {', '.join(map(str, bad))}")
+    console.print(f"[green]wrote[/] {write_table(runs, out, unimodal)}")
+
+
+@app.command()
+def grid(
+    config: Path = typer.Argument(..., help="Grid config YAML (e.g. configs/demo_grid.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set epochs=[2,10] (repeatable)."),
+) -> None:
+    """Rank encoders per modality, train fusion set x Top-N x epochs, and write the results table."""
+    from emofuse.config import ConfigError, GridConfig, load_config
+    from emofuse.registry import UnknownNameError
+    from emofuse.training.grid import run_grid
+
+    try:
+        cfg = load_config(GridConfig, config, set_)
+        path = run_grid(cfg)
+    except (ConfigError, UnknownNameError, FileNotFoundError, KeyError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"[green]table:[/] {path}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder."),
     n_per_class: int = typer.Option(60, help="Synthetic clips per class."),

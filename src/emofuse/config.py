@@ -141,3 +141,21 @@ class RunConfig(StrictConfig):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str = "runs"  # the run directory is <out>/<name>
+
+
+class GridConfig(StrictConfig):
+    """The MER2025 system's results grid: rank each modality's candidate encoders with the unimodal
+    baseline (on validation), then train the fusion model for every fusion set x Top-N x epoch budget."""
+
+    name: str
+    manifest: str
+    cache: str
+    candidates: dict[str, list[str]]  # modality -> candidate encoders to rank
+    fusion_sets: list[str] = Field(default_factory=lambda: ["AVT", "AV", "AT", "VT"])
+    top_n: list[int] = Field(default_factory=lambda: [1, 2])
+    epochs: list[int] = Field(default_factory=lambda: [2, 10, 100])
+    batch_size: int = 32
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="llama_topn"))
+    train: TrainConfig = Field(default_factory=TrainConfig)  # max_epochs is set by `epochs`
+    ranking_train: TrainConfig = Field(default_factory=TrainConfig)  # the unimodal baselines' budget
+    out: str = "runs/grid"

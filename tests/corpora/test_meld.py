@@ -25,6 +25,11 @@ def write_meld(root: Path, rows: dict[str, list[tuple]], encoding: str = "utf-8"
     return root
 
 
+def prep(root, out, **kw):
+    """prepare on a tiny copy, which is knowingly not the official size."""
+    return prepare("meld", root, out, check_counts=False, **kw)
+
+
 TINY = {
     "train": [("It’s fine, “really”…", "Ross", "joy", 0, 0), ("No!", "Rachel", "anger", 0, 1),
               ("Okay.", "Ross", "neutral", 1, 0)],
@@ -44,7 +49,7 @@ def test_real_counts_text_only(data_root, tmp_path):
 
 
 def test_ids_splits_and_dialogues(tmp_path):
-    m = prepare("meld", write_meld(tmp_path / "meld", TINY), tmp_path / "m.csv")
+    m = prep(write_meld(tmp_path / "meld", TINY), tmp_path / "m.csv")
     df = m.df.set_index("id")
     assert list(df.index) == ["train_dia0_utt0", "train_dia0_utt1", "train_dia1_utt0", "dev_dia0_utt0",
                               "test_dia0_utt0", "test_dia3_utt2"]
@@ -57,8 +62,8 @@ def test_mojibake_copy_reads_like_the_clean_one(tmp_path):
     broken = {k: [(u.encode("utf-8").decode("cp1252", errors="ignore"), *rest) for u, *rest in v]
               for k, v in TINY.items()}
     assert "â€" in broken["train"][0][0]
-    clean = prepare("meld", write_meld(tmp_path / "a", TINY), tmp_path / "a.csv").df
-    fixed = prepare("meld", write_meld(tmp_path / "b", broken), tmp_path / "b.csv").df
+    clean = prep(write_meld(tmp_path / "a", TINY), tmp_path / "a.csv").df
+    fixed = prep(write_meld(tmp_path / "b", broken), tmp_path / "b.csv").df
     assert fixed.text.tolist() == clean.text.tolist()
 
 
@@ -77,21 +82,26 @@ def test_clips(tmp_path):
     for name in ("dia0_utt0", "dia0_utt1"):  # dia1_utt0 missing
         (root / "train_splits" / f"{name}.mp4").touch()
     with pytest.raises(PrepareError, match="1 missing_file: train_dia1_utt0"):
-        prepare("meld", root, tmp_path / "m.csv")
-    m = prepare("meld", root, tmp_path / "m.csv", on_error="skip")
+        prep(root, tmp_path / "m.csv")
+    m = prep(root, tmp_path / "m.csv", on_error="skip")
     df = m.df.set_index("id")
     assert df.loc["train_dia0_utt0", "video"] == str((root / "train_splits" / "dia0_utt0.mp4").absolute())
     assert df.loc["dev_dia0_utt0", "video"] == ""  # no dev clip folder: text only
     assert len(m) == 5 and m.meta["rows_in"] == 6
     # text_only ignores the clips; clips_root points at them elsewhere
-    assert (prepare("meld", root, tmp_path / "t.csv", text_only=True).df.video == "").all()
-    assert len(prepare("meld", write_meld(tmp_path / "csv_only", TINY), tmp_path / "c.csv",
+    assert (prep(root, tmp_path / "t.csv", text_only=True).df.video == "").all()
+    assert len(prep(write_meld(tmp_path / "csv_only", TINY), tmp_path / "c.csv",
                        clips_root=root, on_error="skip")) == 5
 
 
 def test_unparsable_ids_are_rejected(tmp_path):
     root = write_meld(tmp_path / "meld", {"train": [("Hi.", "Ross", "joy", "x", 0), ("Yo.", "Joey", "joy", 1, 0)]})
-    m = prepare("meld", root, tmp_path / "m.csv", on_error="skip")
+    m = prep(root, tmp_path / "m.csv", on_error="skip")
     assert m.ids == ["train_dia1_utt0"]
     rej = pd.read_csv(Manifest.rejects_path(tmp_path / "m.csv"))
     assert rej.reason.tolist() == ["unreadable_row"]
+
+
+def test_partial_copy_warns(tmp_path):
+    with pytest.warns(UserWarning, match="3 rows, the official release has 9989"):
+        prepare("meld", write_meld(tmp_path / "meld", {"train": TINY["train"]}), tmp_path / "m.csv")

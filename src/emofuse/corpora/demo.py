@@ -351,7 +351,7 @@ def _draw_face(big: int, spk: Speaker, e: Expression, centre, corrupt: str | Non
         ell(-1.0, 0.0, 0.14, 0.2, shade)  # ears
         ell(1.0, 0.0, 0.14, 0.2, shade)
         ell(0.0, 0.0, 1.0, 1.0, spk.skin)
-        ell(0.0, -0.92, 0.9, 0.22, spk.hair)  # fringe over the forehead
+        ell(0.0, -0.96, 0.85, 0.16, spk.hair)  # fringe over the forehead
         for s in (-1, 1):
             ell(s * 0.38, -0.12, 0.3, 0.14, shade)  # eye sockets: the dark band Haar features look for
             h = 0.085 * e.eye_open

@@ -34,12 +34,15 @@ class MELD(CorpusAdapter):
     name = "meld"
     label_set = MELD7
 
-    def __init__(self, *, clips_root: str | Path | None = None, text_only: bool = False, **common):
+    def __init__(self, *, clips_root: str | Path | None = None, text_only: bool = False,
+                 check_counts: bool = True, **common):
         """clips_root: folder holding the clip folders when they are not beside the CSVs.
-        text_only: ignore clips even where they are present (video "")."""
+        text_only: ignore clips even where they are present (video "").
+        check_counts: warn when a CSV does not have the official number of rows (a partial copy)."""
         super().__init__(**common)
         self.clips_root = Path(clips_root) if clips_root else None
         self.text_only = bool(text_only)
+        self.check_counts = bool(check_counts)
 
     def read(self, root: Path) -> PrepareResult:
         root = Path(root)
@@ -56,7 +59,7 @@ class MELD(CorpusAdapter):
             path = root / f"{subset}_sent_emo.csv"
             df, bad = read_table(path, required=REQUIRED)
             rejects += [Reject(f"{subset}:{f[0] if f else '?'}", "unreadable_row", f"{path.name}: cannot parse line") for f in bad]
-            if len(df) + len(bad) != official:
+            if self.check_counts and len(df) + len(bad) != official:
                 warnings.warn(f"{path}: {len(df) + len(bad)} rows, the official release has {official}")
             clip_dir = clips_root / clip_dir_name
             use_clips = not self.text_only and clip_dir.is_dir()
@@ -127,5 +130,5 @@ def fix_mojibake(s: str) -> str:
     if not s:
         return s
     if any(m in s for m in _MARKERS):
-        s = _LOST_RDQUO.sub("\u201d", _MOJIBAKE.sub(_undo, s))
+        s = _MOJIBAKE.sub(_undo, _LOST_RDQUO.sub("\u201d", s))
     return _C1.sub(_c1, s)

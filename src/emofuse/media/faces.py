@@ -104,13 +104,17 @@ class FaceDetector:
         s = min(1.0, self.detect_side / max(h, w))
         if s < 1.0:
             grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        # Histogram equalisation makes the cascade's fixed thresholds work in dim or washed-out video.
-        grey = cv2.equalizeHist(grey)
         side = max(1, int(self.min_face * min(grey.shape)))
-        faces = self._cascade.detectMultiScale(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
-        )
-        if len(faces) == 0:
+        # Histogram equalisation makes the cascade's fixed thresholds work in dim or washed-out
+        # video, but on a flat background it stretches sensor noise into texture that hides the
+        # face; so a miss gets a second look at the plain grey image.
+        for img in (cv2.equalizeHist(grey), grey):
+            faces = self._cascade.detectMultiScale(
+                img, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
+            )
+            if len(faces):
+                break
+        else:
             return None
         x, y, fw, fh = max(faces, key=lambda b: b[2] * b[3])
         return round(x / s), round(y / s), round(fw / s), round(fh / s)

@@ -1,0 +1,390 @@
+"""The feature cache: one folder per (corpus, encoder, fingerprint), rows stored with their ids.
+
+    CACHE/<corpus>/<encoder.name>-<fingerprint[:12]>/
+        meta.json            encoder name, modality, dim, full fingerprint, config, created/updated,
+                             n (rows stored), n_present, n_expected, complete, errors [{id, message}]
+        shard-00000.npz      ids (N,) unicode, vectors (N, D) float32, present (N,) bool and, for
+        shard-00001.npz      encoders that give sequences, sequences (sum T, D) float32 + offsets (N+1,)
+
+Every file is written to a temporary name and moved into place (os.replace), so a killed run leaves
+whole shards only; the next run reads the ids already stored and computes the rest. Rows are always
+found by id, never by position. When an id occurs in more than one shard (a row retried after an
+error), the later shard wins. One writer per folder at a time, enforced by a lock file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from emofuse.features.encoders.base import Encoder
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+_SHARD = re.compile(r"^shard-(\d{5,})\.npz$")
+
+
+class MissingFeaturesError(KeyError):
+    """Ids asked for that the cache does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(fileobj) on a temporary file beside `path`, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False).encode()))
+
+
+# ---------------------------------------------------------------------------------------------
+# the table that readers get
+
+
+@dataclass
+class FeatureTable:
+    """Features of one encoder on one corpus, row i belonging to ids[i]."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (N, D) float32; zeros where not present
+    sequences: list[np.ndarray] | None  # N arrays (T_i, D); (0, D) where not present; None: encoder gives none
+    meta: dict = field(default_factory=dict)
+    present: np.ndarray | None = None  # (N,) bool: False where the modality was absent or failed to decode
+
+    def __post_init__(self) -> None:
+        if self.present is None:
+            self.present = np.ones(len(self.ids), dtype=bool)
+        self._index = {k: i for i, k in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def indices(self, ids: list[str]) -> np.ndarray:
+        """Row index of each id; raises MissingFeaturesError naming the ids not held."""
+        missing = [k for k in ids if k not in self._index]
+        if missing:
+            shown = ", ".join(map(repr, missing[:10])) + (f", … {len(missing) - 10} more" if len(missing) > 10 else "")
+            where = self.meta.get("path", "the cache")
+            raise MissingFeaturesError(
+                f"{len(missing)} of {len(ids)} ids have no {self.meta.get('encoder', '')} features in {where}: "
+                f"{shown} (run extract on the manifest that holds them)"
+            )
+        return np.array([self._index[k] for k in ids], dtype=np.int64)
+
+    def lookup(self, ids: list[str]) -> "FeatureTable":
+        """The rows of `ids`, in that order (aligned by id, whatever order the cache holds them in)."""
+        ids = [str(k) for k in ids]
+        idx = self.indices(ids)
+        seqs = [self.sequences[i] for i in idx] if self.sequences is not None else None
+        return FeatureTable(ids, self.vectors[idx], seqs, self.meta, self.present[idx])
+
+
+# ---------------------------------------------------------------------------------------------
+# one cache folder
+
+
+def entry_dir(cache_dir: str | Path, corpus: str, name: str, fingerprint: str) -> Path:
+    return Path(cache_dir) / corpus / f"{name}-{fingerprint[:12]}"
+
+
+class CacheEntry:
+    """One folder of the cache: the features of one encoder (at one fingerprint) on one corpus."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path = self.path / META
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"not a feature cache folder (no {META}): {self.path}")
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        self.stats: dict[str, Any] = {}  # what the last extract did here (filled by extract)
+
+    def __repr__(self) -> str:
+        return (f"CacheEntry({self.name!r}, corpus={self.corpus!r}, n={self.meta.get('n', 0)}, "
+                f"complete={self.meta.get('complete', False)}, path={str(self.path)!r})")
+
+    @property
+    def name(self) -> str:
+        return self.meta["encoder"]
+
+    @property
+    def corpus(self) -> str:
+        return self.meta["corpus"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete", False))
+
+    @classmethod
+    def open(cls, cache_dir: str | Path, corpus: str, encoder: "Encoder") -> "CacheEntry":
+        """The folder for `encoder` on `corpus`, created with its meta.json when new."""
+        fp = encoder.fingerprint()
+        path = entry_dir(cache_dir, corpus, encoder.name, fp)
+        if (path / META).is_file():
+            entry = cls(path)
+            if entry.fingerprint != fp:  # 48 bits of sha256 collided, or the folder was edited by hand
+                raise RuntimeError(f"{path} holds fingerprint {entry.fingerprint}, not {fp}; move it away")
+            return entry
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "encoder": encoder.name,
+            "corpus": corpus,
+            "modality": encoder.modality,
+            "dim": int(encoder.dim),
+            "gives_sequence": bool(encoder.gives_sequence),
+            "fingerprint": fp,
+            "config": encoder.config(),
+            "weights_digest": encoder.weights_digest(),
+            "created": _now(),
+            "updated": _now(),
+            "n": 0,
+            "n_present": 0,
+            "n_expected": None,
+            "complete": False,
+            "errors": [],
+        }
+        _write_json(path / META, meta)
+        return cls(path)
+
+    def save_meta(self, **updates: Any) -> None:
+        self.meta.update(updates, updated=_now())
+        _write_json(self.path / META, self.meta)
+
+    # -- shards ----------------------------------------------------------------------------------
+
+    def shard_paths(self) -> list[Path]:
+        found = [(int(m.group(1)), p) for p in self.path.iterdir() if (m := _SHARD.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def write_shard(
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        present: np.ndarray,
+        sequences: list[np.ndarray] | None = None,
+    ) -> Path:
+        """Store rows as the next shard (atomically). vectors (N, D); sequences N arrays (T_i, D)."""
+        dim = int(self.meta["dim"])
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), dim)
+        arrays: dict[str, np.ndarray] = {
+            "ids": np.asarray([str(k) for k in ids], dtype=str),
+            "vectors": vectors,
+            "present": np.asarray(present, dtype=bool).reshape(len(ids)),
+        }
+        if sequences is not None:
+            if len(sequences) != len(ids):
+                raise ValueError(f"{len(sequences)} sequences for {len(ids)} ids")
+            lengths = [len(s) for s in sequences]
+            arrays["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            arrays["sequences"] = (
+                np.concatenate([np.asarray(s, dtype=np.float32).reshape(-1, dim) for s in sequences])
+                if sum(lengths) else np.zeros((0, dim), np.float32)
+            )
+        paths = self.shard_paths()
+        index = int(_SHARD.match(paths[-1].name).group(1)) + 1 if paths else 0
+        path = self.path / f"shard-{index:05d}.npz"
+        atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+        return path
+
+    def cached_ids(self) -> set[str]:
+        """Ids stored in the shards. A shard that cannot be read is renamed *.corrupt (its rows are
+        then computed again) rather than stopping the run."""
+        ids: set[str] = set()
+        for p in self.shard_paths():
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    ids.update(z["ids"].tolist())
+            except Exception as e:  # zipfile.BadZipFile, KeyError, ValueError, OSError
+                log.warning("unreadable shard %s (%s); moved aside as .corrupt, its rows will be recomputed", p, e)
+                os.replace(p, p.with_name(p.name + ".corrupt"))
+        return ids
+
+    def load(self) -> FeatureTable:
+        dim = int(self.meta["dim"])
+        with_seq = bool(self.meta.get("gives_sequence"))
+        where: dict[str, tuple[int, int]] = {}  # id -> (shard, row); later shards overwrite
+        shards = []
+        for s, p in enumerate(self.shard_paths()):
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    data = {k: z[k] for k in z.files}
+            except Exception as e:
+                raise RuntimeError(f"cannot read feature shard {p}: {e}; delete it and run extract again") from e
+            shards.append(data)
+            for r, k in enumerate(data["ids"].tolist()):
+                where[k] = (s, r)
+        ids = list(where)
+        vectors = np.zeros((len(ids), dim), np.float32)
+        present = np.zeros(len(ids), bool)
+        sequences: list[np.ndarray] | None = [] if with_seq else None
+        for i, k in enumerate(ids):
+            s, r = where[k]
+            d = shards[s]
+            vectors[i] = d["vectors"][r]
+            present[i] = d["present"][r]
+            if sequences is not None:
+                if "offsets" in d:
+                    a, b = d["offsets"][r], d["offsets"][r + 1]
+                    sequences.append(d["sequences"][a:b])
+                else:
+                    sequences.append(np.zeros((0, dim), np.float32))
+        meta = dict(self.meta, path=str(self.path))
+        return FeatureTable(ids, vectors, sequences, meta, present)
+
+
+# ---------------------------------------------------------------------------------------------
+# lock: one writer per folder
+
+
+class EntryLock:
+    """An exclusive lock file (O_EXCL) holding the writer's pid; a lock left by a dead process is taken over."""
+
+    def __init__(self, entry: CacheEntry):
+        self.path = entry.path / ".lock"
+
+    def __enter__(self) -> "EntryLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid):
+                    raise RuntimeError(
+                        f"{self.path.parent} is being written by process {pid}; wait for it, or delete "
+                        f"{self.path} if that process is not an emofuse extract"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise RuntimeError(f"could not take the lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# readers
+
+
+def list_entries(cache_dir: str | Path, corpus: str, encoder_name: str | None = None) -> list[CacheEntry]:
+    """Cache folders of `corpus` (of one encoder name when given), oldest first."""
+    root = Path(cache_dir) / corpus
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        if not (d / META).is_file():
+            continue
+        if encoder_name is not None and not re.fullmatch(re.escape(encoder_name) + r"-[0-9a-f]{12}", d.name):
+            continue
+        try:
+            e = CacheEntry(d)
+        except (OSError, ValueError) as err:
+            log.warning("skipping unreadable cache folder %s: %s", d, err)
+            continue
+        if encoder_name is None or e.name == encoder_name:
+            out.append(e)
+    return sorted(out, key=lambda e: (e.meta.get("updated", ""), e.path.name))
+
+
+def load_features(
+    cache_dir: str | Path,
+    corpus: str,
+    encoder_name: "str | Encoder",
+    fingerprint: str | None = None,
+) -> FeatureTable:
+    """The cached features of one encoder on one corpus.
+
+    encoder_name: a name (e.g. 'minilm', 'hf-roberta-base') or an Encoder (its fingerprint is then used).
+    fingerprint: the full fingerprint or a prefix of it (12 characters, as in the folder name). Without
+    it, the newest complete folder is used, with a warning when there are several."""
+    if not isinstance(encoder_name, str):
+        fingerprint = fingerprint or encoder_name.fingerprint()
+        encoder_name = encoder_name.name
+    entries = list_entries(cache_dir, corpus, encoder_name)
+    if not entries:
+        have = sorted({e.name for e in list_entries(cache_dir, corpus)})
+        corpora = sorted(p.name for p in Path(cache_dir).iterdir() if p.is_dir()) if Path(cache_dir).is_dir() else []
+        raise FileNotFoundError(
+            f"no cached {encoder_name!r} features for corpus {corpus!r} in {cache_dir}; "
+            f"cached encoders for {corpus!r}: {', '.join(have) or 'none'}; corpora in the cache: {', '.join(corpora) or 'none'}"
+        )
+    if fingerprint is not None:
+        chosen = [e for e in entries if e.fingerprint.startswith(fingerprint)]
+        if not chosen:
+            raise FileNotFoundError(
+                f"no {encoder_name!r} features with fingerprint {fingerprint[:12]}… for {corpus!r}; "
+                f"cached fingerprints: {', '.join(e.fingerprint[:12] for e in entries)}"
+            )
+        entry = chosen[-1]
+        if not entry.complete:
+            log.warning("%s is incomplete (%s of %s rows); loading what is there", entry.path,
+                        entry.meta.get("n"), entry.meta.get("n_expected"))
+        return entry.load()
+    complete = [e for e in entries if e.complete]
+    if not complete:
+        e = entries[-1]
+        raise RuntimeError(
+            f"the cached {encoder_name!r} features for {corpus!r} are incomplete ({e.meta.get('n')} of "
+            f"{e.meta.get('n_expected')} rows in {e.path}); run extract again to finish them, or pass fingerprint= to load them anyway"
+        )
+    entry = complete[-1]
+    if len(entries) > 1:
+        log.warning(
+            "%d cached versions of %r for %r (fingerprints %s); using the newest complete one, %s (updated %s). "
+            "Pass fingerprint= to choose another.",
+            len(entries), encoder_name, corpus, ", ".join(e.fingerprint[:12] for e in entries),
+            entry.fingerprint[:12], entry.meta.get("updated"),
+        )
+    return entry.load()
