@@ -2,16 +2,19 @@
 
 from emofuse.corpora.base import (
     MANIFEST_COLUMNS,
+    REJECT_REASONS,
     CorpusAdapter,
     Manifest,
     PrepareError,
     PrepareResult,
     Reject,
+    assign_stratified_splits,
     prepare,
+    splits_from_folds,
     stratified_folds,
 )
 
 __all__ = [
-    "MANIFEST_COLUMNS", "CorpusAdapter", "Manifest", "PrepareError", "PrepareResult", "Reject",
-    "prepare", "stratified_folds",
+    "MANIFEST_COLUMNS", "REJECT_REASONS", "CorpusAdapter", "Manifest", "PrepareError", "PrepareResult", "Reject",
+    "assign_stratified_splits", "prepare", "splits_from_folds", "stratified_folds",
 ]

@@ -82,7 +82,8 @@ class CSVCorpus(CorpusAdapter):
             get = {f: (rec[c].strip() if c else "") for f, c in self.cols.items()}
             rid = get["id"] if self.cols["id"] else f"row{line}"
             if not rid:
-                rejects.append(Reject(f"row{line}", "unreadable_row", f"{table.name} line {line}: empty {self.cols['id']!r}"))
+                rejects.append(Reject(f"row{line}", "unreadable_row",
+                                      f"{table.name} line {line}: empty {self.cols['id']!r}"))
                 continue
             soft = get["soft_label"]
             if soft and (problem := _check_soft(soft, len(self.label_set))):

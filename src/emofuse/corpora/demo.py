@@ -493,9 +493,11 @@ def synth_voice(
     for start, length in sylls:
         i0, i1 = int(start * sr), min(n, int((start + length) * sr))
         seg = source[i0:i1] * np.sin(np.pi * np.linspace(0, 1, i1 - i0)) ** 0.7  # syllable envelope
-        for fc, bw in zip(VOWELS[rng.integers(len(VOWELS))], (80, 100, 150)):
-            seg = lfilter(*_resonator(fc, bw, sr), seg)
-        voice[i0:i1] += seg
+        # Formants in parallel (Klatt-style), so F2 and F3 survive instead of being buried under
+        # the low-pass a cascade of resonators becomes at this coarse a model.
+        vowel = VOWELS[rng.integers(len(VOWELS))]
+        voice[i0:i1] += sum(g * lfilter(*_resonator(fc, bw, sr), seg)
+                            for fc, bw, g in zip(vowel, (80, 100, 150), (1.0, 0.6, 0.3)))
     voice *= pr.loudness / (np.abs(voice).max() + 1e-9)
 
     if corrupt:

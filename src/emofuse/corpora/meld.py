@@ -58,7 +58,8 @@ class MELD(CorpusAdapter):
             split, clip_dir_name, official = SUBSETS[subset]
             path = root / f"{subset}_sent_emo.csv"
             df, bad = read_table(path, required=REQUIRED)
-            rejects += [Reject(f"{subset}:{f[0] if f else '?'}", "unreadable_row", f"{path.name}: cannot parse line") for f in bad]
+            rejects += [Reject(f"{subset}:{f[0] if f else '?'}", "unreadable_row",
+                               f"{path.name}: cannot parse line {','.join(f)[:120]!r}") for f in bad]
             if self.check_counts and len(df) + len(bad) != official:
                 warnings.warn(f"{path}: {len(df) + len(bad)} rows, the official release has {official}")
             clip_dir = clips_root / clip_dir_name

@@ -78,20 +78,19 @@ class RAVDESS(CorpusAdapter):
                 continue
             rid = "-".join(code[f] for f in _FIELDS[1:])
             if self.vocal_channel != "both" and CHANNELS[code["channel"]] != self.vocal_channel:
-                rejects.append(Reject(rid, "excluded", f"{CHANNELS[code['channel']]} (vocal_channel={self.vocal_channel})"))
+                channel = CHANNELS[code["channel"]]
+                rejects.append(Reject(rid, "excluded", f"{channel} (vocal_channel={self.vocal_channel})"))
                 continue
             groups.setdefault(rid, {"03": [], "01": [], "02": []})[code["modality"]].append(path)
             codes[rid] = code
-        for rel in sorted(listed):  # in labels.csv, not on disk: a row with its expected path
+        for rel in sorted(listed):  # in labels.csv, not on disk
             code, problem = _parse(root / rel)
-            if problem is not None:
-                rejects.append(Reject(rel, "missing_file", f"listed in labels.csv, not found: {root / rel}"))
-                continue
-            rid = "-".join(code[f] for f in _FIELDS[1:])
-            groups.setdefault(rid, {"03": [], "01": [], "02": []})[code["modality"]].append(root / rel)
-            codes[rid] = code
-        if not groups and not rejects:
-            raise FileNotFoundError(f"no RAVDESS recordings (MM-VC-EE-II-SS-RR-AA.wav/.mp4) under {root}")
+            rid = rel if problem is not None else "-".join(code[f] for f in _FIELDS[1:])
+            rejects.append(Reject(rid, "missing_file", f"listed in labels.csv, not found: {root / rel}"))
+        if not groups:
+            if not rejects:
+                raise FileNotFoundError(f"no RAVDESS recordings (MM-VC-EE-II-SS-RR-AA.wav/.mp4) under {root}")
+            return PrepareResult([], rejects)
 
         actors = sorted({int(c["actor"]) for c in codes.values()})
         test, val = self._held_out(actors)

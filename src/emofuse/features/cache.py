@@ -346,9 +346,15 @@ def load_features(
 ) -> FeatureTable:
     """The cached features of one encoder on one corpus.
 
-    encoder_name: a name (e.g. 'minilm', 'hf-roberta-base') or an Encoder (its fingerprint is then used).
+    encoder_name: a name (e.g. 'minilm', 'hf-roberta-base'), a spec string as extract takes it
+      ('hf:FacebookAI/roberta-base@layers=last4' -> its name), or an Encoder (its fingerprint is then used).
     fingerprint: the full fingerprint or a prefix of it (12 characters, as in the folder name). Without
-    it, the newest complete folder is used, with a warning when there are several."""
+    it, the newest complete folder is used, with a warning when there are several. (A spec string
+    does not pin the fingerprint: features made on a GPU in bf16 stay usable on a CPU machine.)"""
+    if isinstance(encoder_name, str) and (encoder_name.startswith("hf:") or "@" in encoder_name):
+        from emofuse.features.encoders.hf import build_encoder
+
+        encoder_name = build_encoder(encoder_name).name
     if not isinstance(encoder_name, str):
         fingerprint = fingerprint or encoder_name.fingerprint()
         encoder_name = encoder_name.name

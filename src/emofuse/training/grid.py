@@ -18,16 +18,22 @@ def fusion_modalities(fusion_set: str) -> list[str]:
 
 
 def grid_runs(cfg: GridConfig, ranking: dict) -> list[RunConfig]:
+    from emofuse.registry import MODELS
+
+    takes_top_n = "top_n" in MODELS.get(cfg.model.name).Config.model_fields
     runs = []
     for fs in cfg.fusion_sets:
         mods = fusion_modalities(fs)
         for n in cfg.top_n:
             feats = top_n(ranking, n, mods)
+            model = cfg.model
+            if takes_top_n and "top_n" not in model.params:  # keep N candidates per sample, too
+                model = model.model_copy(update={"params": {**model.params, "top_n": n}})
             for ep in cfg.epochs:
                 runs.append(RunConfig(
                     name=f"{fs}-top{n}-ep{ep}",
                     data=DataConfig(manifest=cfg.manifest, cache=cfg.cache, features=feats, batch_size=cfg.batch_size),
-                    model=cfg.model,
+                    model=model,
                     train=cfg.train.model_copy(update={"max_epochs": ep}),
                     out=str(Path(cfg.out) / "runs"),
                 ))

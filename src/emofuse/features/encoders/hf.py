@@ -335,14 +335,23 @@ class HFEncoder(Encoder):
 
         kw = {"dtype": getattr(torch, _DTYPES[self.dtype]), "trust_remote_code": self.trust_remote_code}
         if self.model_type in _CLIP_TYPES:
-            # Loads only the vision tower (+ projection) of a full CLIP checkpoint.
+            # Only the vision tower (+ projection) of a CLIP checkpoint; a full CLIP config keeps
+            # projection_dim at its top level, which the vision config must be told.
+            cfg = tf.CLIPVisionConfig.from_pretrained(self.folder)
+            cfg.projection_dim = int(self.hf_config.projection_dim)
             cls = tf.CLIPVisionModelWithProjection if self._projection else tf.CLIPVisionModel
-            model = cls.from_pretrained(self.folder, **kw)
+            model, info = _quiet_load(cls, self.folder, config=cfg, **kw)
         elif self.model_type in ("siglip", "siglip2"):
             cls = tf.SiglipVisionModel if self.model_type == "siglip" else tf.Siglip2VisionModel
-            model = cls.from_pretrained(self.folder, **kw)
+            model, info = _quiet_load(cls, self.folder, **kw)
         else:
-            model = tf.AutoModel.from_pretrained(self.folder, **kw)
+            model, info = _quiet_load(tf.AutoModel, self.folder, **kw)
+        # Unexpected keys are the parts we do not use (text towers, LM heads); missing ones other
+        # than an unused pooler mean random weights in what we read.
+        missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
+        if missing:
+            log.warning("%s: %d weights missing from %s were randomly initialised: %s", self.name, len(missing),
+                        self.folder, ", ".join(sorted(missing)[:8]))
         self._model = model.to(self.device).eval()
 
         if self.modality == "text":
@@ -451,6 +460,22 @@ class HFEncoder(Encoder):
             per_frame.append(v.float())
         seq = torch.cat(per_frame)  # (F, D)
         return Encoded(seq.mean(0).cpu().numpy(), seq.cpu().numpy())
+
+
+def _quiet_load(cls, folder: Path, **kw):
+    """from_pretrained without transformers' progress bar and load report (we log what matters)."""
+    from transformers.utils import logging as tf_logging
+
+    bar, level = tf_logging.is_progress_bar_enabled(), tf_logging.get_verbosity()
+    tf_logging.disable_progress_bar()
+    tf_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True, **kw)
+    finally:
+        tf_logging.set_verbosity(level)
+        if bar:
+            tf_logging.enable_progress_bar()
+    return model, info
 
 
 # ---------------------------------------------------------------------------------------------

