@@ -67,5 +67,5 @@ ENCODERS: Registry = Registry("encoder", ["emofuse.features.encoders.builtin"])
 MODELS: Registry = Registry(
     "model",
     ["emofuse.models.unimodal", "emofuse.models.early", "emofuse.models.late",
-     "emofuse.models.attention", "emofuse.models.mer_han"],  # llama_topn: pending
+     "emofuse.models.attention", "emofuse.models.mer_han", "emofuse.models.llama_topn"],
 )

@@ -25,6 +25,7 @@ KINDS = {  # kind -> (modality, dim with layers=last, dim with layers=last4)
     "clip_vision": ("video", 16, 32),  # layers=last: the 16-d projected image embedding
     "clip": ("video", 16, 32),
 }
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")  # torch, inside WavLM
 TEXTS = ["I am so happy", "what a joyful day, a joyful day indeed"]
 
 

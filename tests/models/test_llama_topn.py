@@ -58,9 +58,9 @@ def test_shapes_weights_and_selection():
     assert (sel[:, 0] == torch.tensor(audio)[w[:, audio].argmax(-1)]).all()  # ... the highest-weighted
 
 
-@pytest.mark.parametrize("lora_r", [0, 4])
-def test_gradients_reach_trainable_parts_and_not_the_frozen_backbone(lora_r):
-    model = _model(lora_r=lora_r)
+@pytest.mark.parametrize("lora_r,selection", [(0, "straight_through"), (4, "straight_through"), (4, "weighted")])
+def test_gradients_reach_trainable_parts_and_not_the_frozen_backbone(lora_r, selection):
+    model = _model(lora_r=lora_r, selection=selection)
     batch = collate(_items(4, np.random.default_rng(1)))
     out = model(batch)
     emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight=1.0).backward()
@@ -73,7 +73,7 @@ def test_gradients_reach_trainable_parts_and_not_the_frozen_backbone(lora_r):
             assert p.grad is not None, f"no gradient reached {n}"
         else:
             assert p.grad is None, f"frozen {n} got a gradient"
-    # the scorer learns through the hard top-1 choice (straight-through); lora_B starts at zero, so
+    # the scorer learns through the hard top-1 choice; lora_B starts at zero, so
     # only it has a non-zero gradient at the first step
     assert model.score_q.weight.grad.abs().sum() > 0 and model.score_k.weight.grad.abs().sum() > 0
     for name in ("proj.text.1.weight", "query", "slot_emb", "modality_emb"):
@@ -125,6 +125,7 @@ def test_absent_tokens_do_not_reach_the_query():
 def test_sequence_segments():
     model = _model(segments={"video": 3, "text": 2}, top_n=2).eval()
     assert model.candidate_names == ["audio:egemaps", "audio:mfcc", "text#0", "text#1", "video#0", "video#1", "video#2"]
+    assert model.weight_names == model.candidate_names  # predictions.csv w_<candidate> columns
     items = _items(4, np.random.default_rng(5), seq=("text", "video"))
     items[1]["video"] = items[1]["video"][:2]  # 2 frames for 3 segments: one segment stays empty
     out = model(collate(items))
@@ -153,6 +154,8 @@ def test_config_errors_list_valid_keys():
         build_model("llama_topn", TINY | {"top_k": 2}, DIMS, C)
     with pytest.raises(ConfigError, match="segments names inputs \\['audio'\\].*inputs: audio:egemaps"):
         build_model("llama_topn", TINY | {"segments": {"audio": 2}}, DIMS, C)
+    with pytest.raises(ConfigError, match="segments"):
+        build_model("llama_topn", TINY | {"segments": {"video": -1}}, DIMS, C)
     with pytest.raises(ConfigError, match="none of 'smollm2', 'tiny'"):
         build_model("llama_topn", TINY | {"backbone": "no/such/folder"}, DIMS, C)
 

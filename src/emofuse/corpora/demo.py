@@ -99,14 +99,20 @@ def make_demo_corpus(
     if _is_complete(root, params, plan):
         return root
 
+    marker = root / MARKER
+    if root.is_dir() and any(root.iterdir()) and not marker.is_file():
+        # Never write sample_*.mp4 over a real corpus someone pointed us at by mistake.
+        raise FileExistsError(
+            f"{root} is not empty and has no {MARKER} marker: refusing to write a demo corpus there"
+        )
     (root / "video").mkdir(parents=True, exist_ok=True)
     (root / "audio").mkdir(parents=True, exist_ok=True)
-    marker = root / MARKER
-    marker.unlink(missing_ok=True)  # written last: its presence means the corpus is complete
+    # The sentence first; the parameters line is added at the very end and marks the corpus complete.
+    marker.write_text(MARKER_SENTENCE + "\n")
 
     from rich.progress import track
 
-    for clip in track(plan, description="demo corpus", disable=not progress, transient=True):
+    for clip in track(plan, description=f"demo corpus ({len(plan)} clips)", disable=not progress, transient=True):
         rng = np.random.default_rng([seed, clip["index"]])  # one stream per clip: order-independent
         speaker = SPEAKERS[clip["speaker"]]
         audio = synth_voice(clip["label"], rng, speaker=speaker, duration=duration, sr=sr,
@@ -126,6 +132,11 @@ def make_demo_corpus(
                ["name", "label", "text_corrupt", "face_corrupt", "audio_corrupt", "speaker"],
                [[c["name"], c["label"], int(c["text_corrupt"]), int(c["face_kind"] is not None),
                  int(c["audio_corrupt"]), SPEAKERS[c["speaker"]].name] for c in plan])
+    names = {c["name"] for c in plan}
+    for sub, ext in (("video", "mp4"), ("audio", "wav")):
+        for f in (root / sub).glob(f"sample_*.{ext}"):
+            if f.stem not in names:  # left by an earlier, larger demo corpus in the same root
+                f.unlink()
     marker.write_text(MARKER_SENTENCE + "\n" + json.dumps(params, sort_keys=True) + "\n")
     return root
 
@@ -175,7 +186,8 @@ def _is_complete(root: Path, params: dict, plan: list[dict]) -> bool:
             return False
     except (IndexError, json.JSONDecodeError):
         return False
-    return all((root / sub / f"{c['name']}.{ext}").is_file() for c in plan for sub, ext in (("video", "mp4"), ("audio", "wav")))
+    media = [root / sub / f"{c['name']}.{ext}" for c in plan for sub, ext in (("video", "mp4"), ("audio", "wav"))]
+    return all(p.is_file() for p in media)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -302,19 +314,21 @@ def render_face_clip(
     cx0, cy0 = big * (0.5 + rng.uniform(-0.04, 0.04)), big * (0.52 + rng.uniform(-0.03, 0.03))
     phase = rng.uniform(0, 2 * math.pi, 3)
     frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)  # (T, S, S, 3)
+    last_expr, drawn = None, None
     for f in range(n_frames):
         x = f / max(n_frames - 1, 1)
         # Expressions build up over the first part of the clip, as in real utterances.
         k = strength * min(1.0, 0.55 + 0.45 * max(0.0, x - onset) / 0.4)
         expr = Expression(*(n + k * (t - n) for n, t in zip(_astuple(neutral), _astuple(target))))
-        canvas = _draw_face(big, speaker, expr, (big / 2, big / 2), corrupt)
+        if expr != last_expr:  # corrupted faces are neutral throughout: drawn once
+            drawn, last_expr = _draw_face(big, speaker, expr, (big / 2, big / 2), corrupt), expr
         # Slow sway plus per-frame jitter, so consecutive frames differ as in real video.
         dx = 0.025 * big * math.sin(2 * math.pi * 0.4 * x + phase[0]) + rng.normal(0, 0.004 * big)
         dy = 0.015 * big * math.sin(2 * math.pi * 0.3 * x + phase[1]) + rng.normal(0, 0.004 * big)
         angle = 4.0 * math.sin(2 * math.pi * 0.35 * x + phase[2]) + rng.normal(0, 0.5)
         m = cv2.getRotationMatrix2D((big / 2, big / 2), angle, 1.0 + rng.normal(0, 0.01))
         m[:, 2] += (cx0 - big / 2 + dx, cy0 - big / 2 + dy)
-        canvas = cv2.warpAffine(canvas, m, (big, big), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        canvas = cv2.warpAffine(drawn, m, (big, big), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         img = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
         img += rng.normal(0, 3.0, img.shape)  # mild sensor noise
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
@@ -325,87 +339,97 @@ def _astuple(e: Expression) -> tuple[float, ...]:
     return tuple(getattr(e, f) for f in Expression.__dataclass_fields__)
 
 
+class _Painter:
+    """Anti-aliased cv2 drawing in face units on a (big, big, 3) canvas (cv2's shift=2: 1/4 px)."""
+
+    def __init__(self, img: np.ndarray, centre: tuple[float, float], a: float, b: float):
+        self.img, (self.cx, self.cy), self.a, self.b = img, centre, a, b
+
+    def pt(self, u: float, v: float) -> tuple[int, int]:
+        return round((self.cx + u * self.a) * 4), round((self.cy + v * self.b) * 4)
+
+    def ellipse(self, u, v, au, bv, color, thick=-1) -> None:
+        axes = (int(au * self.a * 4), int(bv * self.b * 4))
+        cv2.ellipse(self.img, self.pt(u, v), axes, 0, 0, 360, color, thick, cv2.LINE_AA, 2)
+
+    def line(self, pts, color, width: int, closed: bool = False) -> None:
+        arr = np.array([self.pt(u, v) for u, v in pts], dtype=np.int32)
+        cv2.polylines(self.img, [arr], closed, color, max(1, width), cv2.LINE_AA, 2)
+
+    def fill(self, pts, color) -> None:
+        cv2.fillPoly(self.img, [np.array([self.pt(u, v) for u, v in pts], dtype=np.int32)], color, cv2.LINE_AA, 2)
+
+    def rect(self, u0, v0, u1, v1, color) -> None:
+        cv2.rectangle(self.img, self.pt(u0, v0), self.pt(u1, v1), color, -1, cv2.LINE_AA, 2)
+
+
 def _draw_face(big: int, spk: Speaker, e: Expression, centre, corrupt: str | None) -> np.ndarray:
-    img = np.empty((big, big, 3), dtype=np.uint8)
+    img = np.empty((big, big, 3), dtype=np.uint8)  # (2S, 2S, 3)
     img[:] = spk.background
-    cx, cy = centre
-    a, b = 0.26 * big, 0.34 * big  # face half-width and half-height in pixels
-
-    def P(u, v):  # face units -> integer pixel point (cv2 wants ints; shift=2 gives 1/4 px)
-        return (int(round((cx + u * a) * 4)), int(round((cy + v * b) * 4)))
-
-    def ell(u, v, au, bv, color, angle=0.0, thick=-1):
-        cv2.ellipse(img, P(u, v), (int(au * a * 4), int(bv * b * 4)), angle, 0, 360, color, thick, cv2.LINE_AA, 2)
-
-    def line(pts, color, width):
-        arr = np.array([P(u, v) for u, v in pts], dtype=np.int32)
-        cv2.polylines(img, [arr], False, color, max(1, int(width * big)), cv2.LINE_AA, 2)
-
+    pa = _Painter(img, centre, 0.26 * big, 0.34 * big)  # face half-width and half-height in pixels
     shade = tuple(int(c * 0.72) for c in spk.skin)
     dark = (35, 25, 20)
-    # shoulders, neck, hair behind the head
-    ell(0.0, 1.55, 1.7, 0.55, spk.shirt)
-    cv2.rectangle(img, P(-0.38, 0.6), P(0.38, 1.15), shade, -1, cv2.LINE_AA, 2)
-    if corrupt != "absent":
-        ell(0.0, -0.12, 1.08, 0.98, spk.hair)
-        ell(-1.0, 0.0, 0.14, 0.2, shade)  # ears
-        ell(1.0, 0.0, 0.14, 0.2, shade)
-        ell(0.0, 0.0, 1.0, 1.0, spk.skin)
-        ell(0.0, -0.96, 0.85, 0.16, spk.hair)  # fringe over the forehead
-        for s in (-1, 1):
-            ell(s * 0.38, -0.12, 0.3, 0.14, shade)  # eye sockets: the dark band Haar features look for
-            h = 0.085 * e.eye_open
-            ell(s * 0.38, -0.12, 0.19, h, (228, 228, 225))
-            r = min(0.12, 0.95 * h * b / a)  # iris, shrunk when the eye is narrowed
-            ell(s * 0.38, -0.12, r, r * a / b, (50, 35, 25))
-            ell(s * 0.38, -0.12 - h * 0.65, 0.21, 0.03, dark)  # upper lid and lashes
-            # brows: inner end at |u| = 0.14, outer end at 0.66
-            ui, uo = s * 0.14, s * 0.66
-            vi, vo = -0.36 + e.brow_inner, -0.36 + e.brow_outer
-            line([(ui, vi), ((ui + uo) / 2, (vi + vo) / 2 - e.brow_arch), (uo, vo)], dark, 0.028)
-        # nose: shaded ridge, tip and nostrils
-        line([(0.07, -0.05), (0.1, 0.22)], shade, 0.018)
-        ell(0.0, 0.27, 0.14, 0.05, shade)
-        ell(-0.08, 0.28, 0.045, 0.025, (90, 55, 45))
-        ell(0.08, 0.28, 0.045, 0.025, (90, 55, 45))
-        _draw_mouth(img, P, e, a, b, big)
-        if corrupt == "blur":
-            # Blur a face-sized region with a kernel wider than the eyes and mouth: the blob stays,
-            # the expression is gone.
-            x0, y0 = P(-1.15, -1.15)
-            x1, y1 = P(1.15, 1.15)
-            x0, y0, x1, y1 = (max(0, v // 4) for v in (x0, y0, x1, y1))
-            img[y0:y1, x0:x1] = cv2.GaussianBlur(img[y0:y1, x0:x1], (0, 0), 0.09 * big)
-        elif corrupt == "mask":
-            cv2.rectangle(img, P(-1.1, -0.55), P(1.1, 1.05), (128, 128, 128), -1, cv2.LINE_AA, 2)
+    pa.ellipse(0.0, 1.55, 1.7, 0.55, spk.shirt)  # shoulders
+    pa.rect(-0.38, 0.6, 0.38, 1.15, shade)  # neck
+    if corrupt == "absent":
+        return img
+    pa.ellipse(0.0, -0.12, 1.08, 0.98, spk.hair)  # hair behind the head
+    pa.ellipse(-1.0, 0.0, 0.14, 0.2, shade)  # ears
+    pa.ellipse(1.0, 0.0, 0.14, 0.2, shade)
+    pa.ellipse(0.0, 0.0, 1.0, 1.0, spk.skin)
+    pa.ellipse(0.0, -0.96, 0.85, 0.16, spk.hair)  # fringe
+    for s in (-1, 1):
+        # Dark eye sockets under dark brows over lighter cheeks: the contrast pattern the Haar
+        # cascade looks for. Grey-white sclera and a big iris keep the eye region dark overall.
+        pa.ellipse(s * 0.38, -0.12, 0.3, 0.14, shade)
+        h = 0.085 * e.eye_open
+        pa.ellipse(s * 0.38, -0.12, 0.19, h, (228, 228, 225))
+        r = min(0.12, 0.95 * h * pa.b / pa.a)  # iris, shrunk when the eye is narrowed
+        pa.ellipse(s * 0.38, -0.12, r, r * pa.a / pa.b, (50, 35, 25))
+        pa.ellipse(s * 0.38, -0.12 - h * 0.65, 0.21, 0.03, dark)  # upper lid and lashes
+        ui, uo = s * 0.14, s * 0.66  # inner and outer brow ends
+        vi, vo = -0.36 + e.brow_inner, -0.36 + e.brow_outer
+        pa.line([(ui, vi), ((ui + uo) / 2, (vi + vo) / 2 - e.brow_arch), (uo, vo)], dark, int(0.028 * big))
+    pa.line([(0.07, -0.05), (0.1, 0.22)], shade, int(0.018 * big))  # nose ridge, tip, nostrils
+    pa.ellipse(0.0, 0.27, 0.14, 0.05, shade)
+    pa.ellipse(-0.08, 0.28, 0.045, 0.025, (90, 55, 45))
+    pa.ellipse(0.08, 0.28, 0.045, 0.025, (90, 55, 45))
+    _draw_mouth(pa, e, big)
+    if corrupt == "blur":
+        # Blur a face-sized region far wider than an eye: the blob stays, the expression goes.
+        # Shrinking 16x and enlarging back is that blur at a hundredth of GaussianBlur's cost.
+        (x0, y0), (x1, y1) = ((max(0, c // 4) for c in pa.pt(k, k)) for k in (-1.15, 1.15))
+        patch = img[y0:y1, x0:x1]
+        ph, pw = patch.shape[:2]
+        small = cv2.resize(patch, (max(1, pw // 16), max(1, ph // 16)), interpolation=cv2.INTER_AREA)
+        img[y0:y1, x0:x1] = cv2.resize(small, (pw, ph), interpolation=cv2.INTER_CUBIC)
+    elif corrupt == "mask":
+        pa.rect(-1.1, -0.55, 1.1, 1.05, (128, 128, 128))  # brows to chin
     return img
 
 
-def _draw_mouth(img, P, e: Expression, a: float, b: float, big: int) -> None:
+def _draw_mouth(pa: _Painter, e: Expression, big: int) -> None:
     v0 = 0.55
-    us = np.linspace(-e.mouth_width, e.mouth_width, 25)
+    x = np.linspace(-1, 1, 25)  # along the mouth, corner to corner
+    us = e.mouth_width * x
     # The lip line: a parabola whose corners sit mouth_curve above the centre, plus a ripple.
-    curve = v0 - e.mouth_curve * (us / e.mouth_width) ** 2 + e.mouth_wave * np.sin(us / e.mouth_width * 3 * math.pi)
-    lip = (150, 60, 60)
-    if e.mouth_open > 1.2 * e.mouth_width:
-        # A round "O" (surprise): an ellipse, taller than wide.
-        ell = dict(center=P(0.0, v0 + e.mouth_open / 2 - 0.05), axes=(int(e.mouth_width * a * 4), int(e.mouth_open / 2 * b * 4)))
-        cv2.ellipse(img, **ell, angle=0, startAngle=0, endAngle=360, color=(70, 20, 25), thickness=-1, lineType=cv2.LINE_AA, shift=2)
-        cv2.ellipse(img, **ell, angle=0, startAngle=0, endAngle=360, color=lip, thickness=max(1, int(0.014 * big)), lineType=cv2.LINE_AA, shift=2)
+    curve = v0 - e.mouth_curve * x**2 + e.mouth_wave * np.sin(3 * math.pi * x)
+    lip, inside = (150, 60, 60), (70, 20, 25)
+    if e.mouth_open > 1.2 * e.mouth_width:  # a round, taller-than-wide "O" (surprise)
+        v = v0 + e.mouth_open / 2 - 0.05
+        pa.ellipse(0.0, v, e.mouth_width, e.mouth_open / 2, inside)
+        pa.ellipse(0.0, v, e.mouth_width, e.mouth_open / 2, lip, thick=int(0.014 * big))
     elif e.mouth_open > 0.03:
-        # Open mouth: upper edge follows the lip line, the lower edge bulges down by mouth_open.
-        lower = curve + e.mouth_open * (1 - (us / e.mouth_width) ** 2) + 0.02
-        pts = [P(u, v) for u, v in zip(us, curve)] + [P(u, v) for u, v in zip(us[::-1], lower[::-1])]
-        cv2.fillPoly(img, [np.array(pts, dtype=np.int32)], (70, 20, 25), cv2.LINE_AA, 2)
-        cv2.polylines(img, [np.array(pts, dtype=np.int32)], True, lip, max(1, int(0.012 * big)), cv2.LINE_AA, 2)
+        # Open mouth: the upper edge follows the lip line, the lower edge bulges down by mouth_open.
+        lower = curve + e.mouth_open * (1 - x**2) + 0.02
+        outline = [*zip(us, curve), *zip(us[::-1], lower[::-1])]
+        pa.fill(outline, inside)
+        pa.line(outline, lip, int(0.012 * big), closed=True)
         if e.mouth_curve > 0.05:  # a smile shows the upper teeth
-            teeth = [P(u, v + 0.01) for u, v in zip(us * 0.8, curve)] + \
-                    [P(u, v + 0.05) for u, v in zip(us[::-1] * 0.8, curve[::-1])]
-            cv2.fillPoly(img, [np.array(teeth, dtype=np.int32)], (225, 222, 215), cv2.LINE_AA, 2)
+            pa.fill([*zip(0.8 * us, curve + 0.01), *zip(0.8 * us[::-1], curve[::-1] + 0.05)], (225, 222, 215))
     else:
-        pts = np.array([P(u, v) for u, v in zip(us, curve)], dtype=np.int32)
-        cv2.polylines(img, [pts], False, lip, max(1, int(0.03 * big)), cv2.LINE_AA, 2)
-        cv2.polylines(img, [pts], False, (80, 30, 30), max(1, int(0.01 * big)), cv2.LINE_AA, 2)
+        pa.line(list(zip(us, curve)), lip, int(0.03 * big))
+        pa.line(list(zip(us, curve)), (80, 30, 30), int(0.01 * big))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,8 +509,11 @@ def synth_voice(
     # Harmonic source up to 5 kHz (no aliasing at 16 kHz), amplitude k^-tilt.
     phase = 2 * np.pi * np.cumsum(f0) / sr
     source = np.zeros(n)
+    # sin(k*phase) by the recurrence s_k = 2cos(phase) s_(k-1) - s_(k-2): no sin call per harmonic.
+    two_cos, s_prev, s_k = 2 * np.cos(phase), np.zeros(n), np.sin(phase)
     for k in range(1, int(5000 / f0.min()) + 1):
-        source += (k * f0 < 5000) * np.sin(k * phase) / k**pr.tilt
+        source += (k * f0 < 5000) * s_k / k**pr.tilt
+        s_prev, s_k = s_k, two_cos * s_k - s_prev
     source += 0.05 * rng.normal(0, 1, n)  # breath
 
     voice = np.zeros(n)

@@ -4,9 +4,9 @@ that modality, write shards as they fill, and never recompute a row the cache al
 Rows without the modality (empty text; neither audio nor video for audio; no video for video) are
 stored as a zero vector with present=False, so the data layer can mask them. A row that fails to
 decode or encode does not stop the run: it is stored the same way and its id and message go to
-meta.json's `errors` (retried with retry_errors=True). An encoder that fails on every item of its
-first batch with one and the same message is broken (missing weights, wrong output shape), not
-its data: that stops the run after saving what was done.
+meta.json's `errors` (retried with retry_errors=True). An encoder whose first items (two or more,
+before any success) all fail with one and the same message is broken (missing weights, wrong
+output shape), not its data: that stops the run after saving what was done.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ _ABSENT = object()  # a decoded row without this modality
 
 
 class EncoderBroken(RuntimeError):
-    """An encoder failed on every item of its first batch with the same error."""
+    """An encoder failed on its first items, before any success, with one and the same error."""
 
 
 def parse_sampling(spec: str | dict | None) -> dict[str, Any]:
@@ -132,12 +133,16 @@ def _prefetch(rows: list[dict], decode: Callable[[dict], Any], workers: int) -> 
             pending.append((row, pool.submit(safe, row)))
             if len(pending) >= 4 * workers:
                 break
-        while pending:
-            row, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(safe, nxt)))
-            yield (row, *fut.result())
+        try:
+            while pending:
+                row, fut = pending.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(safe, nxt)))
+                yield (row, *fut.result())
+        finally:  # the consumer stopped early (Ctrl-C, a broken encoder): drop what is queued
+            for _, fut in pending:
+                fut.cancel()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +164,7 @@ class _Job:
     n_absent: int = 0
     n_shards: int = 0
     seconds: float = 0.0
-    succeeded_once: bool = False
+    head_failures: list[str] = field(default_factory=list)  # messages of failures before any success
     last_flush: float = field(default_factory=time.monotonic)
 
     @property
@@ -173,6 +178,7 @@ class _Job:
             self.n_absent += 1
         else:
             self.errors[rid] = error
+        self.maybe_flush()
 
     def add_input(self, rid: str, item: Any, batch_size: int) -> None:
         self.pending.append((rid, item))
@@ -197,18 +203,25 @@ class _Job:
                     except Exception as e1:
                         results.append(f"{type(e1).__name__}: {e1}")
         self.seconds += time.perf_counter() - t0
-        failed = [r for r in results if isinstance(r, str)]
-        if not self.succeeded_once and len(failed) == len(results) and len(set(failed)) == 1:
-            self.flush()
-            raise EncoderBroken(f"encoder {self.encoder.name!r} failed on every item of its first batch: {failed[0]}")
+        if not any(isinstance(r, Encoded) for r in results) and not self.done_ok:
+            self.head_failures += results  # type: ignore[arg-type]
+            if len(self.head_failures) >= 2 and len(set(self.head_failures)) == 1:
+                self.flush()
+                raise EncoderBroken(
+                    f"encoder {self.encoder.name!r} failed on each of the first {len(self.head_failures)} items "
+                    f"with the same error, so it is the encoder, not the data: {self.head_failures[0]}"
+                )
         for (rid, _), r in zip(batch, results):
             if isinstance(r, str):
-                self.add_absent(rid, r)
+                self.rows.append((rid, self.zero, False))
+                self.errors[rid] = r
             else:
-                self.succeeded_once = True
                 self.rows.append((rid, r, True))
                 self.done_ok.add(rid)
                 self.n_computed += 1
+        self.maybe_flush()
+
+    def maybe_flush(self) -> None:
         if len(self.rows) >= self.shard_size or time.monotonic() - self.last_flush > self.flush_every_s:
             self.flush()
 
@@ -241,9 +254,9 @@ class _Job:
                                np.array([p for _, _, p in self.rows]), seqs)
         self.n_shards += 1
         self.rows = []
-        self.entry.save_meta(errors=self._merged_errors())
+        self.entry.save_meta(errors=self.merged_errors())
 
-    def _merged_errors(self) -> list[dict]:
+    def merged_errors(self) -> list[dict]:
         # Earlier errors stay unless this run computed the row again; this run's errors are added.
         redone = self.done_ok | set(self.errors)
         old = [e for e in self.entry.meta.get("errors", []) if e["id"] not in redone]
@@ -304,26 +317,24 @@ def extract(
             todo |= {e["id"] for e in entry.meta.get("errors", [])} & set(all_ids)
         jobs.append(_Job(enc, entry, todo, shard_size, flush_every_s))
 
-    from contextlib import ExitStack
-
     with ExitStack() as stack:
         for job in jobs:
             if job.todo:
                 stack.enter_context(EntryLock(job.entry))
+                # Until this run ends the folder lacks rows of this manifest, whatever it said before.
+                job.entry.save_meta(complete=False, n_expected=len(all_ids))
         _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress)
-
-    for job in jobs:
-        stored = job.entry.cached_ids()
-        n_present = _count_present(job.entry)
-        job.entry.save_meta(
-            n=len(stored), n_present=n_present, n_expected=len(all_ids),
-            complete=set(all_ids) <= stored, errors=job._merged_errors(),
-        )
-        job.entry.stats = {
-            "computed": job.n_computed, "cached": len(all_ids) - len(job.todo), "absent": job.n_absent,
-            "errors": len(job.errors), "seconds": round(job.seconds, 3),
-            "per_item_s": round(job.seconds / job.n_computed, 5) if job.n_computed else None,
-        }
+        for job in jobs:
+            stored = job.entry.cached_ids()
+            job.entry.save_meta(
+                n=len(stored), n_present=_count_present(job.entry), n_expected=len(all_ids),
+                complete=set(all_ids) <= stored, errors=job.merged_errors(),
+            )
+            job.entry.stats = {
+                "computed": job.n_computed, "cached": len(all_ids) - len(job.todo), "absent": job.n_absent,
+                "errors": len(job.errors), "seconds": round(job.seconds, 3),
+                "per_item_s": round(job.seconds / job.n_computed, 5) if job.n_computed else None,
+            }
     _summary([j.entry for j in jobs], jobs, progress)
     return [j.entry for j in jobs]
 

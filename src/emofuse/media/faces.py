@@ -71,8 +71,8 @@ class FaceDetector:
     margin: fraction of the detected box side added on each side: Haar boxes stop at the brows and
       the lower lip, and expression lives at the edges of that (forehead wrinkles, chin), so 0.2
       gives crops framed like the aligned faces the FER-style CNNs were trained on.
-    min_face: smallest face searched, as a fraction of the shorter frame side; emotion corpora
-      film one speaker close up, and skipping tiny scales cuts both time and false positives.
+    min_face: smallest face searched, as a fraction of the shorter frame side; 0.1 still finds
+      the speakers of wide TV shots (MELD) and skips the tiny scales where false positives live.
     detect_side: frames are shrunk so their longer side is at most this before detection (boxes
       are mapped back); Haar cost grows with pixel count and 320 px keeps a talking head ~100 px.
     """
@@ -81,7 +81,7 @@ class FaceDetector:
         self,
         *,
         margin: float = 0.2,
-        min_face: float = 0.2,
+        min_face: float = 0.1,
         scale_factor: float = 1.1,
         min_neighbors: int = 4,
         detect_side: int = 320,

@@ -35,7 +35,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 from torch import nn
 
 from emofuse.config import ConfigError, StrictConfig
@@ -58,7 +58,7 @@ class LlamaTopNConfig(StrictConfig):
     top_n: int = Field(1, ge=1)  # candidates kept per modality
     # Cut each sequence input into this many equal frame segments, one candidate each (0: one
     # mean-pooled candidate). An int applies to every input; a dict sets it per input key.
-    segments: int | dict[str, int] = 0
+    segments: NonNegativeInt | dict[str, NonNegativeInt] = 0
     scorer_dim: int = Field(64, ge=1)
     # How gradient reaches the scorer through the hard top-n choice: "straight_through" keeps the
     # kept tokens as they are in the forward pass (x * (1 + w - w.detach())); "weighted" scales them by w.
@@ -120,9 +120,11 @@ def load_gguf(path: Path) -> nn.Module:
         config.pop("quantization_config", None)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{cached.name}-"))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         type(model.config).from_dict(config).save_pretrained(tmp)
         tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "model.safetensors").chmod(0o644)
         try:
             tmp.rename(cached)  # atomic: a concurrent run sees the whole folder or none
         except OSError:  # another run cached it first
@@ -192,14 +194,16 @@ class LlamaTopN(EmotionModel):
         if unknown := sorted(set(segs) - set(in_dims)):
             raise ConfigError(f"segments names inputs {unknown} the model is not fed; inputs: {', '.join(self.modalities)}")
         self.segments = {k: segs.get(k, 0) for k in self.modalities}
-        # Candidates in input order, so with segments=0 they line up with `modalities` (w_<input> columns).
-        self.candidate_names = [
-            name for k in self.modalities
-            for name in ([k] if self.segments[k] == 0 else [f"{k}#{s}" for s in range(self.segments[k])])
-        ]
         # Top-n is chosen per modality, not per encoder: "audio:egemaps" and "audio:mfcc" compete.
         self.groups = sorted({k.split(":")[0] for k in self.modalities})
-        group_of = [self.groups.index(c.split(":")[0].split("#")[0]) for c in self.candidate_names]
+        # Candidates in input order, so with segments=0 they line up with `modalities`.
+        self.candidate_names, group_of = [], []
+        for k in self.modalities:
+            n = self.segments[k]
+            for name in [k] if n == 0 else [f"{k}#{s}" for s in range(n)]:
+                self.candidate_names.append(name)
+                group_of.append(self.groups.index(k.split(":")[0]))
+        self.weight_names = self.candidate_names  # out["weights"] columns (predictions.csv w_<name>)
         self.register_buffer("candidate_group", torch.tensor(group_of), persistent=False)  # (N,)
 
         self.backbone, key = build_backbone(cfg)
@@ -239,6 +243,11 @@ class LlamaTopN(EmotionModel):
         self.query = nn.Parameter(torch.randn(d) * embed_rms)
         self.head = mlp(d, cfg.hidden, n_classes, cfg.dropout)
 
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a run saves: state_dict() itself, which already leaves out a frozen pretrained
+        backbone (see the module docstring), so load_state_dict() takes it back strictly."""
+        return self.state_dict()
+
     def candidates(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """-> candidate tokens (B, N, d), zero where absent, and presence (B, N) bool."""
         tokens, present = [], []
@@ -268,26 +277,29 @@ class LlamaTopN(EmotionModel):
         # A sample with one modality has no context; its scores then come from the key bias alone.
         ctx = torch.einsum("bij,bjd->bid", other, x) / other.sum(-1, keepdim=True).clamp(min=1)  # (B, N, d)
         s = (self.score_q(x) * self.score_k(ctx)).sum(-1) / math.sqrt(self.cfg.scorer_dim)  # (B, N)
-        s = s.masked_fill(~present, torch.finfo(s.dtype).min)
         w = torch.zeros_like(s)
         for gi in range(len(self.groups)):
-            idx = (g == gi).nonzero().squeeze(1)  # (n_g,)
-            w[:, idx] = torch.softmax(s[:, idx], dim=-1)
-        return w * present  # a modality absent altogether gets zeros, not a uniform spread
+            member = (g == gi) & present  # (B, N) this modality's present candidates
+            # `* member` also zeroes a modality absent altogether (its softmax would be uniform)
+            w = w + torch.softmax(s.masked_fill(~member, torch.finfo(s.dtype).min), dim=-1) * member
+        return w
 
     def select(self, x: torch.Tensor, w: torch.Tensor, present: torch.Tensor):
         """Keep the top_n candidates per modality -> tokens (B, M*top_n, d), their mask and their
         candidate indices (B, M*top_n), -1 where nothing is kept (absent, or fewer than top_n)."""
-        top_n, (b, _, d) = self.cfg.top_n, x.shape
+        top_n = self.cfg.top_n
         tokens, masks, indices = [], [], []
         for gi in range(len(self.groups)):
             idx = (self.candidate_group == gi).nonzero().squeeze(1)  # (n_g,)
             k = min(top_n, len(idx))
             ranked = w[:, idx].masked_fill(~present[:, idx], -1.0)  # absent candidates rank last
             chosen = idx[ranked.topk(k, dim=1).indices]  # (B, k) candidate indices
-            wk = w.gather(1, chosen)  # (B, k)
+            # picking by one-hot product rather than gather: its backward is a plain matmul,
+            # deterministic on GPU too (the run asks for deterministic algorithms)
+            pick = F.one_hot(chosen, x.shape[1]).to(x.dtype)  # (B, k, N)
+            wk = torch.einsum("bkn,bn->bk", pick, w)  # (B, k)
             factor = 1 + wk - wk.detach() if self.cfg.selection == "straight_through" else wk
-            xk = x.gather(1, chosen.unsqueeze(-1).expand(-1, -1, d)) * factor.unsqueeze(-1)  # (B, k, d)
+            xk = torch.einsum("bkn,bnd->bkd", pick, x) * factor.unsqueeze(-1)  # (B, k, d)
             here = present.gather(1, chosen)  # (B, k)
             pad = top_n - k
             tokens.append(F.pad(xk, (0, 0, 0, pad)))

@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -161,7 +160,7 @@ def resolve_folder(source: str, revision: str | None = None) -> Path:
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"{p}: not a Hugging Face model folder (no config.json)")
         return p.resolve()
-    if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:  # a hub id is 'name' or 'org/name'
         raise FileNotFoundError(f"model folder not found: {source}")
     from huggingface_hub import snapshot_download
 
@@ -270,11 +269,16 @@ class HFEncoder(Encoder):
         )
         self.dim = self._output_dim()
         self.gives_sequence = True
+        # 'org/name' for hub models, the folder's name for local ones: never the path, so a model
+        # folder can move without invalidating its cached features.
+        is_local = Path(self.source).expanduser().is_dir()
+        self.model_id = _hub_name(self.folder) or (self.folder.name if is_local else self.source)
         if name is None:
-            base = _hub_name(self.folder) or (self.source if not Path(self.source).expanduser().is_dir() else self.folder.name)
-            base = base.rstrip("/").split("/")[-1]
-            suffix = ("-last4" if layers == "last4" else "") + (f"-len{max_length}" if max_length != 512 else "")
-            name = f"hf-{base}{suffix}"
+            # Options that change the output go into the name too, so that they get cache folders
+            # (and report rows) of their own rather than competing versions under one name.
+            suffix = "-last4" if layers == "last4" else ""
+            suffix += f"-len{self.max_length}" if self.modality == "text" and self.max_length != 512 else ""
+            name = f"hf-{self.model_id.split('/')[-1]}{suffix}"
         self.name = safe_name(name)
         self._model = None
         self._processor = None
@@ -310,7 +314,7 @@ class HFEncoder(Encoder):
     def config(self) -> dict[str, Any]:
         return {
             "kind": "hf",
-            "model": _hub_name(self.folder) or (self.source if not Path(self.source).expanduser().is_dir() else self.folder.name),
+            "model": self.model_id,
             "model_type": self.model_type,
             "revision": self.revision,
             "layers": self.layers,
@@ -374,8 +378,8 @@ class HFEncoder(Encoder):
             hs = out.hidden_states
             if len(hs) < 5:  # embeddings + at least four layers
                 raise ValueError(f"{self.name}: layers=last4 needs at least 4 layers, the model has {len(hs) - 1}")
-            return hs[-1] + hs[-2] + hs[-3] + hs[-4]
-        return out.last_hidden_state
+            return sum(h.float() for h in hs[-4:])  # summed in fp32: bf16 sums of four layers lose digits
+        return out.last_hidden_state.float()
 
     # -- encoding --------------------------------------------------------------------------------
 
@@ -383,17 +387,23 @@ class HFEncoder(Encoder):
         import torch
 
         self._load()
-        out: list[Encoded] = []
+        # Batches of similar lengths waste less compute on padding (which is masked, so the
+        # outputs do not depend on the grouping); results go back in the order given.
+        order = sorted(range(len(items)), key=lambda i: len(items[i])) if self.modality != "video" else range(len(items))
+        out: list[Encoded] = [None] * len(items)  # type: ignore[list-item]
         step = self.batch_size
         with torch.inference_mode():
             for i in range(0, len(items), step):
-                chunk = items[i : i + step]
+                idx = list(order[i : i + step])
+                chunk = [items[j] for j in idx]
                 if self.modality == "text":
-                    out += self._encode_text(chunk)
+                    res = self._encode_text(chunk)
                 elif self.modality == "audio":
-                    out += self._encode_audio(chunk)
+                    res = self._encode_audio(chunk)
                 else:
-                    out += [self._encode_video(x) for x in chunk]
+                    res = [self._encode_video(x) for x in chunk]
+                for j, r in zip(idx, res):
+                    out[j] = r
         if self.normalize:
             for e in out:
                 e.vector = e.vector / max(float(np.linalg.norm(e.vector)), 1e-12)
@@ -409,7 +419,7 @@ class HFEncoder(Encoder):
             [str(t) for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        states = self._states(self._forward(**enc)).float()  # (B, T, D)
+        states = self._states(self._forward(**enc))  # (B, T, D)
         mask = enc["attention_mask"].bool()  # (B, T)
         res = []
         for s, m in zip(states, mask):
@@ -431,7 +441,7 @@ class HFEncoder(Encoder):
         kw = {"input_values": inp["input_values"].to(self.device, self._model.dtype)}
         if getattr(fe, "return_attention_mask", False):
             kw["attention_mask"] = inp["attention_mask"].to(self.device)
-        states = self._states(self._forward(**kw)).float()  # (B, T, D)
+        states = self._states(self._forward(**kw))  # (B, T, D)
         n_frames = self._model._get_feat_extract_output_lengths(lengths).tolist()
         res = []
         for s, n in zip(states, n_frames):
