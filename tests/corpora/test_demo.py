@@ -66,7 +66,8 @@ def test_media_format(corpus):
 
 def test_deterministic(corpus, tmp_path):
     again = make_demo_corpus(tmp_path / "b", seed=3, **TINY)
-    for f in ("track1_train_disdim.csv", "track_all_candidates.csv", "subtitle_chieng.csv", "synthetic_truth.csv", "SYNTHETIC"):
+    tables = ["track1_train_disdim.csv", "track_all_candidates.csv", "subtitle_chieng.csv", "synthetic_truth.csv"]
+    for f in [*tables, "SYNTHETIC"]:
         assert (again / f).read_bytes() == (corpus / f).read_bytes(), f
     names = [r["name"] for r in _rows(corpus / "track_all_candidates.csv")]
     for n in names:
@@ -92,7 +93,8 @@ def test_truth_file(corpus, clean):
     labels = {r["name"]: r["discrete"] for r in _rows(corpus / "track1_train_disdim.csv")}
     assert all(labels.get(r["name"], r["label"]) == r["label"] for r in truth)
     assert all(r[k] in ("0", "1") for r in truth for k in ("text_corrupt", "face_corrupt", "audio_corrupt"))
-    assert all(r[k] == "0" for r in _rows(clean / "synthetic_truth.csv") for k in ("text_corrupt", "face_corrupt", "audio_corrupt"))
+    flags = ("text_corrupt", "face_corrupt", "audio_corrupt")
+    assert all(r[k] == "0" for r in _rows(clean / "synthetic_truth.csv") for k in flags)
 
 
 def test_corruption_rates_are_independent_per_modality():

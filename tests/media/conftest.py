@@ -25,7 +25,8 @@ def frame_image(i: int) -> np.ndarray:
 def tone(seconds: float = N_FRAMES / FPS, sr: int = SR) -> np.ndarray:
     t = np.arange(round(seconds * sr)) / sr
     # An amplitude-modulated chirp: no two stretches alike, so an offset would show in a correlation.
-    return (0.4 * np.sin(2 * np.pi * (200 * t + 150 * t**2)) * (0.6 + 0.4 * np.sin(2 * np.pi * 1.7 * t))).astype(np.float32)
+    chirp = np.sin(2 * np.pi * (200 * t + 150 * t**2))
+    return (0.4 * chirp * (0.6 + 0.4 * np.sin(2 * np.pi * 1.7 * t))).astype(np.float32)
 
 
 def remux(src: Path, dst: Path, *, fmt: str | None = None, options: dict | None = None) -> Path:

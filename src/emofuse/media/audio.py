@@ -28,7 +28,7 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
         chunks: list[np.ndarray] = []
         for frame in container.decode(stream):
-            # The decoder may change layout mid-stream (rare, but broadcast mp4s do); the resampler copes.
+            # Layout or rate may change mid-stream (broadcast recordings do); the resampler copes.
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
         for out in resampler.resample(None):  # flush the samples the resampler still holds
@@ -45,7 +45,8 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
             audio = audio[:n_declared]
         elif len(audio) < 0.9 * n_declared - _MAX_PADDING_S * sr:
             raise MediaError(
-                f"{path}: truncated, decoded {len(audio) / sr:.2f} s of the {declared:.2f} s of audio the header lists"
+                f"{path}: truncated, decoded {len(audio) / sr:.2f} s of the {declared:.2f} s of audio"
+                " the header lists"
             )
     return audio
 

@@ -39,7 +39,9 @@ def open_container(path: str | Path) -> Iterator[av.container.InputContainer]:
     try:
         yield container
     except av.error.FFmpegError as e:
-        raise MediaError(f"{path}: decoding failed, the file is probably truncated or corrupt ({_reason(e)})") from e
+        raise MediaError(
+            f"{path}: decoding failed, the file is probably truncated or corrupt ({_reason(e)})"
+        ) from e
     finally:
         container.close()
 

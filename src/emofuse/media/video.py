@@ -162,8 +162,7 @@ def _fps(stream) -> float:
 def _count_packets(container, stream) -> int:
     """Frame count from one demux pass: one packet per frame for every video codec we meet, and
     demuxing is orders of magnitude cheaper than decoding."""
-    n = sum(1 for p in container.demux(stream) if p.size > 0)
-    return n
+    return sum(1 for p in container.demux(stream) if p.size > 0)  # size 0: the end-of-stream marker
 
 
 def write_video(
