@@ -125,6 +125,34 @@ class FeatureDataset(Dataset):
         }
         return FeatureDataset([self.ids[i] for i in idx], self.labels[idx], self.targets[idx], feats)
 
+    def fit_standardiser(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-feature mean and std of each input over its present rows (all valid frames for
+        sequences). Fitted on the training split only; eGeMAPS mixes Hz, dB and ratios, so
+        unscaled inputs let a few large features drown the rest."""
+        stats = {}
+        for k, f in self.features.items():
+            if f.sequences is not None:
+                rows = [x for x, p in zip(f.sequences, f.present) if p and len(x)]
+                x = np.concatenate(rows) if rows else np.zeros((1, f.dim), np.float32)
+            else:
+                x = f.vectors[f.present] if f.present.any() else np.zeros((1, f.dim), np.float32)
+            mean = x.mean(0).astype(np.float32)
+            std = x.std(0).astype(np.float32)
+            stats[k] = (mean, np.where(std > 1e-6, std, 1.0).astype(np.float32))
+        return stats
+
+    def standardised(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> "FeatureDataset":
+        """A copy with (x - mean) / std applied; absent rows stay zero."""
+        feats = {}
+        for k, f in self.features.items():
+            mean, std = stats[k]
+            vec = np.where(f.present[:, None], (f.vectors - mean) / std, 0.0).astype(np.float32)
+            seqs = None
+            if f.sequences is not None:
+                seqs = [((x - mean) / std).astype(np.float32) if p else x for x, p in zip(f.sequences, f.present)]
+            feats[k] = ModalityFeatures(f.encoder, vec, f.present, seqs, f.fingerprint)
+        return FeatureDataset(self.ids, self.labels, self.targets, feats)
+
     def in_dims(self) -> dict[str, int]:
         return {m: f.dim for m, f in self.features.items()}
 

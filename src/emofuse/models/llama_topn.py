@@ -243,11 +243,6 @@ class LlamaTopN(EmotionModel):
         self.query = nn.Parameter(torch.randn(d) * embed_rms)
         self.head = mlp(d, cfg.hidden, n_classes, cfg.dropout)
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a run saves: state_dict() itself, which already leaves out a frozen pretrained
-        backbone (see the module docstring), so load_state_dict() takes it back strictly."""
-        return self.state_dict()
-
     def candidates(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """-> candidate tokens (B, N, d), zero where absent, and presence (B, N) bool."""
         tokens, present = [], []

@@ -126,6 +126,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if len(ds) == 0:
             raise ValueError(f"split {name!r} of {cfg.data.manifest} is empty{' in ' + plan['name'] if plan['name'] else ''}")
+    stats = train_ds.fit_standardiser()  # training rows only: val and test never leak into it
+    train_ds, val_ds, test_ds = (ds.standardised(stats) for ds in (train_ds, val_ds, test_ds))
     gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     mode = "min" if cfg.train.monitor == "val_loss" else "max"
     L.seed_everything(seed, workers=True, verbose=False)
@@ -168,8 +170,10 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         fitted = model.fit_validation(val_dl)
     fit_s = time.perf_counter() - t0
     unit_dir.mkdir(parents=True, exist_ok=True)
-    state = model.trainable_state_dict() if hasattr(model, "trainable_state_dict") else model.state_dict()
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(unit_dir / "model.safetensors"))
+    # (a frozen pretrained LLM backbone leaves itself out of state_dict(): see llama_topn)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(unit_dir / "model.safetensors"))
+    save_file({f"{k}.{part}": torch.from_numpy(a) for k, (mean, std) in stats.items() for part, a in (("mean", mean), ("std", std))},
+              str(unit_dir / "standardiser.safetensors"))
     device = torch.device("cuda" if gpu else "cpu")
     val_pred = predict(model, val_ds, cfg.data.batch_size, device)
     val_metrics = classification_metrics(val_ds.labels, val_pred["probs"].argmax(1), n_classes)
