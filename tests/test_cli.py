@@ -1,0 +1,43 @@
+"""The CLI: --help on every verb, the registry's names, and clear non-zero exits on bad input."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from emofuse.cli import app
+
+runner = CliRunner()
+VERBS = ["prepare", "extract", "train", "report", "table", "grid", "demo", "list"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help(verb):
+    r = runner.invoke(app, [verb, "--help"])
+    assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_list_comes_from_registries():
+    r = runner.invoke(app, ["list", "models"])
+    assert r.exit_code == 0 and "llama_topn" in r.output and "mer_han" in r.output
+    r = runner.invoke(app, ["list", "encoders"])
+    assert "minilm" in r.output and "egemaps" in r.output and "hf:" in r.output
+
+
+def test_unknown_corpus_names_valid_ones(tmp_path):
+    r = runner.invoke(app, ["prepare", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "m.csv")])
+    assert r.exit_code != 0 and "valid corpus names" in r.output and "meld" in r.output
+
+
+def test_bad_corpus_is_reported_by_name(tmp_path):
+    (tmp_path / "video").mkdir()
+    (tmp_path / "track1_train_disdim.csv").write_text("name,discrete\na,happy\nb,bored\n")
+    r = runner.invoke(app, ["prepare", "mer2025", "--root", str(tmp_path), "--out", str(tmp_path / "m.csv")])
+    assert r.exit_code != 0 and "unknown_label" in r.output and "missing_file" in r.output
+
+
+def test_train_with_unknown_key_lists_valid_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\ndata: {manifest: m, cache: c, features: {audio: egemaps}}\nmodel: {name: unimodal}\ntrain: {epochs: 3}\n")
+    r = runner.invoke(app, ["train", str(p)])
+    assert r.exit_code != 0 and "unknown key 'train.epochs'" in r.output and "max_epochs" in r.output
