@@ -101,15 +101,27 @@ from typing import Literal  # noqa: E402
 from pydantic import Field  # noqa: E402
 
 
+class RawInputConfig(StrictConfig):
+    """How models that read raw inputs (finetune_text, finetune_audio, clip_zeroshot) get them."""
+
+    # text: this many preceding utterances of the same dialogue go with the utterance, each (and the
+    # utterance itself) prefixed by its speaker's name, oldest first; 0 = the utterance alone
+    context: int = 0
+    max_audio_s: float = 15.0  # audio: 16 kHz waveforms cut to this length (MELD's longest run ~40 s)
+    every_n: int = 10  # video: every Nth frame is scored
+    face_size: int = 224  # video: side of the face crops (what CLIP-style image models take)
+
+
 class DataConfig(StrictConfig):
     manifest: str  # path to a manifest CSV written by `emofuse prepare`
-    cache: str  # feature cache folder written by `emofuse extract`
+    cache: str = ""  # feature cache folder written by `emofuse extract` (unused by raw-input models)
     # modality -> encoder name, e.g. {"audio": "egemaps", "text": "minilm"}, or a list of candidate
     # encoders for Top-N fusion, e.g. {"audio": ["egemaps", "mfcc"]}
     features: dict[str, str | list[str]]
     sequence: bool | dict[str, bool] = False  # frame/token sequences instead of utterance vectors
     batch_size: int = 32
     label_smoothing: float = 0.0  # smooths one-hot targets for the MSE term (never the CE term)
+    raw: RawInputConfig = Field(default_factory=RawInputConfig)  # raw-input models only
 
 
 class ModelConfig(StrictConfig):
@@ -125,6 +137,12 @@ class TrainConfig(StrictConfig):
     mse_weight: float = 1.0
     monitor: Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"] = "val_accuracy"
     patience: int = 15
+    accumulate_grad_batches: int = 1  # effective batch = data.batch_size x this
+    gradient_clip: float | None = None  # max gradient norm (1.0 is usual when fine-tuning a transformer)
+    # CE class weights from the training split: balanced = n / (C * count_c); sqrt = its square root
+    class_weights: Literal["none", "balanced", "sqrt"] = "none"
+    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at max_epochs
+    warmup: float = 0.0  # fraction of the optimiser steps with a linear warm-up from 0
     seeds: list[int] = Field(default_factory=lambda: [0])
     # k-fold cross-validation over the manifest's seeded stratified folds instead of its fixed split
     cross_validation: bool = False

@@ -61,11 +61,12 @@ class Registry(Generic[T]):
 CORPORA: Registry = Registry(
     "corpus",
     ["emofuse.corpora.mer2025", "emofuse.corpora.meld", "emofuse.corpora.iemocap",
-     "emofuse.corpora.ravdess", "emofuse.corpora.csv"],
+     "emofuse.corpora.ravdess", "emofuse.corpora.csv", "emofuse.corpora.fer2013", "emofuse.corpora.goemotions"],
 )
 ENCODERS: Registry = Registry("encoder", ["emofuse.features.encoders.builtin"])
 MODELS: Registry = Registry(
     "model",
     ["emofuse.models.unimodal", "emofuse.models.early", "emofuse.models.late",
-     "emofuse.models.attention", "emofuse.models.mer_han", "emofuse.models.llama_topn"],
+     "emofuse.models.attention", "emofuse.models.mer_han", "emofuse.models.llama_topn",
+     "emofuse.models.finetune_text", "emofuse.models.finetune_audio", "emofuse.models.clip_zeroshot"],
 )

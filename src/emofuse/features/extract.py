@@ -33,6 +33,8 @@ from emofuse.features.encoders.hf import build_encoder
 log = logging.getLogger(__name__)
 
 AUDIO_SR = 16000
+# A video cell holding one of these is a still image, decoded as a one-frame clip.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _ABSENT = object()  # a decoded row without this modality
 
 
@@ -67,11 +69,12 @@ def parse_sampling(spec: str | dict | None) -> dict[str, Any]:
 class _Decoder:
     """row -> encoder input, or _ABSENT. Raises on a broken file (caught per row by the caller)."""
 
-    def __init__(self, modality: str, *, sampling: dict, face_size: int, no_face: str):
+    def __init__(self, modality: str, *, sampling: dict, face_size: int, no_face: str, images_are_faces: bool = False):
         self.modality = modality
         self.sampling = sampling
         self.face_size = face_size
         self.no_face = no_face
+        self.images_are_faces = images_are_faces
         self.no_face_ids: list[str] = []
         self._local = threading.local()
         # Imported here, not per row, so a missing media module stops the run at once.
@@ -80,9 +83,9 @@ class _Decoder:
 
             self._load_audio = load_audio
         elif modality == "video":
-            from emofuse.media.faces import FaceDetector, face_track
+            from emofuse.media.faces import FaceDetector, crop_image_file, face_track
 
-            self._face_track, self._detector_cls = face_track, FaceDetector
+            self._face_track, self._detector_cls, self._crop_image = face_track, FaceDetector, crop_image_file
 
     def __call__(self, row: dict) -> Any:
         if self.modality == "text":
@@ -90,7 +93,8 @@ class _Decoder:
             return text if text else _ABSENT
         if self.modality == "audio":
             # A clip's own audio file first, else the audio track of its video.
-            path = row.get("audio") or row.get("video")
+            video = row.get("video") or ""
+            path = row.get("audio") or (video if Path(video).suffix.lower() not in IMAGE_SUFFIXES else "")
             if not path:
                 return _ABSENT
             wave = self._load_audio(path, sr=AUDIO_SR)  # (n_samples,) float32
@@ -100,17 +104,27 @@ class _Decoder:
         path = row.get("video")
         if not path:
             return _ABSENT
-        detector = getattr(self._local, "detector", None)
-        if detector is None:  # one per thread: OpenCV's cascade is not documented as thread-safe
-            detector = self._local.detector = self._detector_cls()
-        track = self._face_track(path, size=self.face_size, detector=detector, **self.sampling)
-        if track.found.any():
-            return track.crops[track.found]  # (F_found, S, S, 3)
+        if Path(path).suffix.lower() in IMAGE_SUFFIXES:  # a still image is a one-frame clip
+            if self.images_are_faces:  # already a face crop (FER2013): the whole image, no cascade
+                return self._crop_image(path, self.face_size, detect=False).image[None]  # (1, S, S, 3)
+            crop = self._crop_image(path, self.face_size, detector=self._detector())
+            crops, found = crop.image[None], np.array([crop.found])
+        else:
+            track = self._face_track(path, size=self.face_size, detector=self._detector(), **self.sampling)
+            crops, found = track.crops, track.found
+        if found.any():
+            return crops[found]  # (F_found, S, S, 3)
         self.no_face_ids.append(str(row["id"]))
         if self.no_face == "absent":
             return _ABSENT
         # Emotion corpora film one speaker close up, so the centre square mostly holds the face.
-        return track.crops  # (F, S, S, 3) centre squares
+        return crops  # (F, S, S, 3) centre squares
+
+    def _detector(self):
+        detector = getattr(self._local, "detector", None)
+        if detector is None:  # one per thread: OpenCV's cascade is not documented as thread-safe
+            detector = self._local.detector = self._detector_cls()
+        return detector
 
 
 def _prefetch(rows: list[dict], decode: Callable[[dict], Any], workers: int) -> Iterator[tuple[dict, Any, str | None]]:
@@ -276,6 +290,7 @@ def extract(
     video_sampling: str | dict | None = "k_uniform=8",
     face_size: int = 224,
     no_face: str = "centre",
+    images_are_faces: bool = False,
     retry_errors: bool = False,
     shard_size: int = 512,
     flush_every_s: float = 120.0,
@@ -291,6 +306,10 @@ def extract(
     face_size: side of the face crops (224 suits most image models; fer2013 resizes to 64 itself).
     no_face: 'centre' (default: use the centre squares of a clip where no face is found in any
       sampled frame; its ids are listed in meta.json's no_face) | 'absent' (store present=False).
+    images_are_faces: a video cell may also hold a still image (.jpg, .png, ...), decoded as a
+      one-frame clip through the same face path; True says those images are already face crops
+      (FER2013's 48x48 faces), so they are used whole instead of searched for a face. Videos are
+      unaffected.
     retry_errors: compute again the rows that failed in an earlier run.
     shard_size, flush_every_s: a shard is written every shard_size rows or flush_every_s seconds,
       which bounds the work an interruption can lose.
@@ -323,7 +342,7 @@ def extract(
                 stack.enter_context(EntryLock(job.entry))
                 # Until this run ends the folder lacks rows of this manifest, whatever it said before.
                 job.entry.save_meta(complete=False, n_expected=len(all_ids))
-        _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress)
+        _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress, images_are_faces)
         for job in jobs:
             stored = job.entry.cached_ids()
             job.entry.save_meta(
@@ -350,7 +369,7 @@ def _unique(encs: list[Encoder]) -> list[Encoder]:
     return list(seen.values())
 
 
-def _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress) -> None:
+def _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress, images_are_faces=False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     by_modality: dict[str, list[_Job]] = {}
@@ -362,7 +381,8 @@ def _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress
     with Progress(*columns, disable=not progress, transient=False) as bar:
         for modality, group in by_modality.items():
             needed = [r for r in rows if any(str(r["id"]) in j.todo for j in group)]
-            decoder = _Decoder(modality, sampling=sampling, face_size=face_size, no_face=no_face)
+            decoder = _Decoder(modality, sampling=sampling, face_size=face_size, no_face=no_face,
+                               images_are_faces=images_are_faces)
             task = bar.add_task(f"{modality}: {', '.join(j.encoder.name for j in group)}", total=len(needed))
             try:
                 for row, item, error in _prefetch(needed, decoder, workers if modality != "text" else 1):

@@ -42,12 +42,17 @@ def grid_runs(cfg: GridConfig, ranking: dict) -> list[RunConfig]:
 
 def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     """Rank, train every grid cell, and write <out>/table.md; returns its path."""
+    from emofuse.corpora.base import Manifest
     from emofuse.evaluation.table import write_table
+    from emofuse.features.extract import extract
     from emofuse.training.run import train_run
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "grid.yaml")
+    # every candidate must be cached; extract skips what already is
+    extract(Manifest.load(cfg.manifest), sorted({e for es in cfg.candidates.values() for e in es}), cfg.cache,
+            progress=progress)
     ranking = rank_encoders(cfg.manifest, cfg.cache, cfg.candidates, out / "ranking", cfg.ranking_train, cfg.batch_size)
     runs = grid_runs(cfg, ranking)
     for i, run in enumerate(runs, 1):

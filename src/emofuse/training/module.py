@@ -14,46 +14,76 @@ from emofuse.evaluation.metrics import classification_metrics
 from emofuse.models.base import EmotionModel
 
 
-def emotion_loss(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor, mse_weight: float) -> torch.Tensor:
-    """Cross-entropy on the hard label + mse_weight * MSE between predicted and target distributions."""
-    loss = F.cross_entropy(logits, label)
+def emotion_loss(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor, mse_weight: float,
+                 class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy on the hard label (per-class weighted when given) + mse_weight * MSE between
+    predicted and target distributions."""
+    loss = F.cross_entropy(logits, label, weight=class_weights)
     if mse_weight > 0:
         loss = loss + mse_weight * F.mse_loss(torch.softmax(logits, dim=-1), target)
     return loss
 
 
-def model_loss(out: dict, batch: dict, mse_weight: float) -> torch.Tensor:
+def model_loss(out: dict, batch: dict, mse_weight: float, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """The objective of any model's output: the emotion loss on `logits`, plus, for models whose
     members are trained separately (late fusion), the mean member cross-entropy over present inputs."""
-    loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight)
+    loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight, class_weights)
     if "aux_logits" in out:
         aux = out["aux_logits"]  # (B, M, C)
         b, m, c = aux.shape
-        ce = F.cross_entropy(aux.reshape(b * m, c), batch["label"].repeat_interleave(m), reduction="none").view(b, m)
+        ce = F.cross_entropy(aux.reshape(b * m, c), batch["label"].repeat_interleave(m), weight=class_weights,
+                             reduction="none").view(b, m)
         mask = out.get("aux_mask", torch.ones_like(ce, dtype=torch.bool)).float()
         loss = loss + (ce * mask).sum() / mask.sum().clamp(min=1)
     return loss
 
 
+def class_weights(labels: np.ndarray, n_classes: int, kind: str) -> torch.Tensor | None:
+    """CE weights from the training labels: 'balanced' = n / (C * count_c) (scikit-learn's), 'sqrt' =
+    its square root (a milder push toward rare classes), 'none' = None. An absent class gets 1."""
+    if kind == "none":
+        return None
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels >= 0], minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 1.0)
+    if kind == "sqrt":
+        w = np.sqrt(w)
+    elif kind != "balanced":
+        raise ValueError(f"class_weights must be none, balanced or sqrt, not {kind!r}")
+    return torch.tensor(w, dtype=torch.float32)
+
+
 class EmotionModule(L.LightningModule):
-    def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float):
+    def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float,
+                 class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.mse_weight = lr, weight_decay, mse_weight
+        self.lr_schedule, self.warmup = lr_schedule, warmup
+        self.register_buffer("class_weights", class_weights)  # moves to the device with the module
         self._val: list[tuple[np.ndarray, np.ndarray, float]] = []
+        self._train_sum, self._train_n = 0.0, 0
+        self.epoch_train_loss: float | None = None  # mean training loss of the epoch just validated
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return self.model(batch)
 
+    def on_train_epoch_start(self) -> None:
+        self._train_sum, self._train_n = 0.0, 0
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch)
-        loss = model_loss(out, batch, self.mse_weight)
+        loss = model_loss(out, batch, self.mse_weight, self.class_weights)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        # Lightning aggregates train_loss only after the epoch's validation has run; BestWeights
+        # records the losses at validation time, so keep the running mean here.
+        self._train_sum += float(loss.detach()) * len(batch["label"])
+        self._train_n += len(batch["label"])
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(batch)
-        loss = model_loss(out, batch, self.mse_weight)
+        loss = model_loss(out, batch, self.mse_weight, self.class_weights)
         self._val.append((batch["label"].cpu().numpy(), out["logits"].argmax(-1).cpu().numpy(), float(loss) * len(batch["label"])))
 
     def on_validation_epoch_end(self) -> None:
@@ -65,9 +95,24 @@ class EmotionModule(L.LightningModule):
         self._val.clear()
         m = classification_metrics(y, p, self.model.n_classes)
         self.log_dict({f"val_{k}": v for k, v in m.items()} | {"val_loss": loss}, prog_bar=False)
+        self.epoch_train_loss = self._train_sum / self._train_n if self._train_n else None
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        params = [p for p in self.parameters() if p.requires_grad]  # frozen encoder layers stay out
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant" and self.warmup <= 0:
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = int(self.warmup * total)
+        linear = self.lr_schedule == "linear"
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total - step) / max(1, total - warm)) if linear else 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class BestWeights(L.Callback):
@@ -79,6 +124,7 @@ class BestWeights(L.Callback):
         self.best: float | None = None
         self.best_epoch = -1
         self.state: dict | None = None
+        self.record: dict = {}
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -91,3 +137,6 @@ class BestWeights(L.Callback):
         if better:
             self.best, self.best_epoch = v, trainer.current_epoch
             self.state = copy.deepcopy(module.model.state_dict())
+            # what the sweep tables report for the kept weights
+            self.record = {k: float(x) for k, x in trainer.callback_metrics.items() if k.startswith("val_")}
+            self.record["train_loss"] = getattr(module, "epoch_train_loss", None)

@@ -1,0 +1,216 @@
+"""Raw inputs -> dict batches, for models that encode the media themselves (fine-tuned text and
+audio encoders, CLIP zero-shot video) rather than reading cached features.
+
+A batch has the same frame as a feature batch (see data/dataset.py), keyed by modality:
+    {"id": [str], "label": (B,) long, "target": (B, C) float,
+     "text": [str], "text_context": [[str]], "text_mask": (B,) bool,
+     "audio": (B, S) float 16 kHz, "audio_mask": (B, S) bool (valid samples),
+     "video": (B, F, H, W, 3) uint8 face crops, "video_mask": (B, F) bool (valid frames),
+     "video_face": (B, F) bool (a face was detected in that frame)}
+Only the modalities asked for are present. Media are decoded lazily, item by item, so a split
+that is never iterated (the training split of a zero-shot model) costs nothing.
+
+Dialogue context: with `context = K`, an utterance comes with the K utterances before it in its
+dialogue (manifest row order, which is each corpus's own order), each as "Speaker: text", and the
+utterance itself gets its speaker prefix too, so that the model can tell who says what."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from emofuse.config import RawInputConfig
+from emofuse.corpora.base import Manifest
+
+log = logging.getLogger(__name__)
+
+RAW_MODALITIES = ("audio", "text", "video")
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """What encoders.json records for a raw input (the interface FeatureDataset.features has)."""
+
+    encoder: str  # "raw"
+    fingerprint: str  # the options that change what the model sees
+    dim: int = 0
+
+
+def dialogue_context(df, turns: int, speakers: bool = True) -> tuple[list[str], list[list[str]]]:
+    """(utterance texts, preceding turns per row) for the rows of a manifest frame, in its order.
+
+    Turns come from earlier rows of the same `dialogue` (row order), oldest first; rows without a
+    dialogue have none. With `speakers`, every turn and the utterance itself read "Speaker: text"
+    (when the speaker is known)."""
+
+    def said(speaker: str, text: str) -> str:
+        return f"{speaker}: {text}" if speakers and speaker else text
+
+    texts = [str(t or "").strip() for t in df["text"].tolist()]
+    spk = [str(s or "").strip() for s in df["speaker"].tolist()] if "speaker" in df else [""] * len(texts)
+    dia = [str(d or "").strip() for d in df["dialogue"].tolist()] if "dialogue" in df else [""] * len(texts)
+    if turns <= 0:
+        return texts, [[] for _ in texts]
+    history: dict[str, list[str]] = {}
+    out_text, out_ctx = [], []
+    for t, s, d in zip(texts, spk, dia):
+        turn = said(s, t)
+        past = history.setdefault(d, []) if d else []
+        out_ctx.append(past[-turns:] if d else [])
+        out_text.append(turn)
+        if d and t:
+            past.append(turn)
+    return out_text, out_ctx
+
+
+class RawDataset(Dataset):
+    """The raw inputs of the manifest rows given; same interface as FeatureDataset for the loop."""
+
+    def __init__(self, ids: list[str], labels: np.ndarray, targets: np.ndarray, modalities: list[str],
+                 columns: dict[str, list], options: RawInputConfig, classes: list[str]):
+        self.ids = list(ids)
+        self.labels = np.asarray(labels, dtype=np.int64)  # (N,), -1 when unlabelled
+        self.targets = np.asarray(targets, dtype=np.float32)  # (N, C)
+        self.modalities = sorted(modalities)
+        self.columns = columns  # text, text_context, audio (paths), video (paths), present_<m>
+        self.options = options
+        self.classes = list(classes)
+        fp = {"text": f"context={options.context}", "audio": f"sr={SAMPLE_RATE},max_s={options.max_audio_s}",
+              "video": f"every_n={options.every_n},size={options.face_size}"}
+        self.features = {m: RawInput("raw", fp[m]) for m in self.modalities}
+        self._detector = None
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, features: dict[str, str | list[str]], options: RawInputConfig,
+                      label_smoothing: float = 0.0) -> "RawDataset":
+        bad = {m: v for m, v in features.items() if m not in RAW_MODALITIES or v != "raw"}
+        if bad:
+            raise ValueError(
+                f"a raw-input model reads the media itself: data.features must map modalities "
+                f"({', '.join(RAW_MODALITIES)}) to 'raw', e.g. {{text: raw}}; got {features}"
+            )
+        df = manifest.df
+        labels, targets = manifest.label_indices(), manifest.soft_labels()
+        if label_smoothing > 0:
+            targets = targets * (1 - label_smoothing) + label_smoothing / targets.shape[1]
+        cols: dict[str, list] = {}
+        if "text" in features:
+            cols["text"], cols["text_context"] = dialogue_context(df, options.context)
+            cols["present_text"] = [bool(str(t or "").strip()) for t in df["text"].tolist()]
+        if "audio" in features:
+            # a clip's own audio file first, else the audio track of its video (as extract does)
+            cols["audio"] = [str(a or v or "") for a, v in zip(df["audio"].tolist(), df["video"].tolist())]
+            cols["present_audio"] = [bool(p) for p in cols["audio"]]
+        if "video" in features:
+            cols["video"] = [str(v or "") for v in df["video"].tolist()]
+            cols["present_video"] = [bool(p) for p in cols["video"]]
+        return cls(df["id"].tolist(), labels, targets, list(features), cols, options,
+                   list(manifest.label_set.classes))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx) -> "RawDataset":
+        idx = np.asarray(idx, dtype=int)
+        cols = {k: [v[i] for i in idx] for k, v in self.columns.items()}
+        return RawDataset([self.ids[i] for i in idx], self.labels[idx], self.targets[idx], self.modalities,
+                          cols, self.options, self.classes)
+
+    # The loop standardises cached features with training statistics; raw inputs are normalised by
+    # each model's own processor instead.
+    def fit_standardiser(self) -> dict:
+        return {}
+
+    def standardised(self, stats: dict) -> "RawDataset":
+        return self
+
+    def in_dims(self) -> dict[str, int]:
+        return {m: 0 for m in self.modalities}  # 0: raw, the model's encoder decides the width
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"id": self.ids[i], "label": int(self.labels[i]), "target": self.targets[i]}
+        if "text" in self.modalities:
+            item["text"] = self.columns["text"][i]
+            item["text_context"] = self.columns["text_context"][i]
+            item["text_present"] = self.columns["present_text"][i]
+        if "audio" in self.modalities:
+            item["audio"], item["audio_present"] = self._audio(i)
+        if "video" in self.modalities:
+            item["video"], item["video_face"], item["video_present"] = self._video(i)
+        return item
+
+    def _audio(self, i: int) -> tuple[np.ndarray, bool]:
+        from emofuse.media.audio import load_audio
+
+        path = self.columns["audio"][i]
+        if not self.columns["present_audio"][i]:
+            return np.zeros(0, np.float32), False
+        try:
+            wave = load_audio(path, sr=SAMPLE_RATE)  # (S,)
+        except Exception as e:  # one broken clip must not stop training: it is an absent input
+            log.warning("%s: audio unreadable, treated as absent: %s", self.ids[i], e)
+            return np.zeros(0, np.float32), False
+        return wave[: int(self.options.max_audio_s * SAMPLE_RATE)], len(wave) > 0
+
+    def _video(self, i: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        from emofuse.media.faces import FaceDetector, face_track
+
+        s = self.options.face_size
+        empty = np.zeros((0, s, s, 3), np.uint8), np.zeros(0, bool), False
+        if not self.columns["present_video"][i]:
+            return empty
+        if self._detector is None:
+            self._detector = FaceDetector()
+        try:
+            track = face_track(Path(self.columns["video"][i]), every_n=self.options.every_n, size=s,
+                               detector=self._detector)
+        except Exception as e:
+            log.warning("%s: video unreadable, treated as absent: %s", self.ids[i], e)
+            return empty
+        return track.crops, track.found, True
+
+    def collate(self, items: list[dict]) -> dict:
+        return collate_raw(items)
+
+
+def collate_raw(items: list[dict]) -> dict:
+    """Stack raw items into a dict batch: texts stay strings; waveforms and frames are zero-padded
+    with masks of the valid samples / frames."""
+    batch: dict = {
+        "id": [it["id"] for it in items],
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "target": torch.from_numpy(np.stack([it["target"] for it in items])),
+    }
+    if "text" in items[0]:
+        batch["text"] = [it["text"] for it in items]
+        batch["text_context"] = [list(it["text_context"]) for it in items]
+        batch["text_mask"] = torch.tensor([it["text_present"] for it in items], dtype=torch.bool)  # (B,)
+    if "audio" in items[0]:
+        n = max(1, max(len(it["audio"]) for it in items))
+        wave = torch.zeros(len(items), n)  # (B, S)
+        mask = torch.zeros(len(items), n, dtype=torch.bool)  # (B, S)
+        for i, it in enumerate(items):
+            if it["audio_present"]:
+                wave[i, : len(it["audio"])] = torch.from_numpy(np.asarray(it["audio"], dtype=np.float32))
+                mask[i, : len(it["audio"])] = True
+        batch["audio"], batch["audio_mask"] = wave, mask
+    if "video" in items[0]:
+        f = max(1, max(len(it["video"]) for it in items))
+        shape = next((it["video"].shape[1:] for it in items if len(it["video"])), (1, 1, 3))
+        frames = torch.zeros(len(items), f, *shape, dtype=torch.uint8)  # (B, F, H, W, 3)
+        mask = torch.zeros(len(items), f, dtype=torch.bool)  # (B, F)
+        face = torch.zeros(len(items), f, dtype=torch.bool)  # (B, F)
+        for i, it in enumerate(items):
+            k = len(it["video"])
+            if it["video_present"] and k:
+                frames[i, :k] = torch.from_numpy(np.ascontiguousarray(it["video"]))
+                mask[i, :k] = True
+                face[i, :k] = torch.from_numpy(np.asarray(it["video_face"], dtype=bool))
+        batch["video"], batch["video_mask"], batch["video_face"] = frames, mask, face
+    return batch

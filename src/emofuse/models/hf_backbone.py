@@ -1,0 +1,100 @@
+"""What the fine-tuning and zero-shot models share: resolve an encoder spec to a Hugging Face model
+folder, load it, freeze its first layers, and save a fine-tuned copy into the run so that it can be
+used as a feature encoder (`hf:RUN/encoder`, or `finetuned:RUN`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+ENCODER_DIR = "encoder"  # RUN/<unit>/encoder: the fine-tuned backbone + its tokenizer / feature extractor
+
+
+def hf_folder(spec: str) -> Path:
+    """A local HF model folder for a built-in encoder name ('minilm'), 'hf:<id-or-folder>', a bare
+    folder or hub id, or 'finetuned:RUN' (a run's fine-tuned encoder). Encoder options after '@' are
+    not allowed here: the model's own config says how it is used."""
+    from emofuse.features.encoders.hf import HFEncoder, build_encoder, resolve_folder
+    from emofuse.registry import ENCODERS
+
+    if spec.startswith("hf:"):
+        return resolve_folder(spec[3:])
+    if spec.startswith("finetuned:"):
+        return finetuned_folder(spec[len("finetuned:"):])
+    if spec in ENCODERS:
+        enc = build_encoder(spec)
+        if not isinstance(enc, HFEncoder):
+            raise ValueError(f"encoder {spec!r} is not a Hugging Face model, so it cannot be fine-tuned; "
+                             "use hf:<id-or-folder> or a transformers-based built-in such as minilm")
+        return enc.folder
+    return resolve_folder(spec)
+
+
+def finetuned_folder(run: str | Path) -> Path:
+    """The fine-tuned encoder a run saved: RUN/encoder, or that of its first unit (RUN/seed0/encoder,
+    RUN/fold0/encoder, ...) when it trained several."""
+    run = Path(run)
+    found = sorted(run.glob(f"**/{ENCODER_DIR}/config.json"), key=lambda p: (len(p.parts), str(p)))
+    if not found:
+        raise FileNotFoundError(f"{run}: no fine-tuned encoder (no {ENCODER_DIR}/config.json); train a "
+                                "finetune_text or finetune_audio run there first")
+    return found[0].parent
+
+
+def quiet_from_pretrained(cls, folder: Path, **kw):
+    """from_pretrained without transformers' load report (we fine-tune, so a missing head is normal)."""
+    from transformers.utils import logging as tf_logging
+
+    level = tf_logging.get_verbosity()
+    tf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(folder, **kw)
+    finally:
+        tf_logging.set_verbosity(level)
+
+
+def layer_stack(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks: the longest nn.ModuleList whose length is the config's layer count."""
+    n = int(getattr(model.config, "num_hidden_layers", 0))
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if not stacks:
+        raise ValueError(f"cannot find the {n} transformer layers of {type(model).__name__}")
+    return stacks[0]
+
+
+def freeze_first_layers(model: nn.Module, k: int) -> int:
+    """Freeze every parameter that comes before transformer layer `k` (the embeddings, or the
+    convolutional feature encoder of speech models, and layers 0..k-1); k < 0 freezes everything.
+    Returns the number of frozen parameters."""
+    if k == 0:
+        return 0
+    params = list(model.named_parameters())
+    if k < 0:
+        stop = len(params)
+    else:
+        layers = layer_stack(model)
+        if k > len(layers):
+            raise ValueError(f"freeze_layers={k} but the model has {len(layers)} layers")
+        if k == len(layers):
+            last = {id(p) for p in layers[-1].parameters()}
+            stop = max(i for i, (_, p) in enumerate(params) if id(p) in last) + 1
+        else:
+            first = {id(p) for p in layers[k].parameters()}
+            stop = min(i for i, (_, p) in enumerate(params) if id(p) in first)
+    n = 0
+    for _, p in params[:stop]:
+        p.requires_grad_(False)
+        n += p.numel()
+    return n
+
+
+def save_encoder(backbone, processor, folder: Path, source: str, info: dict | None = None) -> Path:
+    """save_pretrained the backbone and its tokenizer / feature extractor into `folder`, with a note
+    of where it came from (emofuse_finetune.json)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "emofuse_finetune.json").write_text(json.dumps({"base": source, **(info or {})}, indent=2))
+    return folder
