@@ -37,3 +37,14 @@ def need(data_root: Path, sub: str) -> Path:
     if not p.exists():
         pytest.skip(f"real data absent: {p} not found")
     return p
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """One full demo run per test session (corpus, manifest, cache, unimodal and fusion runs),
+    shared by the pipeline and inference tests: (out folder, {model: test metrics})."""
+    from emofuse.pipeline import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    results = run_demo(out, n_per_class=60, seed=0, progress=False)
+    return out, results

@@ -16,16 +16,30 @@ def _encoders(features: dict) -> list[str]:
     return [e for v in features.values() for e in ([v] if isinstance(v, str) else v)]
 
 
+def _run_configs(path: Path, raw: dict) -> list:
+    """The run configs a shipped config holds: itself, a late fusion's members, or a sweep's base."""
+    from emofuse.training.late_runs import LateRunsConfig
+    from emofuse.training.sweep import SweepConfig
+
+    if "members" in raw:
+        return list(load_config(LateRunsConfig, path).member_configs().values())
+    if "grid" in raw or "ranges" in raw:
+        return [load_config(SweepConfig, path).base_config()]
+    return [load_config(GridConfig if "candidates" in raw else RunConfig, path)]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_shipped_config_validates(path):
+def test_shipped_config_validates(path, monkeypatch):
+    monkeypatch.chdir(path.parents[1])  # a sweep's base config is a path from the repository root
     raw = load_yaml(path)
     assert path.read_text().startswith("#"), "every config names the command that runs it in its header"
-    cfg = load_config(GridConfig if "candidates" in raw else RunConfig, path)
-    model = MODELS.get(cfg.model.name)
-    validate(model.Config, cfg.model.params)
-    names = _encoders(cfg.candidates if isinstance(cfg, GridConfig) else cfg.data.features)
-    for n in names:
-        assert n in ENCODERS or n.startswith("hf:"), f"{path.name}: unknown encoder {n!r}"
+    for cfg in _run_configs(path, raw):
+        model = MODELS.get(cfg.model.name)
+        validate(model.Config, cfg.model.params)
+        names = _encoders(cfg.candidates if isinstance(cfg, GridConfig) else cfg.data.features)
+        raw_inputs = getattr(model, "raw_inputs", False)  # fine-tuning / zero-shot models read the media
+        for n in names:
+            assert n in ENCODERS or n.startswith("hf:") or (raw_inputs and n == "raw"), f"{path.name}: unknown encoder {n!r}"
 
 
 def test_configs_exist():

@@ -173,6 +173,241 @@ def demo(
     console.print(f"report: [bold]{out / 'report.md'}[/]  metrics: {out / 'metrics.json'}")
 
 
+def _load_predictor(model: Path):
+    from rich.markup import escape
+
+    from emofuse.inference import BundleError, Predictor
+
+    try:
+        with err.status(f"loading {model}"):
+            return Predictor.load(model)
+    except BundleError as e:
+        _fail(escape(str(e)))
+
+
+@app.command()
+def predict(
+    clip: Optional[Path] = typer.Argument(None, help="A video (mp4, mkv, avi, webm) or audio file; a folder of clips; or a CSV manifest."),
+    model: Path = typer.Option(..., "--model", "-m", help="Run directory (runs/<name>) or folder from `emofuse export`."),
+    text: Optional[str] = typer.Option(None, "--text", help="The transcript of the clip."),
+    subtitles: Optional[Path] = typer.Option(None, "--subtitles", help="Transcript from a .srt/.vtt/.txt file; for a folder, a CSV of name,text."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="An audio file (alone or with --image, instead of CLIP)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="A face image (with --audio, instead of CLIP)."),
+    asr: bool = typer.Option(False, "--asr", help="Transcribe the speech where no transcript is given (needs a local recogniser)."),
+    asr_model: str = typer.Option("openai/whisper-small", "--asr-model", help="Speech recogniser: a local folder or a hub id already in the HF cache."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON: label, probabilities, modality weights, Top-N selections, warnings."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV for a folder or manifest, one row per clip (default: stdout)."),
+    submission: Optional[Path] = typer.Option(None, "--submission", help="Also write the MER2025 submission CSV (name, discrete)."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse clips with a missing or replaced modality instead of warning."),
+) -> None:
+    """Predict the emotion of a clip (or of every clip of a folder or manifest) with a trained model."""
+    from rich.markup import escape
+
+    from emofuse.inference.predict import (
+        ASRUnavailable, Clip, InputError, clips_from, predict_many, read_subtitles, sidecar_transcript, transcribe,
+        write_predictions_csv, write_submission,
+    )
+    from emofuse.media.errors import MediaError
+
+    if clip is None and audio is None and image is None:
+        _fail("give a CLIP (video, audio file, folder or CSV manifest), or --audio and/or --image")
+    if clip is not None and not clip.exists():
+        _fail(f"{clip}: no such file or folder")
+    batch = clip is not None and (clip.is_dir() or clip.suffix.lower() == ".csv")
+    if batch and (audio or image or text):
+        _fail("--text, --audio and --image are for one clip; a folder or manifest brings its own")
+    predictor = _load_predictor(model)
+    for w in predictor.bundle.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}")
+
+    def with_asr(c: Clip) -> Clip:
+        if asr and not (c.text or "").strip() and "text" in predictor.spec.modalities and (c.video or c.audio):
+            try:
+                c.text = transcribe(c.video or c.audio, asr_model)
+            except MediaError:
+                pass  # the clip's media is broken: predict() says so, in the clip's own words
+        return c
+
+    if not batch:
+        try:
+            if text is None and subtitles is not None:
+                text = read_subtitles(subtitles)
+            elif text is None and clip is not None:
+                text = sidecar_transcript(clip)
+            one = with_asr(Clip(video=clip, audio=audio, image=image, text=text))
+            pred = predictor.predict(one, strict=strict)
+        except (InputError, ASRUnavailable, FileNotFoundError) as e:
+            _fail(escape(str(e)))
+        if json_out:
+            typer.echo(json.dumps(pred.to_dict(), indent=2))
+            return
+        _print_prediction(pred, predictor)
+        if submission:
+            write_submission(submission, [(one, pred, None)])
+            console.print(f"[green]wrote[/] {submission}")
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        clips = clips_from(clip, subtitles)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(escape(str(e)))
+    rows = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as bar:
+        task = bar.add_task("predicting", total=len(clips))
+        try:
+            for c in clips:
+                rows.extend(predict_many(predictor, [with_asr(c)], strict=strict))
+                bar.advance(task)
+        except ASRUnavailable as e:
+            _fail(escape(str(e)))
+    if json_out:
+        typer.echo(json.dumps([p.to_dict() if p else {"name": c.name, "error": e} for c, p, e in rows], indent=2))
+    else:
+        write_predictions_csv(out, rows, predictor.bundle.classes, predictor.bundle.weight_names)
+    failed = [(c, e) for c, p, e in rows if p is None]
+    if submission:
+        n = write_submission(submission, rows)
+        err.print(f"[green]wrote[/] {submission} ({n} clips)")
+    err.print(f"{len(rows)} clips: {len(rows) - len(failed)} predicted, {len(failed)} failed"
+              + (f"; predictions in {out}" if out else ""))
+    for c, e in failed[:5]:
+        err.print(f"  [red]{escape(str(c.name))}[/]: {escape(str(e))}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_prediction(pred, predictor) -> None:
+    from rich.markup import escape
+
+    t = Table(title=f"{pred.name}: [bold]{pred.label}[/]", title_justify="left")
+    t.add_column("class")
+    t.add_column("probability", justify="right")
+    t.add_column("")
+    for c, p in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]):
+        style = "bold" if c == pred.label else ""
+        t.add_row(c, f"{100 * p:.1f}%", "█" * round(30 * p), style=style)
+    console.print(t)
+    m = Table(title="modalities", title_justify="left")
+    for col in ("input", "used", "weight", "encoder", "note"):
+        m.add_column(col)
+    keys = list(predictor.spec.inputs)
+    for k in keys:
+        s = predictor.spec.inputs[k]
+        i = pred.modalities.get(s.modality, {})
+        w = (pred.weights or {}).get(k)
+        m.add_row(k, "yes" if i.get("used") else "no", "" if w is None else f"{w:.3f}", s.encoder,
+                  escape(i.get("note") or ""))
+    console.print(m)
+    if pred.selected is not None:
+        console.print(f"Top-N selected: {', '.join(pred.selected) or 'none'}")
+    for w in pred.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., "--model", "-m", help="Run directory (runs/<name>) or folder from `emofuse export`."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    max_mb: float = typer.Option(100.0, "--max-mb", help="Largest upload accepted, in MB."),
+) -> None:
+    """Serve the model: HTTP API (POST /predict, GET /health, /docs) and a web page at /."""
+    from rich.markup import escape
+
+    from emofuse.inference import BundleError
+    from emofuse.inference.serve import create_app
+
+    try:
+        with err.status(f"loading {model}"):
+            api = create_app(model, max_bytes=int(max_mb * 2**20))
+    except BundleError as e:
+        _fail(escape(str(e)))
+    import uvicorn
+
+    console.print(f"emofuse serving [bold]{api.state.predictor.spec.name}[/] at http://{host}:{port}/  (API docs: /docs)")
+    uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory (runs/<name>)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the bundle to."),
+    unit: Optional[str] = typer.Option(None, help="For a cross-validated or multi-seed run: which unit (e.g. fold0/seed1)."),
+) -> None:
+    """Write a self-contained model bundle: bundle.json (labels, encoders and hashes), weights, standardiser."""
+    from rich.markup import escape
+
+    from emofuse.inference import BundleError, export_bundle
+
+    try:
+        path = export_bundle(run, out, unit=unit)
+    except BundleError as e:
+        _fail(escape(str(e)))
+    console.print(f"[green]exported[/] {run} -> {path}")
+
+
+@app.command()
+def fuse(
+    config: Path = typer.Argument(..., help="Late-fusion-of-runs config YAML (e.g. configs/meld_late_fusion.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set fusion.weight_step=0.1 (repeatable)."),
+) -> None:
+    """Train (or reuse) each modality's system, fit late-fusion weights on validation, report on test."""
+    from emofuse.config import ConfigError, load_config
+    from emofuse.registry import UnknownNameError
+    from emofuse.training.late_runs import LateRunsConfig, run_late_runs
+
+    try:
+        cfg = load_config(LateRunsConfig, config, set_)
+        m = run_late_runs(cfg)
+    except (ConfigError, UnknownNameError, FileNotFoundError, KeyError, ValueError) as e:
+        _fail(str(e))
+    console.print((Path(cfg.out) / cfg.name / "table.md").read_text())
+    console.print(f"[green]{cfg.name}[/]: fused test weighted F1 {100 * m['test']['weighted_f1']:.1f} "
+                  f"-> {Path(cfg.out) / cfg.name}")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="Sweep config YAML (e.g. configs/demo_sweep.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a sweep key: --set final_seeds=[0] (repeatable)."),
+) -> None:
+    """Hyper-parameter sweep (grid or Optuna): one run per trial, selection on validation, best re-run over seeds."""
+    from emofuse.config import ConfigError, load_config
+    from emofuse.registry import UnknownNameError
+    from emofuse.training.sweep import SweepConfig, run_sweep
+
+    try:
+        cfg = load_config(SweepConfig, config, set_)
+        run_sweep(cfg)
+    except (ConfigError, UnknownNameError, FileNotFoundError, KeyError, ValueError, ImportError) as e:
+        _fail(str(e))
+    console.print((Path(cfg.out) / cfg.name / "table.md").read_text())
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="Run directory A (or its predictions.csv)."),
+    run_b: Path = typer.Argument(..., help="Run directory B, tested on the same ids."),
+    n_boot: int = typer.Option(10_000, "--n-boot", help="Bootstrap resamples."),
+    seed: int = typer.Option(0, help="Seed of the resampling."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON instead of words."),
+) -> None:
+    """Is B better than A? Paired bootstrap CIs of the weighted-F1 and accuracy differences, and McNemar's test."""
+    from emofuse.evaluation.compare import compare_runs, describe
+
+    try:
+        cmp = compare_runs(run_a, run_b, n_boot=n_boot, seed=seed)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(cmp.to_dict(), indent=2))
+    else:
+        console.print(describe(cmp), highlight=False)
+
+
 @app.command("list")
 def list_(kind: str = typer.Argument(..., help="corpora, encoders or models")) -> None:
     """List registered corpora, encoders or models."""

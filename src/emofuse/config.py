@@ -98,7 +98,7 @@ def dump_config(cfg: BaseModel, path: str | Path) -> None:
 # ---------------------------------------------------------------- the schema of a training run
 from typing import Literal  # noqa: E402
 
-from pydantic import Field  # noqa: E402
+from pydantic import Field, model_validator  # noqa: E402
 
 
 class RawInputConfig(StrictConfig):
@@ -121,6 +121,19 @@ class DataConfig(StrictConfig):
     sequence: bool | dict[str, bool] = False  # frame/token sequences instead of utterance vectors
     batch_size: int = 32
     label_smoothing: float = 0.0  # smooths one-hot targets for the MSE term (never the CE term)
+    # "train": every input is standardised with training-split statistics. "per_speaker": before
+    # that, each speaker's rows are standardised with that speaker's own per-feature statistics
+    # (speech's usual speaker normalisation: it removes voice and recording differences). It uses
+    # no labels, only the speaker's own inputs, so test speakers are normalised with their own
+    # statistics too; rows without a speaker, or of speakers with fewer than 10 rows, use the
+    # statistics pooled over all rows. At inference, standardise a new speaker's inputs the same way.
+    # A mapping sets it per input key, e.g. {"audio": "per_speaker"} (unlisted keys: "train").
+    standardise: Literal["train", "per_speaker"] | dict[str, Literal["train", "per_speaker"]] = "train"
+    # Dialogue context: input key -> k. Adds the input `<key>_context` (B, k, D + 1): the key's
+    # vectors of the k utterances before each one in its dialogue (manifest order), newest first,
+    # each followed by +1 when the same speaker said it and -1 otherwise; masked where the
+    # dialogue has fewer. Uses inputs only, never labels. E.g. {"text": 3} for MELD.
+    context: dict[str, int] = Field(default_factory=dict)
     raw: RawInputConfig = Field(default_factory=RawInputConfig)  # raw-input models only
 
 
@@ -135,6 +148,12 @@ class TrainConfig(StrictConfig):
     weight_decay: float = 1e-2
     # loss = CE + mse_weight * MSE(softmax(logits), target distribution), as in the MER2025 system
     mse_weight: float = 1.0
+    # Multi-label classes (a sample may have several, as GoEmotions' 28 labels): the target is the
+    # multi-hot vector of the manifest's soft_label (its non-zero entries), the loss binary
+    # cross-entropy per class, and the decision threshold on the sigmoid outputs is fitted on the
+    # validation split (mean F1 over classes). Needs models whose logits are per-class scores
+    # (unimodal, early, attention), not late fusion's averaged probabilities.
+    multi_label: bool = False
     monitor: Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"] = "val_accuracy"
     patience: int = 15
     accumulate_grad_batches: int = 1  # effective batch = data.batch_size x this
@@ -159,6 +178,12 @@ class RunConfig(StrictConfig):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str = "runs"  # the run directory is <out>/<name>
+
+    @model_validator(mode="after")
+    def _multi_label_targets(self) -> "RunConfig":
+        if self.train.multi_label and self.data.label_smoothing > 0:
+            raise ValueError("train.multi_label reads the multi-hot targets; data.label_smoothing must be 0")
+        return self
 
 
 class GridConfig(StrictConfig):

@@ -64,11 +64,13 @@ def load_modality(cache_dir: str | Path, corpus: str, encoder: str, ids: list[st
 class FeatureDataset(Dataset):
     """In-memory features of one split. `features` maps modality -> ModalityFeatures aligned to `ids`."""
 
-    def __init__(self, ids: list[str], labels: np.ndarray, targets: np.ndarray, features: dict[str, ModalityFeatures]):
+    def __init__(self, ids: list[str], labels: np.ndarray, targets: np.ndarray, features: dict[str, ModalityFeatures],
+                 speakers: list[str] | None = None):
         self.ids = list(ids)
         self.labels = np.asarray(labels, dtype=np.int64)  # (N,), -1 when unlabelled
         self.targets = np.asarray(targets, dtype=np.float32)  # (N, C)
         self.features = features
+        self.speakers = list(speakers) if speakers is not None else [""] * len(self.ids)  # "" when unknown
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -89,7 +91,9 @@ class FeatureDataset(Dataset):
         split: str | list[str] | None = None,
         sequence: bool | dict[str, bool] = False,
         label_smoothing: float = 0.0,
+        context: dict[str, int] | None = None,
     ) -> "FeatureDataset":
+        """context: input key -> k, adds `<key>_context` (see dialogue_context)."""
         if split is None:
             df = manifest.df
         else:
@@ -111,7 +115,12 @@ class FeatureDataset(Dataset):
             else:  # several candidate encoders of one modality: keys "<modality>:<encoder>"
                 for e in enc:
                     feats[f"{m}:{e}"] = load_modality(cache_dir, manifest.corpus, e, ids, seq)
-        return cls(ids, labels, targets, feats)
+        for key, k in (context or {}).items():
+            if key not in feats:
+                raise KeyError(f"context for input {key!r}, which the data does not have; inputs: {sorted(feats)}")
+            if k > 0:
+                feats[f"{key}_context"] = dialogue_context(feats[key], df, k)
+        return cls(ids, labels, targets, feats, df["speaker"].astype(str).tolist())
 
     def subset(self, idx) -> "FeatureDataset":
         """The rows at positions `idx` (a fold or split), sharing nothing mutable with self."""
@@ -123,7 +132,8 @@ class FeatureDataset(Dataset):
             )
             for m, f in self.features.items()
         }
-        return FeatureDataset([self.ids[i] for i in idx], self.labels[idx], self.targets[idx], feats)
+        return FeatureDataset([self.ids[i] for i in idx], self.labels[idx], self.targets[idx], feats,
+                              [self.speakers[i] for i in idx])
 
     def fit_standardiser(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-feature mean and std of each input over its present rows (all valid frames for
@@ -151,10 +161,91 @@ class FeatureDataset(Dataset):
             if f.sequences is not None:
                 seqs = [((x - mean) / std).astype(np.float32) if p else x for x, p in zip(f.sequences, f.present)]
             feats[k] = ModalityFeatures(f.encoder, vec, f.present, seqs, f.fingerprint)
-        return FeatureDataset(self.ids, self.labels, self.targets, feats)
+        return FeatureDataset(self.ids, self.labels, self.targets, feats, self.speakers)
+
+    def per_speaker_standardised(self, keys: list[str] | None = None, min_rows: int = MIN_SPEAKER_ROWS) -> "FeatureDataset":
+        """A copy in which each speaker's rows are standardised with that speaker's own per-feature
+        mean and std over all of its present rows (all frames for sequences), whatever their split.
+
+        This is speaker normalisation as speech emotion recognition practises it: no labels are
+        read, only a speaker's own inputs, so a test speaker is normalised with its own statistics
+        exactly as a deployed system would after hearing a few of its utterances. Rows without a
+        speaker, and the rows of speakers with fewer than `min_rows` present rows (too few for a
+        stable std), use the statistics pooled over all rows instead. Absent rows stay zero.
+        keys: the inputs to normalise so (default all); the others are left as they are."""
+        groups: dict[str, list[int]] = {}
+        for i, spk in enumerate(self.speakers):
+            groups.setdefault(spk, []).append(i)
+        feats = dict(self.features)
+        for k, f in self.features.items():
+            if keys is not None and k not in keys:
+                continue
+            vec = f.vectors.copy()
+            seqs = list(f.sequences) if f.sequences is not None else None
+            pooled = _stats(f, np.arange(len(self.ids)))
+            for spk, rows in groups.items():
+                rows = np.asarray(rows)
+                own = _stats(f, rows) if spk and int(f.present[rows].sum()) >= min_rows else None
+                mean, std = own or pooled
+                vec[rows] = np.where(f.present[rows, None], (f.vectors[rows] - mean) / std, 0.0)
+                if seqs is not None:
+                    for i in rows:
+                        if f.present[i]:
+                            seqs[i] = ((seqs[i] - mean) / std).astype(np.float32)
+            feats[k] = ModalityFeatures(f.encoder, vec.astype(np.float32), f.present, seqs, f.fingerprint)
+        return FeatureDataset(self.ids, self.labels, self.targets, feats, self.speakers)
 
     def in_dims(self) -> dict[str, int]:
         return {m: f.dim for m, f in self.features.items()}
+
+
+# Fewer rows than this give a speaker's per-feature std too noisy to divide by (RAVDESS has 60 per
+# actor; MELD's one-line extras have one or two): such speakers use the pooled statistics.
+MIN_SPEAKER_ROWS = 10
+
+
+def _stats(f: ModalityFeatures, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-feature (mean, std) over the present rows `rows` of f (all their frames for sequences);
+    std floored to 1 where a feature is constant. None when no row is present."""
+    rows = [i for i in rows if f.present[i]]
+    if f.sequences is not None:
+        rows = [i for i in rows if len(f.sequences[i])]
+        x = np.concatenate([f.sequences[i] for i in rows]) if rows else None
+    else:
+        x = f.vectors[rows] if rows else None
+    if x is None:
+        return None
+    std = x.std(0)
+    return x.mean(0).astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+def dialogue_context(f: ModalityFeatures, df, k: int) -> ModalityFeatures:
+    """The k utterances before each row in its dialogue, as a sequence input (k_i, D + 1).
+
+    df: the manifest rows f is aligned to; a dialogue's utterances are its rows in manifest order
+    (each adapter writes them in spoken order). Each step holds the earlier utterance's vector,
+    newest first, followed by +1 when that utterance's speaker is the current row's speaker and
+    -1 otherwise, so the model can tell a reply from a speaker continuing. Earlier rows without
+    the input are skipped; a row with no earlier utterance (the first of a dialogue, or no
+    dialogue) is absent. Only inputs are read, never labels."""
+    dialogues = df["dialogue"].astype(str).tolist()
+    speakers = df["speaker"].astype(str).tolist()
+    d = f.dim
+    history: dict[str, list[int]] = {}
+    seqs, present = [], np.zeros(len(dialogues), bool)
+    for i, (dia, spk) in enumerate(zip(dialogues, speakers)):
+        past = history.setdefault(dia, []) if dia else []
+        steps = past[-k:][::-1]  # newest first
+        x = np.zeros((len(steps), d + 1), np.float32)  # (k_i, D + 1)
+        for j, r in enumerate(steps):
+            x[j, :d] = f.vectors[r]
+            x[j, d] = 1.0 if spk and speakers[r] == spk else -1.0
+        seqs.append(x)
+        present[i] = len(steps) > 0
+        if dia and f.present[i]:
+            past.append(i)
+    vectors = np.stack([x.mean(0) if len(x) else np.zeros(d + 1, np.float32) for x in seqs])  # (N, D + 1)
+    return ModalityFeatures(f"{f.encoder}+context{k}", vectors, present, seqs, f.fingerprint)
 
 
 def collate(items: list[dict]) -> dict:

@@ -267,6 +267,10 @@ def build_encoders(spec: BundleSpec) -> tuple[dict[str, Any], list[str]]:
     by_spec: dict[str, Any] = {}
     missing: dict[str, str] = {}
     warnings: list[str] = []
+    raw = [k for k, s in spec.inputs.items() if s.encoder == "raw"]
+    if raw:  # fine-tuned / zero-shot models that take the media themselves (data/raw.py)
+        raise BundleError(f"{spec.path}: model {spec.model!r} reads raw media for {', '.join(raw)} instead of "
+                          "encoder features; prediction and serving support feature-based models only")
     for key, s in spec.inputs.items():
         if s.encoder in by_spec:
             built[key] = by_spec[s.encoder]

@@ -9,10 +9,10 @@ of the training corpus gets the very features the model was trained on.
 
 Policy for inputs the model cannot fully use (documented in README and tested):
   * unusable media (empty file, not media, truncated, undecodable) -> InputError (HTTP 422);
-  * a modality the clip lacks (no audio track, no transcript), silent audio, or audio an
+  * a modality the clip lacks (no audio track, no transcript), silent audio, or an input its
     encoder rejects -> that modality is absent: masked, as the data layer masks absent rows in
-    training (fusion models were trained with modality dropout for exactly this), and a warning
-    says so;
+    training (the attention fusion is trained with modality dropout for exactly this), and a
+    warning says so;
   * no face in any sampled frame -> what training did (bundle decoding.no_face): centre squares
     (the usual) or the video masked; a warning says so;
   * none of the model's inputs usable (e.g. a unimodal audio model and a clip without audio) ->
@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from emofuse.features.extract import IMAGE_SUFFIXES  # what extraction decodes as a one-frame clip
 from emofuse.inference.bundle import Bundle
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SUBTITLE_SUFFIXES = (".srt", ".vtt", ".txt")
 # Peak below -60 dBFS: digital silence or a disconnected microphone, no voice to describe.
 SILENCE_PEAK = 10 ** (-60 / 20)
@@ -143,6 +143,15 @@ class Predictor:
         from emofuse.inference.bundle import load_bundle
 
         return cls(load_bundle(path, **kw))
+
+    def warm_up(self) -> None:
+        """Load every encoder's weights now (they load on first use), so the first request is not slow."""
+        size = self.spec.decoding.face_size
+        dummy = {"audio": np.random.default_rng(0).normal(0, 0.1, self.spec.decoding.audio_sr).astype(np.float32),
+                 "text": "hello", "video": np.full((1, size, size, 3), 128, np.uint8)}
+        with self._lock:
+            for key, s in self.spec.inputs.items():
+                self.bundle.encoders[key].encode([dummy[s.modality]])
 
     # -- decoding ---------------------------------------------------------------------------
 
@@ -504,7 +513,7 @@ def write_submission(path: str | Path, rows: list[tuple[Clip, Prediction | None,
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["name", "discrete"])
-        for clip, pred, _ in rows:
+        for _, pred, _ in rows:
             if pred is not None:
                 w.writerow([pred.name, pred.label])
                 n += 1

@@ -50,6 +50,8 @@ class FinetuneAudio(EmotionModel):
         for key in ("mask_time_prob", "mask_feature_prob"):
             if hasattr(self.backbone.config, key):
                 setattr(self.backbone.config, key, 0.0)
+        if getattr(self.backbone, "masked_spec_embed", None) is not None:  # the mask token: unused without masking
+            self.backbone.masked_spec_embed.requires_grad_(False)
         if cfg.gradient_checkpointing:
             self.backbone.gradient_checkpointing_enable()
         self.extractor = AutoFeatureExtractor.from_pretrained(self.folder)

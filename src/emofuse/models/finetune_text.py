@@ -49,6 +49,8 @@ class FinetuneText(EmotionModel):
         if self.tokenizer.pad_token is None:  # decoder-style tokenizers ship without one; pads are masked
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.frozen = freeze_first_layers(self.backbone, cfg.freeze_layers)
+        if getattr(self.backbone, "pooler", None) is not None:  # BERT's pooler: unused (we pool the states)
+            self.backbone.pooler.requires_grad_(False)
         hidden = int(self.backbone.config.hidden_size)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(hidden, n_classes))
 

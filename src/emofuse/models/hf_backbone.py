@@ -43,16 +43,29 @@ def finetuned_folder(run: str | Path) -> Path:
     return found[0].parent
 
 
-def quiet_from_pretrained(cls, folder: Path, **kw):
-    """from_pretrained without transformers' load report (we fine-tune, so a missing head is normal)."""
-    from transformers.utils import logging as tf_logging
+class _Quiet:
+    """transformers without its progress bars and load report (we fine-tune: a missing head is normal)."""
 
-    level = tf_logging.get_verbosity()
-    tf_logging.set_verbosity_error()
-    try:
-        return cls.from_pretrained(folder, **kw)
-    finally:
-        tf_logging.set_verbosity(level)
+    def __enter__(self):
+        from transformers.utils import logging as tf_logging
+
+        self.bar, self.level = tf_logging.is_progress_bar_enabled(), tf_logging.get_verbosity()
+        tf_logging.disable_progress_bar()
+        tf_logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as tf_logging
+
+        tf_logging.set_verbosity(self.level)
+        if self.bar:
+            tf_logging.enable_progress_bar()
+
+
+def quiet_from_pretrained(cls, folder: Path, **kw):
+    """from_pretrained, quietly, in training mode (from_pretrained returns the model in eval mode,
+    which would switch dropout off while fine-tuning)."""
+    with _Quiet():
+        return cls.from_pretrained(folder, **kw).train()
 
 
 def layer_stack(model: nn.Module) -> nn.ModuleList:
@@ -94,7 +107,8 @@ def save_encoder(backbone, processor, folder: Path, source: str, info: dict | No
     """save_pretrained the backbone and its tokenizer / feature extractor into `folder`, with a note
     of where it came from (emofuse_finetune.json)."""
     folder.mkdir(parents=True, exist_ok=True)
-    backbone.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    with _Quiet():
+        backbone.save_pretrained(folder)
+        processor.save_pretrained(folder)
     (folder / "emofuse_finetune.json").write_text(json.dumps({"base": source, **(info or {})}, indent=2))
     return folder

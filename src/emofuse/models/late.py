@@ -70,19 +70,43 @@ class LateFusion(EmotionModel):
             present.append(out["aux_mask"].float().cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
         member_probs, present, labels = np.concatenate(probs), np.concatenate(present), np.concatenate(labels)
-        m = member_probs.shape[1]
-        steps = int(round(1 / self.cfg.weight_step))
-        best, best_w = -1.0, None
-        for combo in itertools.product(range(steps + 1), repeat=m):
-            if sum(combo) != steps:
-                continue
-            w = np.array(combo, dtype=np.float64) / steps
-            ww = w[None, :] * present
-            ww = np.where(ww.sum(1, keepdims=True) > 0, ww, w[None, :])
-            ww = ww / np.clip(ww.sum(1, keepdims=True), 1e-8, None)
-            pred = np.einsum("bm,bmc->bc", ww, member_probs).argmax(1)
-            score = classification_metrics(labels, pred, self.n_classes)[self.cfg.fit_metric]
-            if score > best + 1e-12:
-                best, best_w = score, w
+        best_w, best = fit_fusion_weights(member_probs, present, labels, self.n_classes, self.cfg.weight_step,
+                                          self.cfg.fit_metric)
         self.fusion_weights.copy_(torch.as_tensor(best_w, dtype=self.fusion_weights.dtype))
         return {"fusion_weights": dict(zip(self.modalities, best_w.tolist())), f"val_{self.cfg.fit_metric}": best}
+
+
+def fuse_probs(w: np.ndarray, member_probs: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(N, C) weighted average of the (N, M, C) member probabilities with weights (M,) renormalised
+    over each sample's present members (all members where none is present)."""
+    ww = w[None, :] * present
+    ww = np.where(ww.sum(1, keepdims=True) > 0, ww, w[None, :])
+    ww = ww / np.clip(ww.sum(1, keepdims=True), 1e-8, None)
+    return np.einsum("bm,bmc->bc", ww, member_probs)
+
+
+def fit_fusion_weights(member_probs: np.ndarray, present: np.ndarray, labels: np.ndarray, n_classes: int,
+                       step: float = 0.1, metric: str = "weighted_f1", prior: np.ndarray | None = None,
+                       tolerance: float = 0.0) -> tuple[np.ndarray, float]:
+    """Grid-search the weight simplex (in `step`s) for the best `metric` of the fused prediction on
+    these (validation) samples. Returns (weights (M,), score).
+
+    Without a prior the first best weighting in grid order wins. With a prior (M,), the weighting
+    closest to it (L1) among those within `tolerance` of the best score wins: the prior holds unless
+    the data show a better weighting by more than the tolerance."""
+    m = member_probs.shape[1]
+    steps = int(round(1 / step))
+    scored = []
+    for combo in itertools.product(range(steps + 1), repeat=m):
+        if sum(combo) != steps:
+            continue
+        w = np.array(combo, dtype=np.float64) / steps
+        pred = fuse_probs(w, member_probs, present).argmax(1)
+        scored.append((classification_metrics(labels, pred, n_classes)[metric], w))
+    best = max(s for s, _ in scored)
+    if prior is None:
+        return next(w for s, w in scored if s > best - 1e-12), best
+    prior = np.asarray(prior, dtype=np.float64) / max(float(np.sum(prior)), 1e-12)
+    near = [(s, w) for s, w in scored if s >= best - tolerance - 1e-12]
+    s, w = min(near, key=lambda sw: (float(np.abs(sw[1] - prior).sum()), -sw[0]))
+    return w, s

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emofuse.evaluation.metrics import classification_metrics
+from emofuse.evaluation.metrics import classification_metrics, multilabel_metrics
 from emofuse.models.base import EmotionModel
 
 
@@ -38,6 +38,15 @@ def model_loss(out: dict, batch: dict, mse_weight: float, class_weights: torch.T
     return loss
 
 
+def multilabel_loss(out: dict, batch: dict) -> torch.Tensor:
+    """Binary cross-entropy per class against the multi-hot target (the non-zero entries of
+    `target`); for multi-label tasks (train.multi_label), where the classes are not exclusive."""
+    if "aux_logits" in out:
+        raise ValueError("multi-label training needs per-class logits; this model averages member "
+                         "probabilities (late fusion): use unimodal, early or attention")
+    return F.binary_cross_entropy_with_logits(out["logits"], (batch["target"] > 0).to(out["logits"].dtype))
+
+
 def class_weights(labels: np.ndarray, n_classes: int, kind: str) -> torch.Tensor | None:
     """CE weights from the training labels: 'balanced' = n / (C * count_c) (scikit-learn's), 'sqrt' =
     its square root (a milder push toward rare classes), 'none' = None. An absent class gets 1."""
@@ -55,9 +64,11 @@ def class_weights(labels: np.ndarray, n_classes: int, kind: str) -> torch.Tensor
 
 class EmotionModule(L.LightningModule):
     def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float,
-                 class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0):
+                 class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0,
+                 multi_label: bool = False):
         super().__init__()
         self.model = model
+        self.multi_label = multi_label
         self.lr, self.weight_decay, self.mse_weight = lr, weight_decay, mse_weight
         self.lr_schedule, self.warmup = lr_schedule, warmup
         self.register_buffer("class_weights", class_weights)  # moves to the device with the module
@@ -73,7 +84,7 @@ class EmotionModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch)
-        loss = model_loss(out, batch, self.mse_weight, self.class_weights)
+        loss = self._loss(out, batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         # Lightning aggregates train_loss only after the epoch's validation has run; BestWeights
         # records the losses at validation time, so keep the running mean here.
@@ -83,8 +94,17 @@ class EmotionModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(batch)
-        loss = model_loss(out, batch, self.mse_weight, self.class_weights)
-        self._val.append((batch["label"].cpu().numpy(), out["logits"].argmax(-1).cpu().numpy(), float(loss) * len(batch["label"])))
+        loss = self._loss(out, batch)
+        if self.multi_label:  # (B, C) indicators; sigmoid > 0.5 until run.py fits the threshold on val
+            truth, guess = (batch["target"] > 0).cpu().numpy(), (out["logits"] > 0).cpu().numpy()
+        else:
+            truth, guess = batch["label"].cpu().numpy(), out["logits"].argmax(-1).cpu().numpy()
+        self._val.append((truth, guess, float(loss) * len(batch["label"])))
+
+    def _loss(self, out: dict, batch: dict) -> torch.Tensor:
+        if self.multi_label:
+            return multilabel_loss(out, batch)
+        return model_loss(out, batch, self.mse_weight, self.class_weights)
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -93,7 +113,7 @@ class EmotionModule(L.LightningModule):
         p = np.concatenate([v[1] for v in self._val])
         loss = sum(v[2] for v in self._val) / len(y)
         self._val.clear()
-        m = classification_metrics(y, p, self.model.n_classes)
+        m = multilabel_metrics(y, p) if self.multi_label else classification_metrics(y, p, self.model.n_classes)
         self.log_dict({f"val_{k}": v for k, v in m.items()} | {"val_loss": loss}, prog_bar=False)
         self.epoch_train_loss = self._train_sum / self._train_n if self._train_n else None
 

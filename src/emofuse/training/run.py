@@ -18,10 +18,19 @@ from torch.utils.data import DataLoader
 from emofuse.config import RunConfig, dump_config, validate
 from emofuse.corpora.base import Manifest
 from emofuse.data.dataset import FeatureDataset, collate
-from emofuse.evaluation.metrics import METRIC_NAMES, classification_metrics, confusion, per_class
+from emofuse.data.raw import RawDataset
+from emofuse.evaluation.metrics import (
+    METRIC_NAMES,
+    classification_metrics,
+    confusion,
+    multilabel_confusion,
+    multilabel_metrics,
+    multilabel_per_class,
+    per_class,
+)
 from emofuse.models.base import EmotionModel
 from emofuse.registry import MODELS
-from emofuse.training.module import BestWeights, EmotionModule
+from emofuse.training.module import BestWeights, EmotionModule, class_weights
 
 
 def build_model(name: str, params: dict, in_dims: dict[str, int], n_classes: int) -> EmotionModel:
@@ -42,15 +51,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: torch.device) -> dict:
-    """Class probabilities, and the per-sample modality weights / Top-N selections where the model gives them."""
+def predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: torch.device,
+            multi_label: bool = False) -> dict:
+    """Class probabilities (softmax; per-class sigmoids with multi_label), and the per-sample
+    modality weights / Top-N selections where the model gives them."""
     model.eval().to(device)
     probs, weights, selected, ids = [], [], [], []
     with torch.no_grad():
-        for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=getattr(ds, "collate", collate)):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             out = model(batch)
-            probs.append(torch.softmax(out["logits"].float(), -1).cpu().numpy())
+            logits = out["logits"].float()
+            probs.append((torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)).cpu().numpy())
             if "weights" in out:
                 weights.append(out["weights"].float().cpu().numpy())
             if "selected" in out:
@@ -64,10 +76,37 @@ def predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: to
     }
 
 
+def truth(ds: FeatureDataset, multi_label: bool) -> np.ndarray:
+    """What predictions are scored against: class indices (N,), or (N, C) multi-hot indicators."""
+    return ds.targets > 0 if multi_label else ds.labels
+
+
+def decide(pred: dict) -> np.ndarray:
+    """Predicted classes: the argmax (N,), or with a multi-label threshold in `pred` the (N, C)
+    indicators of every class whose probability reaches it."""
+    if pred.get("threshold") is not None:  # one threshold, or one per row (units pooled)
+        t = np.asarray(pred["threshold"], dtype=np.float64)
+        return pred["probs"] >= (t[:, None] if t.ndim == 1 else t)
+    return pred["probs"].argmax(1)
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    return multilabel_metrics(y_true, y_pred) if y_true.ndim == 2 else classification_metrics(y_true, y_pred, n_classes)
+
+
+def fit_threshold(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """The multi-label decision threshold with the best mean F1 over classes on validation (the
+    GoEmotions baselines fix one for all classes too; 0.5 overshoots rare classes)."""
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+    return float(max(grid, key=lambda t: (multilabel_metrics(y_true, probs >= t)["macro_f1"], -abs(t - 0.5))))
+
+
 def write_predictions(path: Path, model: EmotionModel, pred: dict, y_true: np.ndarray, classes: list[str]) -> None:
-    """id, true, predicted, one probability per class, and per-sample weights / selections when present."""
+    """id, true, predicted, one probability per class, and per-sample weights / selections when present.
+    Multi-label: true and predicted list every class, joined by ";"."""
     weight_names = getattr(model, "weight_names", model.modalities)
     candidates = getattr(model, "candidate_names", None)
+    picked = decide(pred) if y_true.ndim == 2 else None  # (N, C) multi-label decisions
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         head = ["id", "true", "predicted"] + [f"p_{c}" for c in classes]
@@ -78,7 +117,11 @@ def write_predictions(path: Path, model: EmotionModel, pred: dict, y_true: np.nd
         w.writerow(head)
         for i, sid in enumerate(pred["ids"]):
             probs = pred["probs"][i]
-            row = [sid, classes[y_true[i]] if y_true[i] >= 0 else "", classes[int(probs.argmax())]]
+            if y_true.ndim == 2:
+                row = [sid, ";".join(c for c, t in zip(classes, y_true[i]) if t),
+                       ";".join(c for c, t in zip(classes, picked[i]) if t)]
+            else:
+                row = [sid, classes[y_true[i]] if y_true[i] >= 0 else "", classes[int(probs.argmax())]]
             row += [f"{p:.5f}" for p in probs]
             if pred["weights"] is not None:
                 row += [f"{x:.5f}" for x in pred["weights"][i]]
@@ -132,7 +175,13 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     mode = "min" if cfg.train.monitor == "val_loss" else "max"
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
-    module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight)
+    prompted = getattr(model, "classes", None)  # a zero-shot model's own class list must be the data's
+    if prompted is not None and hasattr(data, "classes") and list(prompted) != list(data.classes):
+        raise ValueError(f"{cfg.model.name} predicts classes {list(prompted)} but the manifest's label set is "
+                         f"{list(data.classes)}")
+    weights = class_weights(train_ds.labels, n_classes, cfg.train.class_weights)
+    module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight,
+                           weights, cfg.train.lr_schedule, cfg.train.warmup, multi_label=cfg.train.multi_label)
     best = BestWeights(cfg.train.monitor, mode)
     logger = False
     if cfg.train.logger == "tensorboard":
@@ -152,16 +201,21 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         enable_model_summary=False,
         deterministic=cfg.train.deterministic,
         log_every_n_steps=1,
+        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
+        gradient_clip_val=cfg.train.gradient_clip,
     )
     g = torch.Generator().manual_seed(seed)
-    train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate, generator=g)
-    val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate)
+    collate_fn = getattr(train_ds, "collate", collate)  # raw-input datasets batch their own way
+    train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate_fn, generator=g)
+    val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate_fn)
     t0 = time.perf_counter()
+    trainable = any(p.requires_grad for p in model.parameters())
     with warnings.catch_warnings():
         # tiny in-memory datasets: worker and batch-count advice does not apply
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        trainer.fit(module, train_dl, val_dl)
+        if trainable:  # a zero-shot model has nothing to fit: straight to validation and test
+            trainer.fit(module, train_dl, val_dl)
     if best.state is not None:
         model.load_state_dict(best.state)
     fitted = {}
@@ -170,19 +224,26 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         fitted = model.fit_validation(val_dl)
     fit_s = time.perf_counter() - t0
     unit_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "save_artifacts"):  # e.g. a fine-tuned encoder, saved for use as a feature encoder
+        model.save_artifacts(unit_dir)
     # (a frozen pretrained LLM backbone leaves itself out of state_dict(): see llama_topn)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(unit_dir / "model.safetensors"))
     save_file({f"{k}.{part}": torch.from_numpy(a) for k, (mean, std) in stats.items() for part, a in (("mean", mean), ("std", std))},
               str(unit_dir / "standardiser.safetensors"))
     device = torch.device("cuda" if gpu else "cpu")
-    val_pred = predict(model, val_ds, cfg.data.batch_size, device)
-    val_metrics = classification_metrics(val_ds.labels, val_pred["probs"].argmax(1), n_classes)
-    test_pred = predict(model, test_ds, cfg.data.batch_size, device)
+    multi = cfg.train.multi_label
+    val_pred = predict(model, val_ds, cfg.data.batch_size, device, multi)
+    test_pred = predict(model, test_ds, cfg.data.batch_size, device, multi)
+    if multi:  # one decision threshold, chosen on validation, applied to test
+        val_pred["threshold"] = test_pred["threshold"] = fit_threshold(truth(val_ds, True), val_pred["probs"])
+        fitted = {**fitted, "threshold": val_pred["threshold"]}
+    val_metrics = score(truth(val_ds, multi), decide(val_pred), n_classes)
     info = {"seed": seed, "fold": plan["name"] or None, "best_epoch": best.best_epoch,
-            f"best_{cfg.train.monitor}": best.best, "epochs_run": trainer.current_epoch,
-            "fit_time_s": fit_s, "fitted_on_val": fitted,
-            "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}}
-    return model, test_pred, test_ds.labels, val_metrics, info
+            f"best_{cfg.train.monitor}": best.best, "epochs_run": trainer.current_epoch if trainable else 0,
+            "at_best_epoch": best.record, "fit_time_s": fit_s, "fitted_on_val": fitted,
+            "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)},
+            "val_prediction": (val_pred, truth(val_ds, multi))}  # written beside the test predictions, then dropped
+    return model, test_pred, truth(test_ds, multi), val_metrics, info
 
 
 def _quiet_lightning() -> None:
@@ -212,10 +273,18 @@ def train_run(cfg: RunConfig) -> dict:
     manifest.df = manifest.df.reset_index(drop=True)
     classes = list(manifest.label_set.classes)
     (run_dir / "labels.json").write_text(json.dumps(manifest.label_set.to_dict(), indent=2))
-    data = FeatureDataset.from_manifest(
-        manifest, cfg.data.cache, cfg.data.features,
-        sequence=cfg.data.sequence, label_smoothing=cfg.data.label_smoothing,
-    )
+    if getattr(MODELS.get(cfg.model.name), "raw_inputs", False):  # fine-tuning / zero-shot: the media themselves
+        data = RawDataset.from_manifest(manifest, cfg.data.features, cfg.data.raw, label_smoothing=cfg.data.label_smoothing)
+    else:
+        data = FeatureDataset.from_manifest(
+            manifest, cfg.data.cache, cfg.data.features,
+            sequence=cfg.data.sequence, label_smoothing=cfg.data.label_smoothing, context=cfg.data.context,
+        )
+        mode = cfg.data.standardise  # one mode, or one per modality ("audio" covers "audio:egemaps")
+        keys = [k for k in data.features
+                if (mode.get(k.split(":")[0], "train") if isinstance(mode, dict) else mode) == "per_speaker"]
+        if keys:  # label-free: each speaker's rows by that speaker's own statistics
+            data = data.per_speaker_standardised(keys=keys)
     (run_dir / "encoders.json").write_text(json.dumps(
         {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim} for k, f in data.features.items()},
         indent=2))
@@ -230,8 +299,13 @@ def train_run(cfg: RunConfig) -> dict:
         parts = [x for x in (plan["name"], f"seed{seed}" if len(cfg.train.seeds) > 1 else "") if x]
         unit_dir = run_dir.joinpath(*parts) if parts else run_dir
         model, pred, y_true, val_m, info = _fit_one(cfg, data, plan, seed, unit_dir, len(classes), run_dir / "tb")
-        y_pred = pred["probs"].argmax(1)
-        m = classification_metrics(y_true, y_pred, len(classes))
+        val_pred, val_true = info.pop("val_prediction")
+        # validation predictions too: late fusion of runs and sweeps fit and select on them, never on test
+        write_predictions(unit_dir / "predictions_val.csv", model, val_pred, val_true, classes)
+        if unit_dir != run_dir and plan is units[0][0] and seed == cfg.train.seeds[0]:
+            write_predictions(run_dir / "predictions_val.csv", model, val_pred, val_true, classes)
+        y_pred = decide(pred)
+        m = score(y_true, y_pred, len(classes))
         per_unit.append(m)
         val_per_unit.append(val_m)
         infos.append(info | {"val": val_m, "test": m})
@@ -241,13 +315,16 @@ def train_run(cfg: RunConfig) -> dict:
             pooled_pred.append(pred)
     wall = time.perf_counter() - t0
     y_true = np.concatenate(pooled_true)
-    y_pred = np.concatenate([p["probs"].argmax(1) for p in pooled_pred])
+    y_pred = np.concatenate([decide(p) for p in pooled_pred])
     if len(units) > 1:  # units wrote their own files in sub-folders; pool them at the top
         merged = {k: (np.concatenate([p[k] for p in pooled_pred]) if pooled_pred[0][k] is not None else None)
                   for k in ("probs", "weights", "selected")}
         merged["ids"] = [i for p in pooled_pred for i in p["ids"]]
+        if pooled_pred[0].get("threshold") is not None:  # each unit's rows keep their unit's threshold
+            merged["threshold"] = np.concatenate([np.full(len(p["ids"]), p["threshold"]) for p in pooled_pred])
         write_predictions(run_dir / "predictions.csv", model, merged, y_true, classes)
-    cm = confusion(y_true, y_pred, len(classes))
+    multi = y_true.ndim == 2
+    cm = multilabel_confusion(y_true, y_pred) if multi else confusion(y_true, y_pred, len(classes))
     title = f"{cfg.name} (test{', synthetic corpus' if manifest.meta.get('synthetic') else ''})"
     save_confusion_png(cm, classes, run_dir / "confusion.png", title=title)
     metrics = {
@@ -259,7 +336,7 @@ def train_run(cfg: RunConfig) -> dict:
         "test": _summarise(per_unit),
         "val": _summarise(val_per_unit),
         "units": infos,
-        "per_class": per_class(y_true, y_pred, classes),
+        "per_class": (multilabel_per_class if multi else per_class)(y_true, y_pred, classes),
         "confusion": cm.tolist(),
         "wall_time_s": wall,
     }

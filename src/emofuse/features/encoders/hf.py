@@ -6,6 +6,7 @@ Spec strings (what configs and the CLI pass around):
     mfcc@stats=mean_std                     a built-in with options
     hf:FacebookAI/roberta-base              a hub id (resolved through the local HF cache)
     hf:/models/chinese-hubert-large@layers=last4,batch_size=8
+    finetuned:runs/meld-ft-text             the encoder a finetune_text/_audio run saved (RUN/encoder), named ft-<run>
 
 The modality comes from the checkpoint's `model_type` (see VIDEO_TYPES / AUDIO_TYPES / TEXT_TYPES).
 Pooling, per modality:
@@ -552,6 +553,12 @@ def build_encoder(spec: str | Encoder) -> Encoder:
         if not source:
             raise ValueError(f"encoder spec {spec!r}: give a hub id or a folder after 'hf:'")
         return _build_hf(source, opts)
+    if name.startswith("finetuned:"):  # the encoder a finetune_text / finetune_audio run saved
+        from emofuse.models.hf_backbone import finetuned_folder
+
+        run = Path(name[len("finetuned:"):])
+        # named after the run, so that two fine-tunes never share a cache folder name
+        return _build_hf(str(finetuned_folder(run)), opts, name=f"ft-{safe_name(run.resolve().name)}")
     try:
         factory = ENCODERS.get(name)
     except UnknownNameError as e:
@@ -559,11 +566,11 @@ def build_encoder(spec: str | Encoder) -> Encoder:
     return _call_with_options(factory, f"encoder {name!r}", opts)
 
 
-def _build_hf(source: str, opts: dict[str, str]) -> HFEncoder:
+def _build_hf(source: str, opts: dict[str, str], **fixed) -> HFEncoder:
     def factory(**kw):
         return HFEncoder(source, **kw)
 
     factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [p for n, p in inspect.signature(HFEncoder.__init__).parameters.items() if n in HFEncoder.OPTIONS]
     )
-    return _call_with_options(factory, f"hf encoder {source!r}", opts)
+    return _call_with_options(factory, f"hf encoder {source!r}", opts, **fixed)
