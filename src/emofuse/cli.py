@@ -408,6 +408,57 @@ def compare(
         console.print(describe(cmp), highlight=False)
 
 
+@app.command()
+def bench(
+    name: str = typer.Argument(..., help="Benchmark: meld-text, ravdess, fer2013, goemotions or paired."),
+    data: Path = typer.Option(..., "--data", help="The corpus folder (or the shared data folder holding it; paired: the folder holding meld/, ravdess_speech/, fer2013_train/)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, report.md, per-task runs; the feature cache goes to <out>/cache."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="A separate folder of the same corpus: all its rows are the test set, and all of --data trains and validates."),
+    baseline: str = typer.Option("none", "--baseline", help="linear: also fit logistic regression on the same features, in the same run."),
+    encoder: list[str] = typer.Option([], "--encoder", "-e", help="modality=encoder over the defaults, e.g. text=hf:/models/roberta-base (repeatable)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder (default <out>/cache)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows per split (seeded, stratified): a quick slice."),
+    seed: list[int] = typer.Option([0], "--seed", help="Training seed (repeatable; figures are the first seed's, with the spread over seeds)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Cap every run's epoch budget."),
+    model: list[str] = typer.Option([], "--model", help="Run only these of the benchmark's models (row or model name; repeatable)."),
+    extra_model: list[str] = typer.Option([], "--extra-model", help="Also train this registered model on the benchmark's first inputs (repeatable)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the test set for the 95% intervals."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value: meld-text context=3, finetune=true; ravdess test_actors=11,12; fer2013 n_folds=10; paired train_pairs=3, llm_backbone=tiny (repeatable)."),
+    eval_source: list[str] = typer.Option([], "--eval-source", help="paired: source=folder, a source's own evaluation folder (meld, ravdess, fer2013; repeatable)."),
+) -> None:
+    """Real-data benchmark: prepare, extract, train the project's models (and a linear baseline), report with bootstrap intervals."""
+    import yaml
+
+    from emofuse.evaluation.bench import BENCHMARKS, run_bench
+    from emofuse.evaluation.bench.driver import BenchOptions
+
+    if name not in BENCHMARKS:
+        _fail(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+    pairs = {}
+    for what, items in (("--encoder", encoder), ("--option", option), ("--eval-source", eval_source)):
+        for o in items:
+            if "=" not in o:
+                _fail(f"{what} {o!r} is not key=value")
+        pairs[what] = dict(o.split("=", 1) for o in items)
+    opts = {k: yaml.safe_load(v) for k, v in pairs["--option"].items()}
+    if pairs["--eval-source"]:
+        opts["eval_sources"] = {k: Path(v) for k, v in pairs["--eval-source"].items()}
+    options = BenchOptions(data=data, out=out, eval_data=eval_data, cache=cache, encoders=pairs["--encoder"],
+                           baseline=baseline, limit=limit, seeds=list(seed), max_epochs=max_epochs,
+                           models=list(model) or None, extra_models=list(extra_model), bootstrap=bootstrap, seed=seed[0])
+    try:
+        metrics = run_bench(name, options, **opts)
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as e:
+        _fail(str(e))
+    t = Table(title=f"emofuse bench {name} (test; 95% bootstrap intervals in report.md)")
+    for c in ("model", "kind", "accuracy", "uar", "weighted_f1", "macro_f1"):
+        t.add_column(c)
+    for row, m in metrics.items():
+        t.add_row(row, m["kind"], *(f"{100 * m[k]:.1f}" for k in ("accuracy", "uar", "weighted_f1", "macro_f1")))
+    console.print(t)
+    console.print(f"report: [bold]{out / 'report.md'}[/]  metrics: {out / 'metrics.json'}")
+
+
 @app.command("list")
 def list_(kind: str = typer.Argument(..., help="corpora, encoders or models")) -> None:
     """List registered corpora, encoders or models."""

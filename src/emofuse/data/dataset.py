@@ -19,6 +19,11 @@ from torch.utils.data import Dataset
 from emofuse.corpora.base import Manifest
 
 
+# Fewer rows than this give a speaker's per-feature std too noisy to divide by (RAVDESS has 60 per
+# actor; MELD's one-line extras have one or two): such speakers use the pooled statistics.
+MIN_SPEAKER_ROWS = 10
+
+
 @dataclass
 class ModalityFeatures:
     """One modality's features for a list of ids, aligned to that list."""
@@ -197,11 +202,6 @@ class FeatureDataset(Dataset):
 
     def in_dims(self) -> dict[str, int]:
         return {m: f.dim for m, f in self.features.items()}
-
-
-# Fewer rows than this give a speaker's per-feature std too noisy to divide by (RAVDESS has 60 per
-# actor; MELD's one-line extras have one or two): such speakers use the pooled statistics.
-MIN_SPEAKER_ROWS = 10
 
 
 def _stats(f: ModalityFeatures, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

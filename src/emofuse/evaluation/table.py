@@ -34,19 +34,22 @@ def _load(run: Path) -> dict:
 def render_table(runs: list[Path], unimodal: list[Path] = ()) -> str:
     rows = [_load(Path(r)) for r in runs]
     epochs = sorted({r["epochs"] for r in rows})
+    # a Model column only when the runs are of several fusion models (a grid has one)
+    by_model = len({r["model"] for r in rows}) > 1
     cells: dict[tuple, dict] = defaultdict(dict)
     for r in rows:
-        cells[(r["fusion"], r["top"], json.dumps(r["encoders"], sort_keys=True))][r["epochs"]] = r
-    head = "| Fusion | Top | Audio | Text | Video | " + " | ".join(
+        cells[(r["model"] if by_model else "", r["fusion"], r["top"], json.dumps(r["encoders"], sort_keys=True))][r["epochs"]] = r
+    head = ("| Model " if by_model else "") + "| Fusion | Top | Audio | Text | Video | " + " | ".join(
         f"{e} ep time (s) | {e} ep F1 | {e} ep Acc" for e in epochs) + " |"
-    sep = "|---|---:|---|---|---|" + "---:|---:|---:|" * len(epochs)
+    sep = ("|---" if by_model else "") + "|---|---:|---|---|---|" + "---:|---:|---:|" * len(epochs)
     lines = []
     if any(r["synthetic"] for r in rows):
         lines += ["Corpus: **synthetic** demo corpus (figures show the pipeline works, not human-emotion accuracy).", ""]
     lines += [head, sep]
-    for (fusion, top, enc_json), by_ep in cells.items():
+    for (model, fusion, top, enc_json), by_ep in cells.items():
         enc = json.loads(enc_json)
-        row = [fusion, str(top)] + [", ".join(enc.get(m, [])) or "–" for m in ("audio", "text", "video")]
+        row = ([model] if by_model else []) + [fusion, str(top)] + [
+            ", ".join(enc.get(m, [])) or "–" for m in ("audio", "text", "video")]
         for e in epochs:
             r = by_ep.get(e)
             row += [f"{r['time']:.0f}", f"{100 * r['f1']:.2f}", f"{100 * r['acc']:.2f}"] if r else ["", "", ""]

@@ -65,6 +65,11 @@ class LlamaTopNConfig(StrictConfig):
     selection: Literal["straight_through", "weighted"] = "straight_through"
     hidden: int = 256  # FC head
     dropout: float = 0.2
+    # What the FC head reads: the query token's last hidden state ("query"), or that concatenated
+    # with the mean of the kept candidate tokens as they entered the LLM ("query+skip"); the skip
+    # lets a short training budget learn through the projections before the frozen LLM's
+    # 30 layers have adapted (LoRA), as a residual does.
+    readout: Literal["query", "query+skip"] = "query"
     # backbone "tiny": a random Llama of this size
     tiny_hidden: int = 64
     tiny_layers: int = 2
@@ -241,7 +246,9 @@ class LlamaTopN(EmotionModel):
         self.score_q = nn.Linear(d, cfg.scorer_dim)
         self.score_k = nn.Linear(d, cfg.scorer_dim)
         self.query = nn.Parameter(torch.randn(d) * embed_rms)
-        self.head = mlp(d, cfg.hidden, n_classes, cfg.dropout)
+        # candidate tokens live at the embedding table's small scale, hidden states at another
+        self.skip_norm = nn.LayerNorm(d) if cfg.readout == "query+skip" else None
+        self.head = mlp(2 * d if cfg.readout == "query+skip" else d, cfg.hidden, n_classes, cfg.dropout)
 
     def candidates(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """-> candidate tokens (B, N, d), zero where absent, and presence (B, N) bool."""
@@ -315,7 +322,11 @@ class LlamaTopN(EmotionModel):
         # modality does not push the query further along.
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, K+1)
         h = self.backbone(inputs_embeds=tokens, attention_mask=mask.long(), position_ids=positions).last_hidden_state
-        logits = self.head(h[:, -1])  # (B, C) from the query's last hidden state
+        read = h[:, -1]  # (B, d) the query's last hidden state
+        if self.cfg.readout == "query+skip":
+            m = kept_mask.unsqueeze(-1).to(kept.dtype)
+            read = torch.cat([read, self.skip_norm((kept * m).sum(1) / m.sum(1).clamp(min=1))], -1)  # (B, 2d)
+        logits = self.head(read)  # (B, C)
         return {"logits": logits, "weights": w, "selected": selected}
 
 

@@ -1,0 +1,417 @@
+"""The one driver every benchmark shares: prepare (done by the benchmark) -> extract -> train the
+project's models through the one training loop -> an optional logistic-regression baseline on the
+same features -> test metrics with seeded bootstrap intervals -> metrics.json, report.md, per-class
+tables and confusion matrices.
+
+A benchmark is a list of `Task`s (one label set and protocol each: RAVDESS 8 and 7 classes are two
+tasks); a task is a manifest, the encoders to extract, the model runs and the baseline's inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emofuse.corpora.base import Manifest
+from emofuse.evaluation.metrics import (
+    METRIC_NAMES,
+    bootstrap_intervals,
+    classification_metrics,
+    confusion,
+    multilabel_confusion,
+    multilabel_metrics,
+    multilabel_per_class,
+    per_class,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchOptions:
+    """What every benchmark takes from the command line."""
+
+    data: Path  # the corpus folder (or the shared data folder holding it)
+    out: Path
+    eval_data: Path | None = None  # a separate folder of the same corpus: all its rows are the test set
+    cache: Path | None = None  # feature cache; default <out>/cache, reused by later runs
+    encoders: dict[str, str] = field(default_factory=dict)  # modality -> encoder spec, over the defaults
+    baseline: str | None = None  # "linear": logistic regression on the same features, in the same run
+    limit: int | None = None  # at most this many rows per split (seeded, stratified): the CI slices
+    seeds: list[int] = field(default_factory=lambda: [0])
+    max_epochs: int | None = None  # over each run's own budget
+    models: list[str] | None = None  # run only the project models with these names (None: all)
+    extra_models: list[str] = field(default_factory=list)  # more registered models, e.g. finetune_text
+    bootstrap: int = 1000  # resamples of the test set for the 95% intervals
+    seed: int = 0  # of the splits, pairings, subsamples and the bootstrap
+    progress: bool = True
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cache) if self.cache else Path(self.out) / "cache"
+
+
+@dataclass
+class ModelRun:
+    """One project model trained on a task through the training loop."""
+
+    name: str  # the row name in the tables, e.g. "early+context"
+    model: str  # a registered model
+    features: dict[str, Any]  # DataConfig.features: input -> encoder (or list of candidates)
+    params: dict[str, Any] = field(default_factory=dict)  # the model's own config
+    data: dict[str, Any] = field(default_factory=dict)  # more DataConfig fields (context, standardise, ...)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields over the task's
+
+
+@dataclass
+class Target:
+    """A figure the project's best model must reach on the task, and the baseline it must beat."""
+
+    metric: str  # one of METRIC_NAMES
+    value: float | None  # the project's best must reach this (None: only beat the baselines)
+    text: str  # the issue's wording, for the report
+    versus: str | None = None  # ... or reach the figure of this reference row (e.g. the bundled CNN)
+    gain: float | None = None  # ... or the best fusion must beat the best unimodal run by this much
+
+
+@dataclass
+class Baseline:
+    """Logistic regression on frozen features, fitted in the same run as the project's models."""
+
+    name: str  # the row name, e.g. "baseline-linear"
+    features: dict[str, str]  # input -> encoder; their utterance vectors are concatenated
+    standardise: str | dict = "train"  # as DataConfig.standardise
+
+
+@dataclass
+class Task:
+    name: str
+    manifest: Path
+    encoders: list[str]  # specs to extract
+    runs: list[ModelRun]
+    baselines: list[Baseline] = field(default_factory=list)  # run with --baseline linear
+    extract: dict[str, Any] = field(default_factory=dict)  # keyword arguments of features.extract
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for every run
+    multi_label: bool = False
+    target: Target | None = None
+    notes: list[str] = field(default_factory=list)  # markdown lines for the report
+    # rows scored outside the loop (e.g. the FER2013 CNN read as a classifier): name ->
+    # callable(manifest path, opts) -> (test ids, (N, C) probabilities), called after extraction
+    references: dict[str, Any] = field(default_factory=dict)
+    monitor: str = "val_weighted_f1"
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests
+
+
+def limit_manifest(manifest: Manifest, n: int | None, seed: int) -> Manifest:
+    """At most n rows per split, drawn with the class proportions of the split (seeded)."""
+    if not n:
+        return manifest
+    from sklearn.model_selection import train_test_split
+
+    parts = []
+    for _, df in manifest.df.groupby("split", sort=False):
+        if len(df) > n:
+            counts = df["label"].value_counts()
+            strat = df["label"] if counts.min() >= 2 and len(counts) <= n else None
+            df, _ = train_test_split(df, train_size=n, random_state=seed, stratify=strat)
+        parts.append(df)
+    df = pd.concat(parts).sort_index()  # manifest order, so dialogues stay in spoken order
+    return Manifest(manifest.corpus, manifest.label_set, df.reset_index(drop=True),
+                    dict(manifest.meta, limit=n, split_counts=df["split"].value_counts().to_dict()))
+
+
+def with_eval_rows(manifest: Manifest, evaluation: Manifest) -> Manifest:
+    """--eval-data: every labelled row of `evaluation` is test; the manifest's own test rows join
+    its training rows, so all of --data trains and validates. Evaluation ids get an `eval:`
+    prefix, so the same folder given twice cannot collide with itself."""
+    if list(evaluation.label_set.classes) != list(manifest.label_set.classes):
+        raise ValueError(f"--eval-data has classes {evaluation.label_set.classes}, --data has {manifest.label_set.classes}")
+    own = manifest.df.copy()
+    own.loc[own["split"] == "test", "split"] = "train"
+    ev = evaluation.df[evaluation.df["split"] != "unlabeled"].copy()
+    ev["split"], ev["fold"], ev["id"] = "test", -1, "eval:" + ev["id"].astype(str)
+    df = pd.concat([own, ev], ignore_index=True)
+    meta = dict(manifest.meta, eval_root=evaluation.meta.get("root"),
+                split_counts=df["split"].value_counts().to_dict())
+    return Manifest(manifest.corpus, manifest.label_set, df, meta)
+
+
+def drop_classes(manifest: Manifest, classes: list[str], name: str) -> Manifest:
+    """The manifest without the rows of `classes`, under a label set without them."""
+    from emofuse.labels import LabelSet
+
+    keep = [c for c in manifest.label_set.classes if c not in classes]
+    df = manifest.df[~manifest.df["label"].isin(classes)].reset_index(drop=True)
+    aliases = {k: v for k, v in manifest.label_set.aliases.items() if v in keep}
+    return Manifest(manifest.corpus, LabelSet(name, tuple(keep), aliases), df,
+                    dict(manifest.meta, dropped_classes=list(classes), split_counts=df["split"].value_counts().to_dict()))
+
+
+def resolve_root(data: Path, *names: str) -> Path:
+    """`data` itself, or its sub-folder of one of `names` (so --data may be the shared data folder)."""
+    data = Path(data)
+    for n in names:
+        if (data / n).is_dir():
+            return data / n
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+
+
+def _read_predictions(path: Path, classes: list[str], multi_label: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, truth, decisions) from a run's predictions.csv: class indices, or (N, C) indicators."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    index = {c: i for i, c in enumerate(classes)}
+    if multi_label:
+        def hot(cells):
+            out = np.zeros((len(cells), len(classes)), bool)
+            for r, cell in enumerate(cells):
+                for c in filter(None, cell.split(";")):
+                    out[r, index[c]] = True
+            return out
+        return df["id"].tolist(), hot(df["true"]), hot(df["predicted"])
+    return df["id"].tolist(), df["true"].map(index).to_numpy(int), df["predicted"].map(index).to_numpy(int)
+
+
+def score_entry(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], opts: BenchOptions) -> dict:
+    """Point metrics, bootstrap intervals, per-class scores and the confusion matrix of one model."""
+    multi = y_true.ndim == 2
+    point = multilabel_metrics(y_true, y_pred) if multi else classification_metrics(y_true, y_pred, len(classes))
+    ci = bootstrap_intervals(y_true, y_pred, len(classes), n_resamples=opts.bootstrap, seed=opts.seed,
+                             multi_label=multi)
+    entry: dict[str, Any] = {}
+    for k in METRIC_NAMES:
+        entry[k] = point[k]
+        entry[f"{k}_ci95"] = ci[k]
+    if "micro_f1" in point:
+        entry["micro_f1"] = point["micro_f1"]
+    entry["n_test"] = int(len(y_true))
+    entry["per_class"] = (multilabel_per_class if multi else per_class)(y_true, y_pred, classes)
+    entry["confusion"] = (multilabel_confusion(y_true, y_pred) if multi else confusion(y_true, y_pred, len(classes))).tolist()
+    return entry
+
+
+def describe_inputs(features: dict, data: dict) -> str:
+    """'text: minilm + 3 preceding utterances' style summary of a run's inputs for the tables."""
+    parts = []
+    for k, v in features.items():
+        part = f"{k}: {'+'.join(v) if isinstance(v, list) else v}"
+        if data.get("context", {}).get(k):
+            part += f" + {data['context'][k]} preceding utterances"
+        if data.get("raw", {}).get("context"):
+            part += f" + {data['raw']['context']} preceding utterances"
+        mode = data.get("standardise", "train")
+        if (mode.get(k) if isinstance(mode, dict) else mode) == "per_speaker":
+            part += " (per speaker)"
+        parts.append(part)
+    if data.get("sequence"):
+        parts.append("sequences")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# the linear baseline
+
+
+def linear_baseline(task: Task, baseline: Baseline, manifest: Manifest, opts: BenchOptions,
+                    run_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Logistic regression on the task's baseline features (utterance vectors of each input,
+    concatenated; standardised as the project's models are: per speaker where the task says so,
+    then with training statistics). C is chosen on validation by the task's monitored metric;
+    multi-label tasks fit one classifier per class and a decision threshold on validation.
+    Returns (info, test truth, test decisions) and writes predictions.csv under run_dir."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    from emofuse.data.dataset import FeatureDataset
+    from emofuse.training.run import fit_threshold
+
+    t0 = time.perf_counter()
+    df = manifest.df.reset_index(drop=True)
+    data = FeatureDataset.from_manifest(manifest, opts.cache_dir, baseline.features)
+    mode = baseline.standardise
+    keys = [k for k in data.features if (mode.get(k, "train") if isinstance(mode, dict) else mode) == "per_speaker"]
+    if keys:
+        data = data.per_speaker_standardised(keys=keys)
+    x = np.concatenate([np.where(f.present[:, None], f.vectors, 0.0) for _, f in sorted(data.features.items())], 1)
+    split = df["split"].to_numpy()
+    tr, va, te = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    x = (x - mean) / np.where(std > 1e-6, std, 1.0)
+    metric = task.monitor.removeprefix("val_")
+    classes = list(manifest.label_set.classes)
+    if task.multi_label:
+        y = data.targets > 0
+    else:
+        y = data.labels
+    best = None
+    # Few values of C: each fit on 10,000-40,000 rows takes tens of seconds on two cores.
+    for c in (0.01, 0.1, 1.0):
+        lr = LogisticRegression(C=c, max_iter=300, tol=1e-3)
+        clf = OneVsRestClassifier(lr) if task.multi_label else lr
+        clf.fit(x[tr], y[tr])
+        p_val = clf.predict_proba(x[va])
+        if task.multi_label:
+            t = fit_threshold(y[va], p_val)
+            s = multilabel_metrics(y[va], p_val >= t)[metric]
+        else:
+            t = None
+            s = classification_metrics(y[va], clf.classes_[p_val.argmax(1)], len(classes))[metric]
+        if best is None or s > best[0]:
+            best = (s, c, clf, t)
+    _, c, clf, t = best
+    probs = clf.predict_proba(x[te])
+    if task.multi_label:
+        pred = probs >= t
+    else:
+        full = np.zeros((len(te), len(classes)))
+        full[:, clf.classes_] = probs
+        probs, pred = full, full.argmax(1)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = pd.DataFrame({"id": df["id"].to_numpy()[te]})
+    if task.multi_label:
+        rows["true"] = [";".join(c_ for c_, v in zip(classes, r) if v) for r in y[te]]
+        rows["predicted"] = [";".join(c_ for c_, v in zip(classes, r) if v) for r in pred]
+    else:
+        rows["true"] = [classes[i] for i in y[te]]
+        rows["predicted"] = [classes[i] for i in pred]
+    for j, name in enumerate(classes):
+        rows[f"p_{name}"] = np.round(probs[:, j], 5)
+    rows.to_csv(run_dir / "predictions.csv", index=False)
+    info = {"C": c, "threshold": t, f"val_{metric}": best[0], "inputs": baseline.features,
+            "standardise": mode, "dim": int(x.shape[1]), "wall_time_s": time.perf_counter() - t0}
+    (run_dir / "baseline.json").write_text(json.dumps(info, indent=2))
+    return info, y[te], pred
+
+
+# ---------------------------------------------------------------------------------------------
+# one task
+
+
+def run_task(task: Task, opts: BenchOptions) -> dict:
+    """Extract, train every run, score, and write <out>/<task>/: per-run folders, confusion PNG of
+    the best project model. Returns {"results": {row: entry}, "timings": {...}, ...}."""
+    from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from emofuse.evaluation.report import save_confusion_png
+    from emofuse.features.extract import extract
+    from emofuse.registry import MODELS
+    from emofuse.training.run import train_run
+
+    task_dir = Path(opts.out) / task.name
+    task_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest.load(task.manifest)
+    classes = list(manifest.label_set.classes)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    if task.encoders:
+        extract(manifest, task.encoders, opts.cache_dir, progress=opts.progress, **task.extract)
+    timings["extract"] = time.perf_counter() - t
+
+    results: dict[str, dict] = {}
+    runs = [r for r in task.runs if opts.models is None or r.name in opts.models or r.model in opts.models]
+    for extra in opts.extra_models:  # a hook for models the benchmark does not list (e.g. finetune_text)
+        MODELS.get(extra)  # fails with the valid names
+        base = runs[0] if runs else task.runs[0]
+        runs.append(ModelRun(extra, extra, dict(base.features), data=dict(base.data)))
+    for run in runs:
+        train = {"max_epochs": 100, "patience": 15, "seeds": list(opts.seeds), "monitor": task.monitor,
+                 "progress": False, "logger": "none", "multi_label": task.multi_label, **task.train, **run.train}
+        if opts.max_epochs:
+            train["max_epochs"] = min(opts.max_epochs, train["max_epochs"])
+        if task.multi_label:
+            train["mse_weight"] = 0.0
+        cfg = RunConfig(
+            name=run.name.replace("/", "_"),
+            data=DataConfig(manifest=str(task.manifest), cache=str(opts.cache_dir), features=run.features, **run.data),
+            model=ModelConfig(name=run.model, params=run.params),
+            train=TrainConfig(**train),
+            out=str(task_dir / "runs"),
+        )
+        t = time.perf_counter()
+        m = train_run(cfg)
+        wall = time.perf_counter() - t
+        ids, y_true, y_pred = _read_predictions(task_dir / "runs" / cfg.name / "predictions.csv", classes, task.multi_label)
+        entry = score_entry(y_true, y_pred, classes, opts)
+        entry.update(kind="project", model=run.model, features=run.features, inputs=describe_inputs(run.features, run.data),
+                     wall_time_s=wall,
+                     best_epochs=[u.get("best_epoch") for u in m.get("units", [])],
+                     run_dir=str(Path("runs") / cfg.name))
+        if len(opts.seeds) > 1:  # the point figures are the first seed's; the spread over seeds too
+            entry["seeds"] = {k: [m["test"][k], m["test"][f"{k}_std"]] for k in METRIC_NAMES}
+        results[run.name] = entry
+        if opts.progress:
+            print(f"  {task.name} {run.name:<24} test weighted F1 {100 * entry['weighted_f1']:.1f}  ({wall:.0f} s)", flush=True)
+    timings["train"] = sum(r["wall_time_s"] for r in results.values())
+
+    for name, score_fn in task.references.items():
+        ids, probs = score_fn(task.manifest, opts)
+        index = {k: i for i, k in enumerate(manifest.df["id"])}
+        y_all = manifest.label_indices()
+        y_true = y_all[[index[k] for k in ids]]
+        entry = score_entry(y_true, probs.argmax(1), classes, opts)
+        entry.update(kind="reference")
+        results[name] = entry
+
+    if opts.baseline not in (None, "none", "linear"):
+        raise ValueError(f"unknown baseline {opts.baseline!r}; valid: linear, none")
+    for b in task.baselines if opts.baseline == "linear" else []:
+        t = time.perf_counter()
+        info, y_true, y_pred = linear_baseline(task, b, manifest, opts, task_dir / "runs" / b.name)
+        entry = score_entry(y_true, y_pred, classes, opts)
+        entry.update(kind="baseline", model="logistic regression", features=b.features,
+                     inputs=describe_inputs(b.features, {"standardise": b.standardise}),
+                     wall_time_s=time.perf_counter() - t, fitted=info)
+        results[b.name] = entry
+        timings[b.name] = entry["wall_time_s"]
+        if opts.progress:
+            print(f"  {task.name} {b.name:<24} test weighted F1 {100 * entry['weighted_f1']:.1f}  "
+                  f"({entry['wall_time_s']:.0f} s)", flush=True)
+
+    project = {k: v for k, v in results.items() if v["kind"] == "project"}
+    metric = task.target.metric if task.target else "weighted_f1"
+    best = max(project, key=lambda k: project[k][metric]) if project else None
+    if best:
+        cm = np.asarray(results[best]["confusion"])
+        save_confusion_png(cm, classes, task_dir / "confusion.png", title=f"{task.name}: {best} (test)")
+    return {"results": results, "timings": timings, "best": best, "classes": classes,
+            "split_counts": manifest.meta.get("split_counts", {}), "n_test": int((manifest.df["split"] == "test").sum())}
+
+
+@dataclass
+class BenchSpec:
+    """What a benchmark function returns: its tasks, the report's opening and closing lines, and
+    an optional step run after the tasks (it returns more closing lines)."""
+
+    tasks: list[Task]
+    intro: list[str] = field(default_factory=list)
+    closing: list[str] = field(default_factory=list)
+    after: Any = None  # callable(tasks, outs) -> list[str]
+
+
+def prepared(corpus: str, root: Path, out: Path, opts: BenchOptions, **options) -> Manifest:
+    """prepare() with the benchmark's seed, rows the corpus cannot use skipped (and listed)."""
+    from emofuse.corpora.base import prepare
+
+    return prepare(corpus, root, out, on_error="skip", seed=opts.seed, **options)
+
+
+def final_manifest(manifest: Manifest, path: Path, opts: BenchOptions) -> Path:
+    """Apply --limit and save the manifest a task trains on."""
+    manifest = limit_manifest(manifest, opts.limit, opts.seed)
+    for s in ("train", "val", "test"):
+        if not (manifest.df["split"] == s).any():
+            raise ValueError(f"{path}: no {s} rows (split counts {manifest.meta.get('split_counts')})")
+    manifest.save(path)
+    return path
