@@ -11,7 +11,7 @@ from emofuse.data.raw import collate_raw
 from emofuse.training.module import emotion_loss
 from emofuse.training.run import build_model
 from tests.features.tiny_hf import build
-from tests.models.tiny_clip import build_clip
+from tests.models.tiny_media import build_clip, build_speech
 
 C = 7
 
@@ -91,7 +91,7 @@ def test_raw_model_rejects_other_modalities(bert):
 
 @pytest.mark.parametrize("kind", ["wav2vec2", "hubert"])
 def test_finetune_audio_shapes_gradients_and_padding(tmp_path, kind):
-    folder = build(kind, tmp_path / kind)
+    folder = build_speech(kind, tmp_path / kind)
     torch.manual_seed(0)
     model = build_model("finetune_audio", {"encoder": f"hf:{folder}", "freeze_layers": 1}, {"audio": 0}, C)
     model.backbone.config.layerdrop = 0.0  # LayerDrop skips whole layers at random in training

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from emofuse.cli import app
 from tests.features.tiny_hf import build
-from tests.models.tiny_clip import build_clip
+from tests.models.tiny_media import build_clip, build_speech
 
 QUIET = {"progress": False, "logger": "none"}
 
@@ -24,7 +24,7 @@ def system(demo_run, tmp_path_factory):
 
     out, _ = demo_run
     tmp = tmp_path_factory.mktemp("late-runs")
-    bert, w2v, clip = build("bert", tmp / "bert"), build("wav2vec2", tmp / "w2v"), build_clip(tmp / "clip")
+    bert, w2v, clip = build("bert", tmp / "bert"), build_speech("wav2vec2", tmp / "w2v"), build_clip(tmp / "clip")
     train = {"max_epochs": 2, "patience": 2, "lr": 1e-3, "mse_weight": 0.0, "monitor": "val_weighted_f1", **QUIET}
     cfg = LateRunsConfig(
         name="demo-late-runs",
@@ -33,7 +33,7 @@ def system(demo_run, tmp_path_factory):
             "text": {"data": {"features": {"text": "raw"}, "batch_size": 32},
                      "model": {"name": "finetune_text", "params": {"encoder": f"hf:{bert}", "max_length": 32}},
                      "train": {**train, "class_weights": "sqrt", "lr_schedule": "linear", "warmup": 0.1}},
-            "audio": {"data": {"features": {"audio": "raw"}, "batch_size": 16, "raw": {"max_audio_s": 1.0}},
+            "audio": {"data": {"features": {"audio": "raw"}, "batch_size": 16, "raw": {"max_audio_s": 2.0}},
                       "model": {"name": "finetune_audio", "params": {"encoder": f"hf:{w2v}"}},
                       "train": {**train, "max_epochs": 1, "accumulate_grad_batches": 2}},
             "video": {"data": {"features": {"video": "raw"}, "raw": {"every_n": 10, "face_size": 32}},
@@ -131,7 +131,7 @@ def test_grid_sweep_selects_on_validation_and_reruns_the_best(demo_run, tmp_path
     assert result["best"] == best["trial"]
     table = (tmp_path / "sweeps" / "s" / "table.md").read_text()
     assert "| batch size | learning rate | train loss | val loss | accuracy | F1 | precision | recall |" in table
-    assert table.count(" ★") == 1 and "re-run over seeds 0, 1" in table
+    assert table.count("★ |") == 1 and "re-run over seeds 0, 1" in table
     final = json.loads((tmp_path / "sweeps" / "s" / "best" / "metrics.json").read_text())
     assert [u["seed"] for u in final["units"]] == [0, 1]
     assert all(t["train_loss"] is not None and t["val_loss"] is not None for t in trials)

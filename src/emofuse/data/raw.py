@@ -130,6 +130,13 @@ class RawDataset(Dataset):
     def standardised(self, stats: dict) -> "RawDataset":
         return self
 
+    def lengths(self) -> list[int] | None:
+        """Characters of text (with its context) per row, for length-grouped training batches; None
+        when the batches hold no text or grouping is off."""
+        if "text" not in self.modalities or not self.options.group_by_length:
+            return None
+        return [len(t) + sum(len(c) for c in ctx) for t, ctx in zip(self.columns["text"], self.columns["text_context"])]
+
     def in_dims(self) -> dict[str, int]:
         return {m: 0 for m in self.modalities}  # 0: raw, the model's encoder decides the width
 

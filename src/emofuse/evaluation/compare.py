@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emofuse.evaluation.metrics import classification_metrics
+# the vectorised per-resample scores bootstrap_intervals uses: the same definitions as classification_metrics
+from emofuse.evaluation.metrics import _scores_from_counts, classification_metrics
 
 
 @dataclass
@@ -62,21 +63,6 @@ def _load(run: Path):
     return df.set_index("id")
 
 
-def weighted_f1_rows(y: np.ndarray, p: np.ndarray, n_classes: int) -> np.ndarray:
-    """Weighted F1 of each row of (R, N) label / prediction matrices (scikit-learn's definition with
-    labels = range(n_classes) and zero_division = 0), vectorised for bootstrap resamples."""
-    r = y.shape[0]
-    offset = (np.arange(r) * n_classes)[:, None]
-    count = lambda idx: np.bincount((offset + idx).ravel(), minlength=r * n_classes).reshape(r, n_classes)  # noqa: E731
-    support, predicted = count(y), count(p)
-    hit = np.where(y == p, y, n_classes)  # a miss goes to an overflow column
-    tp = np.bincount((np.arange(r)[:, None] * (n_classes + 1) + hit).ravel(),
-                     minlength=r * (n_classes + 1)).reshape(r, n_classes + 1)[:, :n_classes]
-    denom = support + predicted
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    return (f1 * support).sum(1) / np.maximum(support.sum(1), 1)
-
-
 def mcnemar_exact(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value: the discordant pairs under H0 split as a fair coin."""
     from scipy.stats import binomtest
@@ -104,13 +90,20 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 10_000, see
     n, c = len(y), len(classes)
 
     rng = np.random.default_rng(seed)
+    eye = np.eye(c)
+    t = eye[y]  # (N, C)
+    counts = {}
+    for run, pred in (("a", pa), ("b", pb)):
+        p = eye[pred]
+        counts[run] = (t * p, (1 - t) * p, t * (1 - p), (pred == y).astype(np.float64))  # tp, fp, fn, correct
     diffs = {"weighted_f1": [], "accuracy": []}
-    chunk = max(1, 2_000_000 // max(n, 1))  # resamples per step, bounding memory to ~16 MB per matrix
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))  # (R, N)
-        ys, sa, sb = y[idx], pa[idx], pb[idx]
-        diffs["weighted_f1"].append(weighted_f1_rows(ys, sb, c) - weighted_f1_rows(ys, sa, c))
-        diffs["accuracy"].append((sb == ys).mean(1) - (sa == ys).mean(1))
+    for start in range(0, n_boot, 100):  # chunks keep the (R, N) draw counts small
+        # (R, N): how often each sample is drawn in each resample; the same draws score both runs
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(100, n_boot - start)).astype(np.float64)
+        s = {run: _scores_from_counts(w @ tp, w @ fp, w @ fn, w @ t, w @ ok, w.sum(1))
+             for run, (tp, fp, fn, ok) in counts.items()}
+        for metric in diffs:
+            diffs[metric].append(s["b"][metric] - s["a"][metric])
     alpha = (1 - confidence) / 2
     out = []
     point = {"a": classification_metrics(y, pa, c), "b": classification_metrics(y, pb, c)}

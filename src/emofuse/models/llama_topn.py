@@ -69,7 +69,7 @@ class LlamaTopNConfig(StrictConfig):
     # with the mean of the kept candidate tokens as they entered the LLM ("query+skip"); the skip
     # lets a short training budget learn through the projections before the frozen LLM's
     # 30 layers have adapted (LoRA), as a residual does.
-    readout: Literal["query", "query+skip"] = "query"
+    readout: Literal["query", "query+skip"] = "query+skip"
     # backbone "tiny": a random Llama of this size
     tiny_hidden: int = 64
     tiny_layers: int = 2

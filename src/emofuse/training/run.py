@@ -206,7 +206,14 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     )
     g = torch.Generator().manual_seed(seed)
     collate_fn = getattr(train_ds, "collate", collate)  # raw-input datasets batch their own way
-    train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate_fn, generator=g)
+    lengths = train_ds.lengths() if hasattr(train_ds, "lengths") else None
+    if lengths is not None:  # raw text: batches of similar lengths, far less padding to encode
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(cfg.data.batch_size, lengths=lengths, generator=g)
+        train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate_fn)
+    else:
+        train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate_fn, generator=g)
     val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate_fn)
     t0 = time.perf_counter()
     trainable = any(p.requires_grad for p in model.parameters())

@@ -186,9 +186,7 @@ def _optuna(cfg: SweepConfig, trial, direction: str) -> None:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.0e}" if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4) else f"{v:g}"
-    return str(v)
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def sweep_table(result: dict) -> str:

@@ -34,15 +34,19 @@ def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False
         manifest = with_eval_rows(manifest, ev)
     path = final_manifest(manifest, task_dir / "manifest.csv", opts)
     text = opts.encoders.get("text", "minilm")
-    train = {"batch_size": 64}
+    mlp = {"hidden": 256, "dropout": 0.5}
+    vectors, tokens = {"batch_size": 64}, {"batch_size": 64, "sequence": {"text": True}}
     runs = [
-        ModelRun("unimodal", "unimodal", {"text": text}, {"hidden": 256, "dropout": 0.5}, data=train),
+        # the sentence embedding (mean of the token states) through an MLP: the "small MLP" of the issue
+        ModelRun("unimodal", "unimodal", {"text": text}, mlp, data=vectors),
+        # attention pooling over the frozen token states instead of their plain mean
+        ModelRun("unimodal(tokens)", "unimodal", {"text": text}, mlp | {"pooling": "attention"}, data=tokens),
     ]
     if context > 0:
-        ctx = dict(train, context={"text": context})
         runs += [
-            ModelRun(f"early+context{context}", "early", {"text": text}, {"hidden": 256, "dropout": 0.5}, data=ctx),
-            ModelRun(f"attention+context{context}", "attention", {"text": text}, {"hidden": 256, "dropout": 0.5}, data=ctx),
+            ModelRun(f"early+context{context}", "early", {"text": text}, mlp, data=vectors | {"context": {"text": context}}),
+            ModelRun(f"attention(tokens)+context{context}", "attention", {"text": text}, mlp,
+                     data=tokens | {"context": {"text": context}}),
         ]
     if finetune:
         runs.append(ModelRun(
@@ -54,9 +58,10 @@ def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False
         ))
     notes = [
         f"Protocol: MELD's official split, text only; models select their epoch on dev weighted F1; test is "
-        f"scored once. Inputs: frozen `{text}` utterance embeddings; the `+context{context}` runs also get the "
-        f"{context} preceding utterances of the dialogue (their embeddings, newest first, each marked as said by the "
-        "same speaker or another)."
+        f"scored once. Inputs: frozen `{text}` features, as the sentence embedding or (`tokens`) as the sequence of "
+        f"token states pooled by learned attention; the `+context{context}` runs also get the {context} preceding "
+        "utterances of the dialogue (their sentence embeddings, newest first, each marked as said by the same "
+        "speaker or another)."
         + (" **--eval-data**: test rows come from that folder; all of --data trains and validates." if opts.eval_data else ""),
         "Published utterance-level figures for fine-tuned RoBERTa are 63–65 weighted F1; frozen sentence "
         "embeddings are not expected to reach them.",

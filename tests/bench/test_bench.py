@@ -1,0 +1,88 @@
+"""A small, fast slice of each real-data benchmark (a few dozen rows per split, two epochs): the
+whole path runs and writes what it promises. The figures of such slices mean nothing; the
+full-size figures are in the benchmark reports. Skipped, with the reason, without ../shared/data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emofuse.evaluation.bench import run_bench
+from emofuse.evaluation.bench.driver import BenchOptions
+from emofuse.evaluation.metrics import METRIC_NAMES
+from tests.conftest import need
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-cache")  # shared: the slices overlap
+
+
+def _opts(data, out, cache, limit, models, baseline="linear") -> BenchOptions:
+    return BenchOptions(data=data, out=out, cache=cache, limit=limit, max_epochs=2, models=models,
+                        baseline=baseline, bootstrap=100, progress=False)
+
+
+def _check(out, metrics: dict, rows: set[str], tasks: list[str]) -> None:
+    assert rows <= set(metrics), sorted(metrics)
+    for name, m in metrics.items():
+        for k in METRIC_NAMES:
+            lo, hi = m[f"{k}_ci95"]
+            assert 0.0 <= lo <= m[k] + 1e-9 and m[k] <= hi + 1e-9 <= 1.0 + 1e-9, (name, k, m[k], lo, hi)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    report = (out / "report.md").read_text()
+    assert "95% intervals" in report and "| model | kind | inputs |" in report
+    for task in tasks:
+        assert (out / task / "confusion.png").stat().st_size > 0 and (out / task / "per_class.csv").is_file()
+
+
+def test_meld_text(data_root, tmp_path, cache):
+    opts = _opts(need(data_root, "meld"), tmp_path, cache, 60, ["unimodal", "early+context3"])
+    metrics = run_bench("meld-text", opts, context=3)
+    _check(tmp_path, metrics, {"unimodal", "early+context3", "baseline-linear"}, ["meld-text"])
+    assert "preceding utterances" in (tmp_path / "report.md").read_text()
+
+
+def test_ravdess(data_root, tmp_path, cache):
+    opts = _opts(need(data_root, "ravdess_speech"), tmp_path, cache, 24, ["unimodal"])
+    metrics = run_bench("ravdess", opts)
+    _check(tmp_path, metrics, {"ravdess8/unimodal", "ravdess7/baseline-linear-per-speaker"}, ["ravdess8", "ravdess7"])
+    m8 = json.loads((tmp_path / "ravdess8" / "results.json").read_text())
+    m7 = json.loads((tmp_path / "ravdess7" / "results.json").read_text())
+    assert len(m8["classes"]) == 8 and "calm" not in m7["classes"] and len(m7["classes"]) == 7
+    assert "Speaker-independent" in (tmp_path / "report.md").read_text()
+
+
+def test_fer2013(data_root, tmp_path, cache):
+    opts = _opts(need(data_root, "fer2013_train"), tmp_path, cache, 70, ["unimodal(fer2013)", "unimodal(hog)"])
+    metrics = run_bench("fer2013", opts)
+    _check(tmp_path, metrics, {"unimodal(fer2013)", "unimodal(hog)", "fer2013-cnn", "baseline-linear-hog"}, ["fer2013"])
+    report = (tmp_path / "report.md").read_text()
+    assert "cannot be measured here" in report and "has seen" in report  # no claim on its own training images
+
+
+def test_goemotions(data_root, tmp_path, cache):
+    opts = _opts(need(data_root, "goemotions"), tmp_path, cache, 60, ["unimodal"])
+    metrics = run_bench("goemotions", opts)
+    _check(tmp_path, metrics, {"goemotions-ekman/unimodal", "goemotions-28/unimodal", "goemotions-28/baseline-linear"},
+           ["goemotions-ekman", "goemotions-28"])
+    assert "micro_f1" in metrics["goemotions-28/unimodal"]
+    pred = (tmp_path / "goemotions-28" / "runs" / "unimodal" / "predictions.csv").read_text()
+    assert len(pred.splitlines()) == 61
+
+
+def test_paired(data_root, tmp_path, cache):
+    for sub in ("meld", "ravdess_speech", "fer2013_train"):
+        need(data_root, sub)
+    opts = _opts(data_root, tmp_path, cache, 21, ["unimodal-audio", "unimodal-video", "attention-AVT", "llama_topn-AVT"],
+                 baseline="none")
+    metrics = run_bench("paired", opts, train_pairs=1, llm_backbone="tiny")
+    _check(tmp_path, metrics, {"unimodal-audio", "unimodal-video", "attention-AVT", "llama_topn-AVT"}, ["paired"])
+    report = (tmp_path / "report.md").read_text()
+    assert "paired by class, not recorded together" in report and "optimistic" in report
+    assert "MER-style results table" in report and (tmp_path / "paired" / "table.md").is_file()
+    sources = (tmp_path / "paired" / "sources.csv").read_text().splitlines()
+    assert sources[0] == "id,ravdess,meld,fer2013" and len(sources) > 21
