@@ -405,7 +405,7 @@ def compare(
     if as_json:
         print(json.dumps(cmp.to_dict(), indent=2))
     else:
-        console.print(describe(cmp), highlight=False)
+        print(describe(cmp))  # plain: rich would re-wrap the sentences at the terminal width
 
 
 @app.command()

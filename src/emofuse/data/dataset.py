@@ -204,6 +204,14 @@ class FeatureDataset(Dataset):
         return {m: f.dim for m, f in self.features.items()}
 
 
+def per_speaker_keys(mode: str | dict[str, str], keys) -> list[str]:
+    """The input keys that DataConfig.standardise puts under per-speaker standardisation: all of
+    them for "per_speaker", or those whose modality a mapping sets so ("audio" covers "audio:egemaps")."""
+    if isinstance(mode, dict):
+        return [k for k in keys if mode.get(k.split(":")[0], "train") == "per_speaker"]
+    return list(keys) if mode == "per_speaker" else []
+
+
 def _stats(f: ModalityFeatures, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-feature (mean, std) over the present rows `rows` of f (all their frames for sequences);
     std floored to 1 where a feature is constant. None when no row is present."""

@@ -129,8 +129,9 @@ def describe(cmp: Comparison, alpha: float = 0.05) -> str:
              f"{cmp.n} test samples, paired by id; bootstrap: {cmp.n_boot} resamples of them.", ""]
     for d in cmp.differences:
         name = _NAMES[d.metric]
+        p_text = f"p = {d.p_value:.3g}" if d.p_value > 0 else f"p < {1 / cmp.n_boot:.1g}"  # no resample crossed 0
         lines.append(f"{name}: A {100 * d.a:.1f}, B {100 * d.b:.1f}; B − A = {100 * d.diff:+.1f} points, "
-                     f"{pct}% CI [{100 * d.low:+.1f}, {100 * d.high:+.1f}], bootstrap p = {d.p_value:.3g}.")
+                     f"{pct}% CI [{100 * d.low:+.1f}, {100 * d.high:+.1f}], bootstrap {p_text}.")
         if d.low > 0 or d.high < 0:
             better = "B" if d.diff > 0 else "A"
             lines.append(f"  → {better} is better on {name}: the interval excludes 0, so the ranking would very "

@@ -89,6 +89,10 @@ class LateRunsConfig(StrictConfig):
                 })
             except ConfigError as e:
                 raise ValueError(f"member {key!r}: {e}") from None
+            if out[key].train.cross_validation:
+                # each fold has its own validation rows: there is no one split to fit the weights on
+                raise ValueError(f"member {key!r}: late fusion of runs needs the manifest's fixed split, "
+                                 "not train.cross_validation")
         return out
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from emofuse.config import RunConfig, dump_config, validate
 from emofuse.corpora.base import Manifest
-from emofuse.data.dataset import FeatureDataset, collate
+from emofuse.data.dataset import FeatureDataset, collate, per_speaker_keys
 from emofuse.data.raw import RawDataset
 from emofuse.evaluation.metrics import (
     METRIC_NAMES,
@@ -287,9 +287,7 @@ def train_run(cfg: RunConfig) -> dict:
             manifest, cfg.data.cache, cfg.data.features,
             sequence=cfg.data.sequence, label_smoothing=cfg.data.label_smoothing, context=cfg.data.context,
         )
-        mode = cfg.data.standardise  # one mode, or one per modality ("audio" covers "audio:egemaps")
-        keys = [k for k in data.features
-                if (mode.get(k.split(":")[0], "train") if isinstance(mode, dict) else mode) == "per_speaker"]
+        keys = per_speaker_keys(cfg.data.standardise, data.features)
         if keys:  # label-free: each speaker's rows by that speaker's own statistics
             data = data.per_speaker_standardised(keys=keys)
     (run_dir / "encoders.json").write_text(json.dumps(

@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import Field, model_validator
 

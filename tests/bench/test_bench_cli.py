@@ -1,0 +1,27 @@
+"""`emofuse bench` refuses what it cannot run, naming the valid choices (no data needed)."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from emofuse.cli import app
+
+runner = CliRunner()
+
+
+def _out(r) -> str:
+    return " ".join(r.output.split())  # rich wraps long lines
+
+
+def test_unknown_benchmark_lists_the_valid_ones(tmp_path):
+    r = runner.invoke(app, ["bench", "iemocap-video", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "meld-text, ravdess, fer2013, goemotions, paired" in _out(r)
+
+
+def test_bad_options_are_named(tmp_path):
+    r = runner.invoke(app, ["bench", "meld-text", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "-o", "context"])
+    assert r.exit_code == 1 and "--option 'context' is not key=value" in _out(r)
+    r = runner.invoke(app, ["bench", "meld-text", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "-o", "contxt=3"])
+    assert r.exit_code == 1 and "contxt" in _out(r)
+    r = runner.invoke(app, ["bench", "meld-text", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "no MELD annotation file" in _out(r)
