@@ -364,7 +364,7 @@ def fuse(
         m = run_late_runs(cfg)
     except (ConfigError, UnknownNameError, FileNotFoundError, KeyError, ValueError) as e:
         _fail(str(e))
-    console.print((Path(cfg.out) / cfg.name / "table.md").read_text())
+    print((Path(cfg.out) / cfg.name / "table.md").read_text())  # plain: rich would wrap the table
     console.print(f"[green]{cfg.name}[/]: fused test weighted F1 {100 * m['test']['weighted_f1']:.1f} "
                   f"-> {Path(cfg.out) / cfg.name}")
 
@@ -384,7 +384,7 @@ def sweep(
         run_sweep(cfg)
     except (ConfigError, UnknownNameError, FileNotFoundError, KeyError, ValueError, ImportError) as e:
         _fail(str(e))
-    console.print((Path(cfg.out) / cfg.name / "table.md").read_text())
+    print((Path(cfg.out) / cfg.name / "table.md").read_text())  # plain: rich would wrap the table
 
 
 @app.command()

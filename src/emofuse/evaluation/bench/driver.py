@@ -378,7 +378,7 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         y_all = manifest.label_indices()
         y_true = y_all[[index[k] for k in ids]]
         entry = score_entry(y_true, probs.argmax(1), classes, opts)
-        entry.update(kind="reference")
+        entry.update(kind="reference", inputs="its own class probabilities (argmax), no training here")
         results[name] = entry
 
     if opts.baseline not in (None, "none", "linear"):

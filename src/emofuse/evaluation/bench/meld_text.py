@@ -34,7 +34,7 @@ def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False
         manifest = with_eval_rows(manifest, ev)
     path = final_manifest(manifest, task_dir / "manifest.csv", opts)
     text = opts.encoders.get("text", "minilm")
-    mlp = {"hidden": 256, "dropout": 0.5}
+    mlp = {"hidden": 256, "dropout": 0.3}
     vectors, tokens = {"batch_size": 64}, {"batch_size": 64, "sequence": {"text": True}}
     runs = [
         # the sentence embedding (mean of the token states) through an MLP: the "small MLP" of the issue
@@ -69,6 +69,9 @@ def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False
     # 256 texts per encode call: the encoder sorts them by length, so batches carry little padding
     task = Task("meld-text", path, [text], runs, baselines=[Baseline("baseline-linear", {"text": text})],
                 extract={"batch_size": 256},
-                train={"lr": 1e-3, "patience": 8, "max_epochs": 40, "mse_weight": 0.0}, targets=[TARGET], notes=notes)
+                # sqrt class weights: a mild push toward MELD's rare classes (fear, disgust ~3% each);
+                # with dropout 0.3 they gave the best dev weighted F1 of the settings tried
+                train={"lr": 1e-3, "patience": 8, "max_epochs": 40, "mse_weight": 0.0, "class_weights": "sqrt"},
+                targets=[TARGET], notes=notes)
     intro = ["MELD text (Friends dialogue, 7 emotions), official split, weighted F1 on test."]
     return BenchSpec([task], intro)
