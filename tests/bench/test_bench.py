@@ -31,8 +31,10 @@ def _check(out, metrics: dict, rows: set[str], tasks: list[str]) -> None:
     assert rows <= set(metrics), sorted(metrics)
     for name, m in metrics.items():
         for k in METRIC_NAMES:
+            # (a percentile interval need not hold the point: on a few dozen samples, resamples that
+            # miss a rare class raise its macro mean)
             lo, hi = m[f"{k}_ci95"]
-            assert 0.0 <= lo <= m[k] + 1e-9 and m[k] <= hi + 1e-9 <= 1.0 + 1e-9, (name, k, m[k], lo, hi)
+            assert 0.0 <= m[k] <= 1.0 and 0.0 <= lo <= hi <= 1.0, (name, k, m[k], lo, hi)
     assert json.loads((out / "metrics.json").read_text()) == metrics
     report = (out / "report.md").read_text()
     assert "95% intervals" in report and "| model | kind | inputs |" in report
@@ -65,7 +67,6 @@ def test_fer2013(data_root, tmp_path, cache):
     assert "cannot be measured here" in report and "has seen" in report  # no claim on its own training images
 
 
-@pytest.mark.skip(reason="WIP: goemotions slice misses its bar; issue 4 still open")
 def test_goemotions(data_root, tmp_path, cache):
     opts = _opts(need(data_root, "goemotions"), tmp_path, cache, 60, ["unimodal"])
     metrics = run_bench("goemotions", opts)
@@ -96,9 +97,10 @@ def test_eval_data_takes_the_test_set_from_another_folder(data_root, tmp_path, c
     src = need(data_root, "ravdess_speech")
     train_root, eval_root = tmp_path / "actors1-10", tmp_path / "actors11-12"
     for a in range(1, 13):
-        root = train_root if a <= 10 else eval_root
-        root.mkdir(exist_ok=True)
-        (root / f"Actor_{a:02d}").symlink_to(src / f"Actor_{a:02d}")
+        folder = (train_root if a <= 10 else eval_root) / f"Actor_{a:02d}"
+        folder.mkdir(parents=True)
+        for wav in (src / folder.name).glob("*.wav"):
+            (folder / wav.name).symlink_to(wav)
     opts = _opts(train_root, tmp_path / "out", cache, 24, ["unimodal"], baseline="none")
     opts.eval_data = eval_root
     run_bench("ravdess", opts)

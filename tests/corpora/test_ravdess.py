@@ -105,3 +105,11 @@ def test_labels_csv_cross_check(tmp_path):
     assert rej.loc[Path(files[0]).stem, "reason"] == "bad_value" and "labels.csv 'sad'" in rej.loc[Path(files[0]).stem, "detail"]
     assert rej.loc["01-04-01-01-01-01", "reason"] == "missing_file"
     assert len(m) == 23 and m.meta["rows_in"] == 25
+
+
+def test_all_test_for_an_evaluation_folder(tmp_path):
+    root = make_tree(tmp_path / "rav", actors=(13, 14))  # two actors: too few for a speaker split
+    with pytest.raises(ValueError, match="need actors for train, val and test"):
+        prepare("ravdess", root, tmp_path / "m.csv")
+    df = prepare("ravdess", root, tmp_path / "e.csv", all_test=True).df
+    assert set(df.split) == {"test"} and set(df.fold) == {0} and len(df) == 6

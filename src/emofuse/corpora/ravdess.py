@@ -44,11 +44,13 @@ class RAVDESS(CorpusAdapter):
     label_set = RAVDESS8
 
     def __init__(self, *, test_actors: str | list[int] | None = None, val_actors: str | list[int] | None = None,
-                 vocal_channel: str = "both", **common):
+                 vocal_channel: str = "both", all_test: bool = False, **common):
         """test_actors / val_actors: actor numbers held out ("11,12" or [11, 12]); default the last
         two actors present and the two before them. vocal_channel: speech, song or both (rows of
-        the other channel become "excluded" rejects)."""
+        the other channel become "excluded" rejects). all_test: every actor is test (a folder of
+        other speakers kept for evaluation, e.g. a benchmark's --eval-data)."""
         super().__init__(**common)
+        self.all_test = bool(all_test)
         if vocal_channel not in ("speech", "song", "both"):
             raise ValueError(f"vocal_channel must be speech, song or both, not {vocal_channel!r}")
         self.test_actors = _actor_list(test_actors, "test_actors")
@@ -93,7 +95,7 @@ class RAVDESS(CorpusAdapter):
             return PrepareResult([], rejects)
 
         actors = sorted({int(c["actor"]) for c in codes.values()})
-        test, val = self._held_out(actors)
+        test, val = (actors, []) if self.all_test else self._held_out(actors)
         rest = [a for a in actors if a not in test and a not in val]
         fold_of = dict.fromkeys(test, 0) | dict.fromkeys(val, 1)
         for g, group in enumerate(np.array_split(np.array(rest, dtype=int), max(1, self.n_folds - 2))):

@@ -59,8 +59,9 @@ def _source(name: str, root: Path, eval_root: Path | None, out: Path, opts: Benc
     corpus, subs, options = SOURCES[name]
     m = prepared(corpus, resolve_root(root, *subs), out / "prepared" / f"{name}.csv", opts, **options)
     if eval_root is not None:
+        # an evaluation folder is all test: no official counts to expect, no actors to hold out
         options = {k: v for k, v in options.items() if k != "n_folds"} | (
-            {"check_counts": False} if corpus != "ravdess" else {})
+            {"check_counts": False} if corpus != "ravdess" else {"all_test": True})
         ev = prepared(corpus, resolve_root(eval_root, *subs), out / "prepared" / f"eval-{name}.csv", opts, **options)
         m = with_eval_rows(m, ev)
     return m

@@ -33,7 +33,7 @@ def bench_ravdess(opts: BenchOptions, test_actors: str | None = None, val_actors
     manifest = prepared("ravdess", root, out / "prepared" / "ravdess.csv", opts, vocal_channel="speech", **kw)
     if opts.eval_data:
         ev = prepared("ravdess", resolve_root(opts.eval_data, "ravdess_speech", "ravdess"), out / "prepared" / "eval.csv",
-                      opts, vocal_channel="speech")
+                      opts, vocal_channel="speech", all_test=True)
         manifest = with_eval_rows(manifest, ev)
     egemaps = opts.encoders.get("audio", "egemaps")
     encoders = [egemaps] if "audio" in opts.encoders else [egemaps, MFCC_STATS]
