@@ -159,7 +159,10 @@ class TrainConfig(StrictConfig):
     # (unimodal, early, attention), not late fusion's averaged probabilities.
     multi_label: bool = False
     monitor: Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"] = "val_accuracy"
-    patience: int = 15
+    patience: int = 15  # validation checks without improvement before stopping
+    # validate this many times per epoch (fine-tuning a transformer for 3 epochs: 2-4 checks give
+    # early stopping and the best-weights snapshot a finer choice); patience counts checks
+    val_checks_per_epoch: int = Field(1, ge=1)
     accumulate_grad_batches: int = 1  # effective batch = data.batch_size x this
     gradient_clip: float | None = None  # max gradient norm (1.0 is usual when fine-tuning a transformer)
     # CE class weights from the training split: balanced = n / (C * count_c); sqrt = its square root

@@ -85,3 +85,15 @@ def test_multilabel_refuses_what_it_cannot_train(multilabel_data):
     bad["data"]["label_smoothing"] = 0.1
     with pytest.raises(ConfigError, match="label_smoothing must be 0"):
         validate(RunConfig, bad)
+
+
+def test_validation_checks_per_epoch(multilabel_data):
+    """train.val_checks_per_epoch: the loop validates (and may keep the weights) mid-epoch too."""
+    units = {}
+    for n in (1, 2):
+        cfg = _cfg(multilabel_data, max_epochs=3, patience=10, val_checks_per_epoch=n)
+        units[n] = train_run(cfg.model_copy(update={"name": f"checks{n}"}))["units"][0]
+    assert units[1]["validation_checks"] == 3 and units[2]["validation_checks"] == 6
+    assert 0 < units[2]["best_step"] <= units[2]["n"]["train"]  # some optimiser steps, at most 3 epochs' worth
+    with pytest.raises(ValueError):
+        TrainConfig(val_checks_per_epoch=0)

@@ -143,6 +143,8 @@ class BestWeights(L.Callback):
         self.monitor, self.mode = monitor, mode
         self.best: float | None = None
         self.best_epoch = -1
+        self.best_step = -1  # optimiser steps done when the best weights were taken
+        self.checks = 0  # validation checks seen (more than epochs with train.val_checks_per_epoch)
         self.state: dict | None = None
         self.record: dict = {}
 
@@ -153,9 +155,10 @@ class BestWeights(L.Callback):
         if v is None:
             return
         v = float(v)
+        self.checks += 1
         better = self.best is None or (v > self.best if self.mode == "max" else v < self.best)
         if better:
-            self.best, self.best_epoch = v, trainer.current_epoch
+            self.best, self.best_epoch, self.best_step = v, trainer.current_epoch, trainer.global_step
             self.state = copy.deepcopy(module.model.state_dict())
             # what the sweep tables report for the kept weights
             self.record = {k: float(x) for k, x in trainer.callback_metrics.items() if k.startswith("val_")}

@@ -204,6 +204,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         log_every_n_steps=1,
         accumulate_grad_batches=cfg.train.accumulate_grad_batches,
         gradient_clip_val=cfg.train.gradient_clip,
+        val_check_interval=1.0 / cfg.train.val_checks_per_epoch,
     )
     g = torch.Generator().manual_seed(seed)
     collate_fn = getattr(train_ds, "collate", collate)  # raw-input datasets batch their own way
@@ -247,6 +248,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         fitted = {**fitted, "threshold": val_pred["threshold"]}
     val_metrics = score(truth(val_ds, multi), decide(val_pred), n_classes)
     info = {"seed": seed, "fold": plan["name"] or None, "best_epoch": best.best_epoch,
+            "best_step": best.best_step, "validation_checks": best.checks,
             f"best_{cfg.train.monitor}": best.best, "epochs_run": trainer.current_epoch if trainable else 0,
             "at_best_epoch": best.record, "fit_time_s": fit_s, "fitted_on_val": fitted,
             "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)},
