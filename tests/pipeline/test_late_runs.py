@@ -151,6 +151,10 @@ def test_optuna_sweep(demo_run, tmp_path):
                                                ranges={"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}}))
     result = run_sweep(cfg, progress=False)
     assert len(result["trials"]) == 3 and all(1e-4 <= t["values"]["train.lr"] <= 1e-2 for t in result["trials"])
+    # final_seeds [0] is the trials' own seed: the selected trial is the final run, not trained again
+    assert result["final"]["run"] == next(t["run"] for t in result["trials"] if t["trial"] == result["best"])
+    assert not (tmp_path / "sweeps" / "s" / "best").exists()
+    assert "not repeated" in (tmp_path / "sweeps" / "s" / "table.md").read_text()
 
 
 def test_sweep_config_errors(tmp_path, demo_run):
