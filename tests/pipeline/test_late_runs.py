@@ -130,7 +130,10 @@ def test_grid_sweep_selects_on_validation_and_reruns_the_best(demo_run, tmp_path
     best = max(trials, key=lambda t: t["val_weighted_f1"])
     assert result["best"] == best["trial"]
     table = (tmp_path / "sweeps" / "s" / "table.md").read_text()
-    assert "| batch size | learning rate | train loss | val loss | accuracy | F1 | precision | recall |" in table
+    assert ("| batch size | learning rate | weight decay | train loss | val loss | accuracy | F1 | precision | recall "
+            "| epoch kept | fit time (s) |") in table
+    # weight decay is not swept: every row shows the base config's value
+    assert all(t["settings"]["train.weight_decay"] is not None for t in trials)
     assert table.count("★ |") == 1 and "re-run over seeds 0, 1" in table
     final = json.loads((tmp_path / "sweeps" / "s" / "best" / "metrics.json").read_text())
     assert [u["seed"] for u in final["units"]] == [0, 1]

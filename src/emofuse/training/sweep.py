@@ -31,7 +31,9 @@ from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config
 ValMetric = Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"]
 # how the table heads the usual keys
 PRETTY = {"data.batch_size": "batch size", "train.lr": "learning rate", "train.weight_decay": "weight decay",
-          "train.max_epochs": "epochs", "model.params.dropout": "dropout", "model.params.hidden": "hidden"}
+          "train.max_epochs": "epochs", "model.params.dropout": "dropout", "model.params.hidden": "hidden",
+          "train.class_weights": "class weights"}
+SETTINGS = ("data.batch_size", "train.lr", "train.weight_decay")  # columns of every sweep table
 
 
 class RangeConfig(StrictConfig):
@@ -96,6 +98,12 @@ def _yaml(v: Any) -> str:
     return text[: -len("...")].strip() if text.endswith("...") else text
 
 
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
 def _trial_row(run_dir: Path, values: dict[str, Any]) -> dict:
     """What the table shows for one trial, from its run directory."""
     from sklearn.metrics import precision_recall_fscore_support
@@ -103,6 +111,7 @@ def _trial_row(run_dir: Path, values: dict[str, Any]) -> dict:
     from emofuse.training.late_runs import load_predictions
 
     m = json.loads((run_dir / "metrics.json").read_text())
+    run_cfg = load_yaml(run_dir / "config.yaml")
     unit = m["units"][0]
     rec = unit.get("at_best_epoch") or {}
     val = load_predictions(run_dir, "val")
@@ -110,6 +119,8 @@ def _trial_row(run_dir: Path, values: dict[str, Any]) -> dict:
     p, r, _, _ = precision_recall_fscore_support(val["true"], val["predicted"], average="weighted", zero_division=0)
     return {
         "trial": run_dir.name, "values": values, "run": str(run_dir),
+        # the seed's tables always show these, swept or not
+        "settings": {k: _get(run_cfg, k) for k in SETTINGS},
         "best_epoch": unit.get("best_epoch"), "epochs_run": unit.get("epochs_run"),
         "train_loss": rec.get("train_loss"), "val_loss": rec.get("val_loss"),
         "val_accuracy": m["val"]["accuracy"], "val_weighted_f1": m["val"]["weighted_f1"],
@@ -199,15 +210,25 @@ def _fmt(v: Any) -> str:
 
 def sweep_table(result: dict) -> str:
     """Markdown: one row per trial (swept values, losses at the kept epoch, validation scores in %)."""
-    keys = result["keys"]
-    head = ["trial", *(PRETTY.get(k, k) for k in keys), "train loss", "val loss", "accuracy", "F1", "precision", "recall"]
+    keys = list(result["keys"]) + [k for k in SETTINGS if k not in result["keys"]]
+    head = ["trial", *(PRETTY.get(k, k) for k in keys), "train loss", "val loss", "accuracy", "F1", "precision",
+            "recall", "epoch kept", "fit time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in result["trials"]:
         mark = " ★" if r["trial"] == result["best"] else ""
         loss = [f"{r[k]:.3f}" if r[k] is not None else "–" for k in ("train_loss", "val_loss")]
         scores = [f"{100 * r[k]:.1f}" for k in ("val_accuracy", "val_weighted_f1", "val_precision", "val_recall")]
-        lines.append("| " + " | ".join([r["trial"] + mark, *(_fmt(r["values"][k]) for k in keys), *loss, *scores]) + " |")
+        values = {**r.get("settings", {}), **r["values"]}
+        extra = ["–" if r.get("best_epoch") is None else str(r["best_epoch"] + 1),
+                 "–" if r.get("fit_time_s") is None else f"{r['fit_time_s']:.0f}"]
+        lines.append("| " + " | ".join([r["trial"] + mark, *(_fmt(values.get(k, "–")) for k in keys), *loss, *scores,
+                                        *extra]) + " |")
     t = result["final"]["test"]
+    several = len(result["final"]["seeds"]) > 1
+
+    def score(k: str) -> str:
+        return f"{100 * t[k]:.1f}" + (f" ± {100 * t[k + '_std']:.1f}" if several else "")
+
     lines += [
         "",
         f"Validation split; F1, precision and recall are class-weighted averages; losses at the epoch kept by "
@@ -215,7 +236,6 @@ def sweep_table(result: dict) -> str:
         (f"The selected trial re-run over seeds {', '.join(map(str, result['final']['seeds']))}: "
          if Path(result["final"]["run"]).name != result["best"] else
          f"The selected trial (seed {result['final']['seeds'][0]}, its own run, not repeated): ")
-        + f"test weighted F1 {100 * t['weighted_f1']:.1f} ± {100 * t['weighted_f1_std']:.1f}, accuracy "
-        f"{100 * t['accuracy']:.1f} ± {100 * t['accuracy_std']:.1f} ({result['final']['run']}).",
+        + f"test weighted F1 {score('weighted_f1')}, accuracy {score('accuracy')} ({result['final']['run']}).",
     ]
     return "\n".join(lines)
