@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from emofuse.cli import app
+from emofuse.config import TrainConfig
 from tests.features.tiny_hf import build
 from tests.models.tiny_media import build_clip, build_speech
 
@@ -132,8 +133,9 @@ def test_grid_sweep_selects_on_validation_and_reruns_the_best(demo_run, tmp_path
     table = (tmp_path / "sweeps" / "s" / "table.md").read_text()
     assert ("| batch size | learning rate | weight decay | train loss | val loss | accuracy | F1 | precision | recall "
             "| epoch kept | fit time (s) |") in table
-    # weight decay is not swept: every row shows the base config's value
-    assert all(t["settings"]["train.weight_decay"] is not None for t in trials)
+    # weight decay is not swept: every row shows the base config's value (TrainConfig's default here)
+    assert all(t["settings"]["train.weight_decay"] == TrainConfig().weight_decay for t in trials)
+    assert all(t["settings"]["data.batch_size"] == t["values"]["data.batch_size"] for t in trials)
     assert table.count("★ |") == 1 and "re-run over seeds 0, 1" in table
     final = json.loads((tmp_path / "sweeps" / "s" / "best" / "metrics.json").read_text())
     assert [u["seed"] for u in final["units"]] == [0, 1]

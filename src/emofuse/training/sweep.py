@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import itertools
 import json
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
 
-from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_yaml, validate
+from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_config, load_yaml, validate
 
 ValMetric = Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"]
 # how the table heads the usual keys
@@ -98,12 +99,6 @@ def _yaml(v: Any) -> str:
     return text[: -len("...")].strip() if text.endswith("...") else text
 
 
-def _get(d: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
-
-
 def _trial_row(run_dir: Path, values: dict[str, Any]) -> dict:
     """What the table shows for one trial, from its run directory."""
     from sklearn.metrics import precision_recall_fscore_support
@@ -111,7 +106,7 @@ def _trial_row(run_dir: Path, values: dict[str, Any]) -> dict:
     from emofuse.training.late_runs import load_predictions
 
     m = json.loads((run_dir / "metrics.json").read_text())
-    run_cfg = load_yaml(run_dir / "config.yaml")
+    run_cfg = load_config(RunConfig, run_dir / "config.yaml")
     unit = m["units"][0]
     rec = unit.get("at_best_epoch") or {}
     val = load_predictions(run_dir, "val")
@@ -120,7 +115,7 @@ def _trial_row(run_dir: Path, values: dict[str, Any]) -> dict:
     return {
         "trial": run_dir.name, "values": values, "run": str(run_dir),
         # the seed's tables always show these, swept or not
-        "settings": {k: _get(run_cfg, k) for k in SETTINGS},
+        "settings": {k: attrgetter(k)(run_cfg) for k in SETTINGS},
         "best_epoch": unit.get("best_epoch"), "epochs_run": unit.get("epochs_run"),
         "train_loss": rec.get("train_loss"), "val_loss": rec.get("val_loss"),
         "val_accuracy": m["val"]["accuracy"], "val_weighted_f1": m["val"]["weighted_f1"],
@@ -163,8 +158,8 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
     best_i = max(range(len(rows)), key=lambda i: (sign * rows[i][select], -i))  # ties: the earlier trial
     best = rows[best_i]
     if list(cfg.final_seeds) == list(base.train.seeds[:1]):
-        # the re-run would repeat the best trial seed for seed (runs are deterministic): keep the
-        # trial instead of training it again (an hour saved when each trial fine-tunes an encoder)
+        # the re-run would train the best trial again with the same seed: keep the trial instead
+        # (an hour saved when each trial fine-tunes an encoder)
         final_dir = Path(best["run"])
         final = json.loads((final_dir / "metrics.json").read_text())
         if progress:
