@@ -388,6 +388,25 @@ def sweep(
 
 
 @app.command()
+def ablation(
+    config: Path = typer.Argument(..., help="Ablation config YAML (e.g. configs/demo_llama_ablation.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override an ablation key: --set seeds=[0] (repeatable)."),
+    only: list[str] = typer.Option([], "--only", help="Run only this variant (repeatable); the others keep their rows."),
+) -> None:
+    """Ablation: named variants of one run config, each over the same seeds, in one table (mean ± std, wall time)."""
+    from emofuse.config import ConfigError, load_config
+    from emofuse.registry import UnknownNameError
+    from emofuse.training.ablation import AblationConfig, run_ablation
+
+    try:
+        cfg = load_config(AblationConfig, config, set_)
+        run_ablation(cfg, only=only or None)
+    except (ConfigError, UnknownNameError, FileNotFoundError, KeyError, ValueError, ImportError) as e:
+        _fail(str(e))
+    print((Path(cfg.out) / cfg.name / "table.md").read_text())
+
+
+@app.command()
 def compare(
     run_a: Path = typer.Argument(..., help="Run directory A (or its predictions.csv)."),
     run_b: Path = typer.Argument(..., help="Run directory B, tested on the same ids."),

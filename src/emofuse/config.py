@@ -148,6 +148,8 @@ class ModelConfig(StrictConfig):
 
 class TrainConfig(StrictConfig):
     max_epochs: int = 100
+    # AdamW as the MER2025 system; Adam as MER-HAN's paper (with weight_decay as L2 in the gradient)
+    optimizer: Literal["adamw", "adam"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-2
     # loss = CE + mse_weight * MSE(softmax(logits), target distribution), as in the MER2025 system

@@ -58,9 +58,11 @@ def test_shapes_weights_and_selection():
     assert (sel[:, 0] == torch.tensor(audio)[w[:, audio].argmax(-1)]).all()  # ... the highest-weighted
 
 
-@pytest.mark.parametrize("lora_r,selection", [(0, "straight_through"), (4, "straight_through"), (4, "weighted")])
-def test_gradients_reach_trainable_parts_and_not_the_frozen_backbone(lora_r, selection):
-    model = _model(lora_r=lora_r, selection=selection)
+@pytest.mark.parametrize("lora_r,selection,readout", [
+    (0, "straight_through", "mean"), (4, "straight_through", "mean"), (4, "weighted", "mean"),
+    (4, "straight_through", "query"), (4, "straight_through", "query+skip")])
+def test_gradients_reach_trainable_parts_and_not_the_frozen_backbone(lora_r, selection, readout):
+    model = _model(lora_r=lora_r, selection=selection, readout=readout)
     batch = collate(_items(4, np.random.default_rng(1)))
     out = model(batch)
     emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight=1.0).backward()
@@ -76,10 +78,96 @@ def test_gradients_reach_trainable_parts_and_not_the_frozen_backbone(lora_r, sel
     # the scorer learns through the hard top-1 choice; lora_B starts at zero, so
     # only it has a non-zero gradient at the first step
     assert model.score_q.weight.grad.abs().sum() > 0 and model.score_k.weight.grad.abs().sum() > 0
-    for name in ("proj.text.1.weight", "query", "slot_emb", "modality_emb"):
+    names = ["proj.text.1.weight", "slot_emb", "modality_emb"] + (["query"] if "query" in readout else [])
+    for name in names:
         assert model.get_parameter(name).grad.abs().sum() > 0, name
+    assert (model.query is not None) == ("query" in readout)
     if lora_r:
         assert any(model.get_parameter(n).grad.abs().sum() > 0 for n in lora if "lora_B" in n)
+
+
+def test_lora_sits_on_attention_and_mlp_by_default_and_where_asked():
+    def adapted(model):
+        return {n.split(".lora_A")[0].split(".")[-1] for n, _ in model.backbone.named_parameters() if "lora_A" in n}
+
+    assert adapted(_model()) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert adapted(_model(lora_targets=["q_proj", "v_proj"])) == {"q_proj", "v_proj"}
+    with pytest.raises(ConfigError, match="lora_targets"):
+        _model(lora_targets=["lm_head"])
+
+
+def test_lora_learning_rate_apart_from_the_head():
+    from emofuse.training.module import make_optimizer
+
+    model = _model(lora_lr=3e-3)
+    opt = make_optimizer(model, "adamw", 1e-3, 0.01)
+    lora = {id(p) for n, p in model.named_parameters() if "lora_" in n}
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert by_lr[3e-3] == lora and by_lr[1e-3].isdisjoint(lora)
+    assert set().union(*by_lr.values()) == {id(p) for p in model.parameters() if p.requires_grad}
+    same = make_optimizer(_model(), "adam", 1e-3, 0.0)  # no lora_lr: every group at the run's lr
+    assert isinstance(same, torch.optim.Adam) and {g["lr"] for g in same.param_groups} == {1e-3}
+
+
+def test_skip_only_runs_no_llm_and_keeps_the_same_candidates_and_head():
+    model = _model(readout="skip").eval()
+    assert model.backbone is None and model.query is None
+    assert not any(n.startswith("backbone.") for n in model.state_dict())
+    out = model(collate(_items(4, np.random.default_rng(11))))
+    assert out["logits"].shape == (4, C) and out["selected"].shape == (4, 3)
+    full = _model(readout="mean")
+    skip_params = {n for n, _ in model.named_parameters()}
+    # the skip-only ablation has the same projections, scorer and head; only the LLM (and its norm) go
+    assert skip_params - {n for n, _ in full.named_parameters()} == {"skip_norm.weight", "skip_norm.bias"}
+
+
+def test_mean_readout_reads_only_kept_tokens():
+    """What sits in a dropped candidate's slot never reaches the mean readout."""
+    model = _model(readout="mean", top_n=1).eval()
+    items = _items(3, np.random.default_rng(12))
+    out = model(collate(items))
+    audio = [model.candidate_names.index(k) for k in ("audio:egemaps", "audio:mfcc")]
+    dropped = [model.candidate_names[a] for a in audio if a not in out["selected"][:, 0].tolist()]
+    for key in dropped:  # change the dropped audio candidate's features where it was dropped
+        changed = [dict(it) for it in items]
+        for i, it in enumerate(changed):
+            if model.candidate_names.index(key) != int(out["selected"][i, 0]):
+                it[key] = it[key] * 0.0 + 0.123
+        again = model(collate(changed))
+        same = again["selected"][:, 0] == out["selected"][:, 0]
+        assert torch.allclose(again["logits"][same], out["logits"][same], atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_frozen_backbone_in_half_precision_with_fp32_lora(dtype):
+    model = _model(backbone_dtype=dtype)
+    base = model.backbone.layers[0].self_attn.q_proj.base_layer.weight
+    assert base.dtype == getattr(torch, dtype) and not base.requires_grad
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.requires_grad)
+    batch = collate(_items(3, np.random.default_rng(13)))
+    out = model(batch)
+    assert out["logits"].dtype == torch.float32 and torch.isfinite(out["logits"]).all()
+    emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight=1.0).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lora)
+    # on CPU "auto" keeps fp32 (bf16 matmuls are slow there); a trainable backbone is always fp32
+    assert llama_topn.backbone_dtype(llama_topn.LlamaTopNConfig(backbone="tiny")) == (
+        torch.float32 if not torch.cuda.is_available() else llama_topn.backbone_dtype(llama_topn.LlamaTopNConfig(backbone="tiny")))
+    assert llama_topn.backbone_dtype(llama_topn.LlamaTopNConfig(backbone_dtype=dtype, freeze_backbone=False)) == torch.float32
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    batch = collate(_items(3, np.random.default_rng(14)))
+    grads = []
+    for ckpt in (False, True):
+        model = _model(gradient_checkpointing=ckpt, dropout=0.0, lora_dropout=0.0)
+        assert any(getattr(m, "gradient_checkpointing", False) for m in model.backbone.modules()) == ckpt
+        model(batch)["logits"].sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-5), n
 
 
 def test_unfrozen_backbone_trains_in_full_without_lora():
@@ -268,7 +356,7 @@ def test_smollm2_one_training_step():
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
     frozen = model.backbone.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    assert lora and sum(p.numel() for p in trainable) < 2e6  # LoRA + heads, not the 135M backbone
+    assert lora and sum(p.numel() for p in trainable) < 5e6  # LoRA (attention + MLP) + heads, not the 135M backbone
     opt = torch.optim.AdamW(trainable, lr=1e-3)
     batch = collate(_items(2, np.random.default_rng(9)))
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from emofuse.config import StrictConfig
-from emofuse.models.base import AttentionPool, EmotionModel, mlp, presence
+from emofuse.models.base import AttentionPool, EmotionModel, masked_scores, mlp, presence
 from emofuse.registry import MODELS
 
 
@@ -53,7 +53,7 @@ class AttentionFusion(EmotionModel):
             keep = torch.where(dropped.any(1, keepdim=True), dropped, keep)  # never drop all
         h = h * keep.unsqueeze(-1)
         scores = self.scorer(h.flatten(1))  # (B, M)
-        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+        scores = masked_scores(scores, keep)
         w = torch.softmax(scores, dim=-1)  # (B, M) per-sample modality weights
         fused = torch.einsum("bm,bmh->bh", w, h)  # (B, H)
         return {"logits": self.head(fused), "weights": w}

@@ -32,6 +32,13 @@ def presence(batch: dict, modality: str) -> torch.Tensor:
     return mask if mask.dim() == 1 else mask.any(dim=-1)
 
 
+def masked_scores(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Scores with the positions not kept set to the lowest value of the scores' *own* dtype, so a
+    softmax ignores them. Under mixed precision the scores may be bf16/fp16 while the tensors around
+    them are fp32: fp32's minimum does not fit in fp16 and masked_fill then raises on a GPU."""
+    return scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+
+
 class AttentionPool(nn.Module):
     """Masked attention pooling over a sequence: (B, T, D) -> (B, D)."""
 
@@ -40,8 +47,7 @@ class AttentionPool(nn.Module):
         self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        s = self.score(x).squeeze(-1)  # (B, T)
-        s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
+        s = masked_scores(self.score(x).squeeze(-1), mask)  # (B, T)
         w = torch.softmax(s, dim=-1) * mask  # all-masked rows give zeros, not NaN
         return torch.einsum("bt,btd->bd", w, x)
 

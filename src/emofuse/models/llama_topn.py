@@ -39,7 +39,7 @@ from pydantic import Field, NonNegativeInt
 from torch import nn
 
 from emofuse.config import ConfigError, StrictConfig
-from emofuse.models.base import EmotionModel, mlp
+from emofuse.models.base import EmotionModel, masked_scores, mlp
 from emofuse.registry import MODELS
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,27 @@ class LlamaTopNConfig(StrictConfig):
     # "smollm2" | "tiny" | path to a local Hugging Face folder | path to a .gguf file
     backbone: str = "smollm2"
     freeze_backbone: bool = True
-    # LoRA rank on q_proj/v_proj of a frozen backbone (0: none). A trainable backbone gets no LoRA.
+    # LoRA rank on the `lora_targets` of a frozen backbone (0: none). A trainable backbone gets no LoRA.
     lora_r: int = Field(8, ge=0)
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
+    # Llama's linear layers that get adapters: attention (q/k/v/o_proj) and MLP (gate/up/down_proj).
+    # Adapting the MLPs too lets the frozen layers carry the new tokens' content, not only mix it.
+    lora_targets: list[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    # Learning rate of the LoRA adapters (None: train.lr, like the rest); the projections, scorer and
+    # head always take train.lr.
+    lora_lr: float | None = Field(None, gt=0)
+    # Frozen backbone's dtype: "auto" = bf16 on a GPU that supports it (fp16 on one that does not),
+    # fp32 on CPU, where bf16 matmuls are slow. LoRA adapters and everything trained stay fp32. A
+    # trainable backbone is always fp32 (AdamW on bf16 weights loses small updates).
+    backbone_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Recompute the backbone's activations in the backward pass instead of keeping them (less
+    # memory for long candidate lists or big backbones, ~30% more time).
+    gradient_checkpointing: bool = False
+    # Candidate tokens start at this multiple of the backbone's own token-embedding RMS (the scale
+    # its frozen layers were trained on); the scale stays learnable.
+    token_scale: float = Field(1.0, gt=0)
     top_n: int = Field(1, ge=1)  # candidates kept per modality
     # Cut each sequence input into this many equal frame segments, one candidate each (0: one
     # mean-pooled candidate). An int applies to every input; a dict sets it per input key.
@@ -65,11 +82,12 @@ class LlamaTopNConfig(StrictConfig):
     selection: Literal["straight_through", "weighted"] = "straight_through"
     hidden: int = 256  # FC head
     dropout: float = 0.2
-    # What the FC head reads: the query token's last hidden state ("query"), or that concatenated
-    # with the mean of the kept candidate tokens as they entered the LLM ("query+skip"); the skip
-    # lets a short training budget learn through the projections before the frozen LLM's
-    # 30 layers have adapted (LoRA), as a residual does.
-    readout: Literal["query", "query+skip"] = "query+skip"
+    # What the FC head reads. Through the LLM: "query", the query token's last hidden state (it
+    # attends to every kept token), or "mean", the mean of the LLM's last hidden states over the
+    # kept tokens. "query+skip" adds the mean of the kept tokens as they *entered* the LLM, a path
+    # around it that a model can learn from alone. "skip" runs no LLM at all (the same candidates,
+    # selection and head): the ablation that shows what the LLM adds.
+    readout: Literal["query", "mean", "query+skip", "skip"] = "mean"
     # backbone "tiny": a random Llama of this size
     tiny_hidden: int = 64
     tiny_layers: int = 2
@@ -109,7 +127,18 @@ def llm_cache_dir() -> Path:
     return Path(os.environ.get("EMOFUSE_CACHE") or Path.home() / ".cache" / "emofuse") / "llm"
 
 
-def load_gguf(path: Path) -> nn.Module:
+def backbone_dtype(cfg: LlamaTopNConfig) -> torch.dtype:
+    """The dtype a frozen backbone is loaded in (see LlamaTopNConfig.backbone_dtype)."""
+    if not cfg.freeze_backbone:
+        return torch.float32
+    if cfg.backbone_dtype != "auto":
+        return getattr(torch, cfg.backbone_dtype)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Dequantise a GGUF decoder to float32 once (~20 s for SmolLM2-135M) and cache it as a
     Hugging Face folder (safetensors, ~0.1 s to load) keyed by the file's identity."""
     from safetensors.torch import save_file
@@ -135,7 +164,7 @@ def load_gguf(path: Path) -> nn.Module:
         except OSError:  # another run cached it first
             shutil.rmtree(tmp, ignore_errors=True)
     # Loaded back from the cache even the first time, so first and later runs build the same model.
-    return AutoModel.from_pretrained(str(cached), dtype=torch.float32)
+    return AutoModel.from_pretrained(str(cached), dtype=dtype)
 
 
 def build_backbone(cfg: LlamaTopNConfig) -> tuple[nn.Module, str | None]:
@@ -150,18 +179,20 @@ def build_backbone(cfg: LlamaTopNConfig) -> tuple[nn.Module, str | None]:
             num_hidden_layers=cfg.tiny_layers, num_attention_heads=cfg.tiny_heads,
             num_key_value_heads=cfg.tiny_heads, vocab_size=8, max_position_embeddings=512,
         )
-        return LlamaModel(config).float(), None
+        return LlamaModel(config).to(backbone_dtype(cfg)), None
+    dtype = backbone_dtype(cfg)
     if cfg.backbone == "smollm2":
         path = smollm2_path()
-        return load_gguf(path), files_key([path])
+        return load_gguf(path, dtype), files_key([path])
     path = Path(cfg.backbone).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return load_gguf(path), files_key([path])
+        return load_gguf(path, dtype), files_key([path])
     if path.is_dir():
         weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
         if not weights:
             raise FileNotFoundError(f"backbone folder {path} holds no .safetensors or .bin weights")
-        model = AutoModel.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        # loaded straight in its dtype: a 7B model in bf16 never passes through 28 GB of fp32
+        model = AutoModel.from_pretrained(str(path), dtype=dtype, local_files_only=True)
         return model, files_key(weights)
     raise ConfigError(
         f"backbone {cfg.backbone!r} is none of 'smollm2', 'tiny', a local Hugging Face folder or a .gguf file"
@@ -216,16 +247,25 @@ class LlamaTopN(EmotionModel):
         # The frozen layers expect inputs at the scale of their own token embeddings (RMS 0.136 in
         # SmolLM2); new tokens start there. Then the vocabulary table goes: we feed inputs_embeds, so
         # its 28M parameters (SmolLM2) would be dead weight in memory and in every optimiser pass.
-        embed_rms = float(self.backbone.get_input_embeddings().weight.detach().pow(2).mean().sqrt())
+        embed_rms = float(self.backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
         self.backbone.embed_tokens = None
         if cfg.freeze_backbone:
             self.backbone.requires_grad_(False)
-            if cfg.lora_r > 0:
+            if cfg.lora_r > 0 and cfg.readout != "skip":
                 from peft import LoraConfig, inject_adapter_in_model
 
                 lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                  target_modules=["q_proj", "v_proj"])
+                                  target_modules=list(cfg.lora_targets))
                 self.backbone = inject_adapter_in_model(lora, self.backbone)  # only lora_* trainable
+                for name, p in self.backbone.named_parameters():
+                    if "lora_" in name:  # adapters train in fp32 whatever the frozen weights' dtype
+                        p.data = p.data.float()
+        if cfg.gradient_checkpointing and cfg.readout != "skip":
+            # non-reentrant: gradients reach LoRA and the input tokens though the frozen weights need none
+            if hasattr(self.backbone, "activation_checkpointing_enable"):  # its name from transformers 5.x
+                self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # A frozen pretrained backbone is rebuilt from its file, so state_dict() leaves it out; a
         # random "tiny" one can't be rebuilt and is always saved.
         self._unsaved = (
@@ -236,8 +276,11 @@ class LlamaTopN(EmotionModel):
         self.register_state_dict_post_hook(_leave_out_frozen_backbone)
         self.register_load_state_dict_pre_hook(_keep_frozen_backbone)
 
+        if cfg.readout == "skip":  # no LLM: only its width and token scale were needed
+            self.backbone, self._unsaved = None, []
+        scale = cfg.token_scale * embed_rms
         self.proj = nn.ModuleDict({
-            k: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, d), _scaled_layernorm(d, embed_rms))
+            k: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, d), _scaled_layernorm(d, scale))
             for k, dim in in_dims.items()
         })
         self.modality_emb = nn.Parameter(torch.randn(len(self.groups), d) * 0.02)  # which modality
@@ -245,10 +288,19 @@ class LlamaTopN(EmotionModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.score_q = nn.Linear(d, cfg.scorer_dim)
         self.score_k = nn.Linear(d, cfg.scorer_dim)
-        self.query = nn.Parameter(torch.randn(d) * embed_rms)
-        # candidate tokens live at the embedding table's small scale, hidden states at another
-        self.skip_norm = nn.LayerNorm(d) if cfg.readout == "query+skip" else None
+        uses_query = cfg.readout in ("query", "query+skip")
+        self.query = nn.Parameter(torch.randn(d) * scale) if uses_query else None
+        # hidden states leave the LLM at their own scale (a few large dimensions in SmolLM2), candidate
+        # tokens at the embedding table's small one: each is normalised before the head
+        self.read_norm = nn.LayerNorm(d) if cfg.readout != "skip" else None
+        self.skip_norm = nn.LayerNorm(d) if cfg.readout in ("query+skip", "skip") else None
         self.head = mlp(2 * d if cfg.readout == "query+skip" else d, cfg.hidden, n_classes, cfg.dropout)
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """LoRA adapters at lora_lr (when set), everything else trainable at the run's lr."""
+        lora = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" in n]
+        rest = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" not in n]
+        return [{"params": rest, "lr": lr}, {"params": lora, "lr": self.cfg.lora_lr or lr}]
 
     def candidates(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """-> candidate tokens (B, N, d), zero where absent, and presence (B, N) bool."""
@@ -283,7 +335,7 @@ class LlamaTopN(EmotionModel):
         for gi in range(len(self.groups)):
             member = (g == gi) & present  # (B, N) this modality's present candidates
             # `* member` also zeroes a modality absent altogether (its softmax would be uniform)
-            w = w + torch.softmax(s.masked_fill(~member, torch.finfo(s.dtype).min), dim=-1) * member
+            w = w + torch.softmax(masked_scores(s, member), dim=-1) * member
         return w
 
     def select(self, x: torch.Tensor, w: torch.Tensor, present: torch.Tensor):
@@ -313,19 +365,34 @@ class LlamaTopN(EmotionModel):
         x, present = self.candidates(batch)  # (B, N, d), (B, N)
         w = self.score(x, present)  # (B, N)
         kept, kept_mask, selected = self.select(x, w, present)  # (B, K, d), (B, K), (B, K); K = M*top_n
+        readout = self.cfg.readout
+        m = kept_mask.unsqueeze(-1).to(kept.dtype)  # (B, K, 1)
+        skip = (kept * m).sum(1) / m.sum(1).clamp(min=1)  # (B, d) mean kept token before any LLM
+        if readout == "skip":
+            return {"logits": self.head(self.skip_norm(skip)), "weights": w, "selected": selected}
         b = x.shape[0]
-        # The query comes last so that, under causal attention, it is the one token that sees all
-        # the kept ones; it is always attended, so a sample with every modality absent gives no NaN.
-        tokens = torch.cat([kept, self.query.expand(b, 1, -1)], 1)  # (B, K+1, d)
-        mask = torch.cat([kept_mask, kept_mask.new_ones(b, 1)], 1)  # (B, K+1)
+        if self.query is not None:
+            # The query comes last so that, under causal attention, it is the one token that sees all
+            # the kept ones; it is always attended, so a sample with every modality absent gives no NaN.
+            tokens = torch.cat([kept, self.query.expand(b, 1, -1).to(kept.dtype)], 1)  # (B, K+1, d)
+            mask = torch.cat([kept_mask, kept_mask.new_ones(b, 1)], 1)  # (B, K+1)
+        else:
+            tokens, mask = kept, kept_mask.clone()  # (B, K, d)
+            mask[:, 0] |= ~mask.any(1)  # nothing kept: attend one zero token rather than none (NaN)
         # Positions count only attended tokens, as for padded text: a gap left by an absent
         # modality does not push the query further along.
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, K+1)
-        h = self.backbone(inputs_embeds=tokens, attention_mask=mask.long(), position_ids=positions).last_hidden_state
-        read = h[:, -1]  # (B, d) the query's last hidden state
-        if self.cfg.readout == "query+skip":
-            m = kept_mask.unsqueeze(-1).to(kept.dtype)
-            read = torch.cat([read, self.skip_norm((kept * m).sum(1) / m.sum(1).clamp(min=1))], -1)  # (B, 2d)
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+        dtype = next(self.backbone.parameters()).dtype  # a frozen backbone may be bf16 / fp16
+        h = self.backbone(inputs_embeds=tokens.to(dtype), attention_mask=mask.long(),
+                          position_ids=positions).last_hidden_state.float()  # (B, T, d)
+        if readout == "mean":  # mean over the kept tokens' last states
+            hk = h[:, : kept.shape[1]]
+            read = (hk * m.float()).sum(1) / m.float().sum(1).clamp(min=1)  # (B, d)
+        else:
+            read = h[:, -1]  # (B, d) the query's last hidden state
+        read = self.read_norm(read)
+        if readout == "query+skip":
+            read = torch.cat([read, self.skip_norm(skip.float())], -1)  # (B, 2d)
         logits = self.head(read)  # (B, C)
         return {"logits": logits, "weights": w, "selected": selected}
 

@@ -62,11 +62,25 @@ def class_weights(labels: np.ndarray, n_classes: int, kind: str) -> torch.Tensor
     return torch.tensor(w, dtype=torch.float32)
 
 
+def make_optimizer(model: EmotionModel, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW (the MER2025 system's) or Adam (MER-HAN's paper; weight_decay is then L2 in the gradient).
+    A model may split its trainable parameters into groups with their own learning rates
+    (`param_groups(lr, weight_decay)`, e.g. LoRA adapters apart from a fusion head); frozen
+    parameters stay out either way."""
+    if hasattr(model, "param_groups"):
+        groups = [g for g in model.param_groups(lr, weight_decay) if g["params"]]
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[kind]
+    return cls(groups, lr=lr, weight_decay=weight_decay)
+
+
 class EmotionModule(L.LightningModule):
     def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float,
                  class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0,
-                 multi_label: bool = False):
+                 multi_label: bool = False, optimizer: str = "adamw"):
         super().__init__()
+        self.optimizer = optimizer
         self.model = model
         self.multi_label = multi_label
         self.lr, self.weight_decay, self.mse_weight = lr, weight_decay, mse_weight
@@ -118,8 +132,7 @@ class EmotionModule(L.LightningModule):
         self.epoch_train_loss = self._train_sum / self._train_n if self._train_n else None
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]  # frozen encoder layers stay out
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = make_optimizer(self.model, self.optimizer, self.lr, self.weight_decay)
         if self.lr_schedule == "constant" and self.warmup <= 0:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))

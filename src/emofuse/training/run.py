@@ -182,7 +182,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
                          f"{list(data.classes)}")
     weights = class_weights(train_ds.labels, n_classes, cfg.train.class_weights)
     module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight,
-                           weights, cfg.train.lr_schedule, cfg.train.warmup, multi_label=cfg.train.multi_label)
+                           weights, cfg.train.lr_schedule, cfg.train.warmup, multi_label=cfg.train.multi_label,
+                           optimizer=cfg.train.optimizer)
     best = BestWeights(cfg.train.monitor, mode)
     logger = False
     if cfg.train.logger == "tensorboard":

@@ -1,0 +1,124 @@
+"""Ablations by one command: named variants of one run config, each trained over the same seeds,
+in one table of test and validation scores (mean ± std over seeds) and wall time.
+
+    name: demo-llama-ablation
+    base: configs/demo_llama_topn.yaml       # a run config (path, or the config itself inline)
+    set: [train.max_epochs=30]               # applied to every variant (as `emofuse train --set`)
+    seeds: [0, 1, 2]
+    variants:                                # variant -> its overrides (keys as --set takes them)
+      query: [model.params.readout=query]
+      skip-only: [model.params.readout=skip]
+      early: ["model={name: early, params: {hidden: 128}}"]
+
+Writes <out>/<name>/: ablation.yaml (the resolved config), <variant>/ (a normal run directory per
+variant, its seeds as units), ablation.json and table.md. Nothing is selected here: every variant is
+reported, and test scores are for reading, not for choosing (a sweep chooses on validation)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_yaml, validate
+
+
+class AblationConfig(StrictConfig):
+    name: str
+    base: str | dict  # the run config every variant starts from: a YAML path, or the config inline
+    set: list[str] = Field(default_factory=list)  # overrides for every variant
+    variants: dict[str, list[str]]  # variant name -> its overrides, in order
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    command: str = ""  # the command that produced the table, printed above it
+    out: str = "runs/ablations"
+
+    @model_validator(mode="after")
+    def _check(self) -> "AblationConfig":
+        if not self.variants:
+            raise ValueError("an ablation needs at least one variant")
+        for v in self.variants:
+            if not v or "/" in v or v.startswith("."):
+                raise ValueError(f"variant name {v!r} must be a plain folder name")
+        for v in self.variants:  # every variant must validate before anything trains
+            self.variant_config(v)
+        return self
+
+    def base_dict(self) -> dict:
+        return dict(self.base) if isinstance(self.base, dict) else load_yaml(self.base)
+
+    def variant_config(self, variant: str) -> RunConfig:
+        folder = Path(self.out) / self.name
+        overrides = [*self.set, *self.variants[variant], f"name={variant}", f"out={folder}",
+                     f"train.seeds={json.dumps(list(self.seeds))}"]
+        return validate(RunConfig, apply_overrides(self.base_dict(), overrides))
+
+
+def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict:
+    units = metrics["units"]
+    best = [u["best_epoch"] + 1 for u in units if u.get("best_epoch", -1) >= 0]
+    return {
+        "variant": variant, "overrides": overrides, "model": metrics["model"], "seeds": [u["seed"] for u in units],
+        "test": {k: metrics["test"][k] for k in ("weighted_f1", "weighted_f1_std", "accuracy", "accuracy_std")},
+        "val": {k: metrics["val"][k] for k in ("weighted_f1", "weighted_f1_std", "accuracy", "accuracy_std")},
+        "epoch_kept": float(np.mean(best)) if best else None,
+        "epochs_run": float(np.mean([u["epochs_run"] for u in units])),
+        "fit_s_per_seed": float(np.mean([u["fit_time_s"] for u in units])),
+        "wall_s": wall,
+    }
+
+
+def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: bool = True) -> dict:
+    """Train every variant (or those in `only`) over cfg.seeds; returns ablation.json's content.
+    Variants already in <out>/<name>/ablation.json and not re-run keep their rows."""
+    from emofuse.training.run import train_run
+
+    if unknown := sorted(set(only or []) - set(cfg.variants)):
+        raise ValueError(f"unknown variant(s) {unknown}; this ablation has: {', '.join(cfg.variants)}")
+    out = Path(cfg.out) / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "ablation.yaml")
+    previous = {}
+    if only and (out / "ablation.json").is_file():
+        previous = {r["variant"]: r for r in json.loads((out / "ablation.json").read_text())["rows"]}
+    rows = []
+    for variant, overrides in cfg.variants.items():
+        if only and variant not in only:
+            if variant in previous:
+                rows.append(previous[variant])
+            continue
+        t0 = time.perf_counter()
+        metrics = train_run(cfg.variant_config(variant))
+        row = _row(variant, overrides, metrics, time.perf_counter() - t0)
+        rows.append(row)
+        if progress:
+            t = row["test"]
+            print(f"[{variant}] test weighted F1 {100 * t['weighted_f1']:.1f} ± {100 * t['weighted_f1_std']:.1f}, "
+                  f"accuracy {100 * t['accuracy']:.1f} ({row['wall_s']:.0f} s)")
+    result = {"name": cfg.name, "command": cfg.command, "seeds": cfg.seeds, "rows": rows}
+    (out / "ablation.json").write_text(json.dumps(result, indent=2))
+    (out / "table.md").write_text(ablation_table(result) + "\n")
+    return result
+
+
+def ablation_table(result: dict) -> str:
+    def pm(d: dict, k: str) -> str:
+        return f"{100 * d[k]:.1f} ± {100 * d[k + '_std']:.1f}"
+
+    lines = []
+    if result.get("command"):
+        lines += [f"`{result['command']}`", ""]
+    lines += ["| variant | model | test wF1 | test acc | val wF1 | val acc | epoch kept | fit s / seed | wall s |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        kept = "–" if r["epoch_kept"] is None else f"{r['epoch_kept']:.1f}"
+        lines.append(f"| {r['variant']} | {r['model']} | {pm(r['test'], 'weighted_f1')} | {pm(r['test'], 'accuracy')} "
+                     f"| {pm(r['val'], 'weighted_f1')} | {pm(r['val'], 'accuracy')} | {kept} "
+                     f"| {r['fit_s_per_seed']:.0f} | {r['wall_s']:.0f} |")
+    seeds = ", ".join(map(str, result["seeds"]))
+    lines += ["", f"Mean ± std over seeds {seeds} (sample std); scores in %; epoch kept: the best validation epoch "
+              "(1-based), mean over seeds; wall s: the variant's whole run, every seed. Variants are not selected "
+              "on these test scores."]
+    return "\n".join(lines)
