@@ -17,10 +17,15 @@ def _encoders(features: dict) -> list[str]:
 
 
 def _run_configs(path: Path, raw: dict) -> list:
-    """The run configs a shipped config holds: itself, a late fusion's members, or a sweep's base."""
+    """The run configs a shipped config holds: itself, a late fusion's members, a sweep's base, or
+    every variant of an ablation."""
+    from emofuse.training.ablation import AblationConfig
     from emofuse.training.late_runs import LateRunsConfig
     from emofuse.training.sweep import SweepConfig
 
+    if "variants" in raw:
+        cfg = load_config(AblationConfig, path)
+        return [cfg.variant_config(v) for v in cfg.variants]
     if "members" in raw:
         return list(load_config(LateRunsConfig, path).member_configs().values())
     if "grid" in raw or "ranges" in raw:

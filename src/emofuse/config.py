@@ -205,9 +205,21 @@ class GridConfig(StrictConfig):
     candidates: dict[str, list[str]]  # modality -> candidate encoders to rank
     fusion_sets: list[str] = Field(default_factory=lambda: ["AVT", "AV", "AT", "VT"])
     top_n: list[int] = Field(default_factory=lambda: [1, 2])
+    # How Top-N is taken; a list (e.g. [ranked, per_sample]) runs each. "ranked": the N best-ranked
+    # encoders of each modality are fed and all of them kept. "per_sample": every ranked encoder is
+    # fed (cut into frame segments where the model's `segments` > 0) and the model's cross-modal
+    # scorer keeps the N it weighs highest, per sample (a model with a `top_n` parameter only).
+    top_n_mode: list[Literal["ranked", "per_sample"]] = Field(default_factory=lambda: ["ranked"], min_length=1)
     epochs: list[int] = Field(default_factory=lambda: [2, 10, 100])
     batch_size: int = 32
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="llama_topn"))
     train: TrainConfig = Field(default_factory=TrainConfig)  # max_epochs is set by `epochs`
     ranking_train: TrainConfig = Field(default_factory=TrainConfig)  # the unimodal baselines' budget
     out: str = "runs/grid"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_mode_is_a_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("top_n_mode"), str):  # `top_n_mode: ranked`
+            data = {**data, "top_n_mode": [data["top_n_mode"]]}
+        return data

@@ -113,6 +113,7 @@ def test_skip_only_runs_no_llm_and_keeps_the_same_candidates_and_head():
     model = _model(readout="skip").eval()
     assert model.backbone is None and model.query is None
     assert not any(n.startswith("backbone.") for n in model.state_dict())
+    model.load_state_dict(model.state_dict())  # the best-weights snapshot is loaded back after training
     out = model(collate(_items(4, np.random.default_rng(11))))
     assert out["logits"].shape == (4, C) and out["selected"].shape == (4, 3)
     full = _model(readout="mean")

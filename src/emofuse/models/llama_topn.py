@@ -260,6 +260,9 @@ class LlamaTopN(EmotionModel):
                 for name, p in self.backbone.named_parameters():
                     if "lora_" in name:  # adapters train in fp32 whatever the frozen weights' dtype
                         p.data = p.data.float()
+        # from_pretrained hands the backbone over in eval mode; train mode switches LoRA's dropout on
+        # (the Llama layers themselves have none) and lets Lightning's train/eval switching own it
+        self.backbone.train()
         if cfg.gradient_checkpointing and cfg.readout != "skip":
             # non-reentrant: gradients reach LoRA and the input tokens though the frozen weights need none
             if hasattr(self.backbone, "activation_checkpointing_enable"):  # its name from transformers 5.x
@@ -286,6 +289,9 @@ class LlamaTopN(EmotionModel):
         self.modality_emb = nn.Parameter(torch.randn(len(self.groups), d) * 0.02)  # which modality
         self.slot_emb = nn.Parameter(torch.randn(len(self.candidate_names), d) * 0.02)  # which encoder/segment
         self.drop = nn.Dropout(cfg.dropout)
+        # The scorer reads normalised tokens: at the embedding table's scale (RMS ~0.1) its initial
+        # scores would all be ~0, every weight a tie, and the per-sample choice slow to form.
+        self.score_norm = nn.LayerNorm(d)
         self.score_q = nn.Linear(d, cfg.scorer_dim)
         self.score_k = nn.Linear(d, cfg.scorer_dim)
         uses_query = cfg.readout in ("query", "query+skip")
@@ -330,7 +336,8 @@ class LlamaTopN(EmotionModel):
         other = (g[:, None] != g[None, :]).float() * present[:, None, :].float()  # (B, N, N)
         # A sample with one modality has no context; its scores then come from the key bias alone.
         ctx = torch.einsum("bij,bjd->bid", other, x) / other.sum(-1, keepdim=True).clamp(min=1)  # (B, N, d)
-        s = (self.score_q(x) * self.score_k(ctx)).sum(-1) / math.sqrt(self.cfg.scorer_dim)  # (B, N)
+        s = (self.score_q(self.score_norm(x)) * self.score_k(self.score_norm(ctx))).sum(-1) \
+            / math.sqrt(self.cfg.scorer_dim)  # (B, N)
         w = torch.zeros_like(s)
         for gi in range(len(self.groups)):
             member = (g == gi) & present  # (B, N) this modality's present candidates
@@ -413,6 +420,8 @@ def _keep_frozen_backbone(module: LlamaTopN, state_dict: dict, prefix: str, *_) 
             f"loaded for {module.cfg.backbone!r} is {bytes(module.backbone_fingerprint.tolist()).hex()}; "
             "build the model with the backbone it was trained with"
         )
+    if not lacks:  # nothing left out (a random or trainable backbone, or none: readout "skip")
+        return
     params = dict(module.backbone.named_parameters())
     for name in lacks:
         state_dict[f"{prefix}backbone.{name}"] = params[name].detach()

@@ -95,8 +95,9 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
         rows.append(row)
         if progress:
             t = row["test"]
-            print(f"[{variant}] test weighted F1 {100 * t['weighted_f1']:.1f} ± {100 * t['weighted_f1_std']:.1f}, "
-                  f"accuracy {100 * t['accuracy']:.1f} ({row['wall_s']:.0f} s)")
+            print(f"[{variant}] val weighted F1 {100 * row['val']['weighted_f1']:.1f}, test weighted F1 "
+                  f"{100 * t['weighted_f1']:.1f} ± {100 * t['weighted_f1_std']:.1f}, accuracy {100 * t['accuracy']:.1f} "
+                  f"({row['wall_s']:.0f} s)", flush=True)
     result = {"name": cfg.name, "command": cfg.command, "seeds": cfg.seeds, "rows": rows}
     (out / "ablation.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text(ablation_table(result) + "\n")
@@ -104,8 +105,10 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
 
 
 def ablation_table(result: dict) -> str:
-    def pm(d: dict, k: str) -> str:
-        return f"{100 * d[k]:.1f} ± {100 * d[k + '_std']:.1f}"
+    several = len(result["seeds"]) > 1
+
+    def pm(d: dict, k: str) -> str:  # no "±" for one seed: there is no spread to show
+        return f"{100 * d[k]:.1f}" + (f" ± {100 * d[k + '_std']:.1f}" if several else "")
 
     lines = []
     if result.get("command"):
@@ -118,7 +121,8 @@ def ablation_table(result: dict) -> str:
                      f"| {pm(r['val'], 'weighted_f1')} | {pm(r['val'], 'accuracy')} | {kept} "
                      f"| {r['fit_s_per_seed']:.0f} | {r['wall_s']:.0f} |")
     seeds = ", ".join(map(str, result["seeds"]))
-    lines += ["", f"Mean ± std over seeds {seeds} (sample std); scores in %; epoch kept: the best validation epoch "
+    lines += ["", (f"Mean ± std over seeds {seeds} (sample std)" if several else f"Seed {seeds}")
+              + "; scores in %; epoch kept: the best validation epoch "
               "(1-based), mean over seeds; wall s: the variant's whole run, every seed. Variants are not selected "
               "on these test scores."]
     return "\n".join(lines)

@@ -350,4 +350,7 @@ def train_run(cfg: RunConfig) -> dict:
         "wall_time_s": wall,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from emofuse.evaluation.selection import write_selection  # Top-N models: how often each candidate was kept
+
+    write_selection(run_dir, getattr(model, "candidate_names", None))
     return metrics
