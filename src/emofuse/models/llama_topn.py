@@ -69,13 +69,12 @@ class LlamaTopNConfig(StrictConfig):
     # Recompute the backbone's activations in the backward pass instead of keeping them (less
     # memory for long candidate lists or big backbones, ~30% more time).
     gradient_checkpointing: bool = False
-    # Candidate tokens start at this multiple of the backbone's own token-embedding RMS; the scale
-    # stays learnable. At 1 (word-embedding scale, RMS 0.14 in SmolLM2) the frozen layers' own
-    # outputs swamp the candidates in the residual stream within a few layers, and the head learns
-    # slowly through them (demo, readout mean: val wF1 ~60 after 10 epochs, seed-dependent); at 30
-    # the candidates stay a large part of the stream the LLM's layers add to, and the same run
-    # reaches ~85 (docs/seed_systems.md). Much larger scales make the layers a small correction.
-    token_scale: float = Field(30.0, gt=0)
+    # Candidate tokens start at this multiple of the backbone's own token-embedding RMS (the scale
+    # its frozen layers were trained on); the scale stays learnable. Larger scales keep the
+    # candidates a larger part of the residual stream the LLM's layers add to: at 30 the demo corpus
+    # learned in half the epochs, but the paired real benchmark overfitted from the first epoch
+    # (validation loss rising; docs/seed_systems.md), so the default stays at the embedding scale.
+    token_scale: float = Field(1.0, gt=0)
     top_n: int = Field(1, ge=1)  # candidates kept per modality
     # Cut each sequence input into this many equal frame segments, one candidate each (0: one
     # mean-pooled candidate). An int applies to every input; a dict sets it per input key.
