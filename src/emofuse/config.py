@@ -91,6 +91,11 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return validate(cls, apply_overrides(data, overrides or []))
 
 
+def load_base(base: str | Path | dict) -> dict:
+    """A run config given as a YAML path or inline (a sweep's or an ablation's `base`), as a dict."""
+    return dict(base) if isinstance(base, dict) else load_yaml(base)
+
+
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 

@@ -122,23 +122,6 @@ def test_skip_only_runs_no_llm_and_keeps_the_same_candidates_and_head():
     assert skip_params - {n for n, _ in full.named_parameters()} == {"skip_norm.weight", "skip_norm.bias"}
 
 
-def test_mean_readout_reads_only_kept_tokens():
-    """What sits in a dropped candidate's slot never reaches the mean readout."""
-    model = _model(readout="mean", top_n=1).eval()
-    items = _items(3, np.random.default_rng(12))
-    out = model(collate(items))
-    audio = [model.candidate_names.index(k) for k in ("audio:egemaps", "audio:mfcc")]
-    dropped = [model.candidate_names[a] for a in audio if a not in out["selected"][:, 0].tolist()]
-    for key in dropped:  # change the dropped audio candidate's features where it was dropped
-        changed = [dict(it) for it in items]
-        for i, it in enumerate(changed):
-            if model.candidate_names.index(key) != int(out["selected"][i, 0]):
-                it[key] = it[key] * 0.0 + 0.123
-        again = model(collate(changed))
-        same = again["selected"][:, 0] == out["selected"][:, 0]
-        assert torch.allclose(again["logits"][same], out["logits"][same], atol=1e-5)
-
-
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_frozen_backbone_in_half_precision_with_fp32_lora(dtype):
     model = _model(backbone_dtype=dtype)
@@ -152,9 +135,9 @@ def test_frozen_backbone_in_half_precision_with_fp32_lora(dtype):
     assert out["logits"].dtype == torch.float32 and torch.isfinite(out["logits"]).all()
     emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight=1.0).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lora)
-    # on CPU "auto" keeps fp32 (bf16 matmuls are slow there); a trainable backbone is always fp32
-    assert llama_topn.backbone_dtype(llama_topn.LlamaTopNConfig(backbone="tiny")) == (
-        torch.float32 if not torch.cuda.is_available() else llama_topn.backbone_dtype(llama_topn.LlamaTopNConfig(backbone="tiny")))
+    # "auto": fp32 on CPU (bf16 matmuls are slow there), bf16 or fp16 on a GPU; a trainable backbone is always fp32
+    auto = llama_topn.backbone_dtype(llama_topn.LlamaTopNConfig(backbone="tiny"))
+    assert auto in ((torch.bfloat16, torch.float16) if torch.cuda.is_available() else (torch.float32,))
     assert llama_topn.backbone_dtype(llama_topn.LlamaTopNConfig(backbone_dtype=dtype, freeze_backbone=False)) == torch.float32
 
 

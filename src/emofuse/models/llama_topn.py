@@ -56,7 +56,6 @@ class LlamaTopNConfig(StrictConfig):
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     # Llama's linear layers that get adapters: attention (q/k/v/o_proj) and MLP (gate/up/down_proj).
-    # Adapting the MLPs too lets the frozen layers carry the new tokens' content, not only mix it.
     lora_targets: list[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     # Learning rate of the LoRA adapters (None: train.lr, like the rest); the projections, scorer and
@@ -305,7 +304,7 @@ class LlamaTopN(EmotionModel):
         self.skip_norm = nn.LayerNorm(d) if cfg.readout in ("query+skip", "skip") else None
         self.head = mlp(2 * d if cfg.readout == "query+skip" else d, cfg.hidden, n_classes, cfg.dropout)
 
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+    def param_groups(self, lr: float) -> list[dict]:
         """LoRA adapters at lora_lr (when set), everything else trainable at the run's lr."""
         lora = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" in n]
         rest = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" not in n]

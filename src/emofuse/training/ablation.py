@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
-from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_yaml, validate
+from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_base, validate
 
 
 class AblationConfig(StrictConfig):
@@ -47,7 +47,7 @@ class AblationConfig(StrictConfig):
         return self
 
     def base_dict(self) -> dict:
-        return dict(self.base) if isinstance(self.base, dict) else load_yaml(self.base)
+        return load_base(self.base)
 
     def variant_config(self, variant: str) -> RunConfig:
         folder = Path(self.out) / self.name
@@ -94,9 +94,9 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
         row = _row(variant, overrides, metrics, time.perf_counter() - t0)
         rows.append(row)
         if progress:
-            t = row["test"]
-            print(f"[{variant}] val weighted F1 {100 * row['val']['weighted_f1']:.1f}, test weighted F1 "
-                  f"{100 * t['weighted_f1']:.1f} ± {100 * t['weighted_f1_std']:.1f}, accuracy {100 * t['accuracy']:.1f} "
+            several = len(cfg.seeds) > 1
+            print(f"[{variant}] val weighted F1 {_pm(row['val'], 'weighted_f1', several)}, test weighted F1 "
+                  f"{_pm(row['test'], 'weighted_f1', several)}, accuracy {_pm(row['test'], 'accuracy', several)} "
                   f"({row['wall_s']:.0f} s)", flush=True)
     result = {"name": cfg.name, "command": cfg.command, "seeds": cfg.seeds, "rows": rows}
     (out / "ablation.json").write_text(json.dumps(result, indent=2))
@@ -104,11 +104,16 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
     return result
 
 
+def _pm(d: dict, k: str, several: bool) -> str:
+    """A score in %, with ± its std over seeds; no "±" for one seed: there is no spread to show."""
+    return f"{100 * d[k]:.1f}" + (f" ± {100 * d[k + '_std']:.1f}" if several else "")
+
+
 def ablation_table(result: dict) -> str:
     several = len(result["seeds"]) > 1
 
-    def pm(d: dict, k: str) -> str:  # no "±" for one seed: there is no spread to show
-        return f"{100 * d[k]:.1f}" + (f" ± {100 * d[k + '_std']:.1f}" if several else "")
+    def pm(d: dict, k: str) -> str:
+        return _pm(d, k, several)
 
     lines = []
     if result.get("command"):

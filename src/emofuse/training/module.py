@@ -65,10 +65,10 @@ def class_weights(labels: np.ndarray, n_classes: int, kind: str) -> torch.Tensor
 def make_optimizer(model: EmotionModel, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW (the MER2025 system's) or Adam (MER-HAN's paper; weight_decay is then L2 in the gradient).
     A model may split its trainable parameters into groups with their own learning rates
-    (`param_groups(lr, weight_decay)`, e.g. LoRA adapters apart from a fusion head); frozen
+    (`param_groups(lr)`, e.g. LoRA adapters apart from a fusion head); frozen
     parameters stay out either way."""
     if hasattr(model, "param_groups"):
-        groups = [g for g in model.param_groups(lr, weight_decay) if g["params"]]
+        groups = [g for g in model.param_groups(lr) if g["params"]]
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[kind]

@@ -28,6 +28,7 @@ from emofuse.evaluation.metrics import (
     multilabel_per_class,
     per_class,
 )
+from emofuse.evaluation.selection import write_selection
 from emofuse.models.base import EmotionModel
 from emofuse.registry import MODELS
 from emofuse.training.module import BestWeights, EmotionModule, class_weights
@@ -350,7 +351,5 @@ def train_run(cfg: RunConfig) -> dict:
         "wall_time_s": wall,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    from emofuse.evaluation.selection import write_selection  # Top-N models: how often each candidate was kept
-
-    write_selection(run_dir, getattr(model, "candidate_names", None))
+    write_selection(run_dir, getattr(model, "candidate_names", None))  # Top-N models: how often each was kept
     return metrics

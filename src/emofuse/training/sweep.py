@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_config, load_yaml, validate
+from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_base, load_config, validate
 
 ValMetric = Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"]
 # how the table heads the usual keys
@@ -74,7 +74,7 @@ class SweepConfig(StrictConfig):
         return self
 
     def base_dict(self) -> dict:
-        return dict(self.base) if isinstance(self.base, dict) else load_yaml(self.base)
+        return load_base(self.base)
 
     def base_config(self) -> RunConfig:
         return validate(RunConfig, apply_overrides(self.base_dict(), self.set))
