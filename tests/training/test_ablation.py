@@ -1,0 +1,53 @@
+"""`emofuse ablation`: every variant trains over the same seeds into one table; --only re-runs some
+variants and keeps the others' rows; a variant that does not validate stops it before training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emofuse.config import ConfigError, load_config
+from emofuse.training.ablation import AblationConfig, run_ablation
+from tests.training.test_grid_selection import corpus  # noqa: F401  (a toy 2-class corpus with its cache)
+
+
+def _config(root, **over) -> dict:
+    base = {"name": "base", "data": {"manifest": str(root / "manifest.csv"), "cache": str(root / "cache"),
+                                     "features": {"audio": "a1", "text": "t"}, "batch_size": 32},
+            "model": {"name": "early", "params": {"hidden": 16}},
+            "train": {"max_epochs": 2, "patience": 2, "progress": False, "logger": "none"}}
+    return {"name": "abl", "base": base, "seeds": [0, 1], "out": str(root / "ablations"),
+            "variants": {"early": [], "audio-only": ["model={name: unimodal, params: {modality: audio, hidden: 16}}",
+                                                     "data.features={audio: a1}"]}} | over
+
+
+def test_variants_over_seeds_in_one_table(corpus, tmp_path):  # noqa: F811
+    cfg = AblationConfig.model_validate(_config(corpus))
+    result = run_ablation(cfg, progress=False)
+    assert [r["variant"] for r in result["rows"]] == ["early", "audio-only"]
+    assert all(r["seeds"] == [0, 1] for r in result["rows"])
+    assert [r["model"] for r in result["rows"]] == ["early", "unimodal"]
+    out = corpus / "ablations" / "abl"
+    table = (out / "table.md").read_text()
+    assert "| early | early |" in table and "| audio-only | unimodal |" in table and " ± " in table
+    for v in ("early", "audio-only"):  # each variant is a normal run directory, one unit per seed
+        m = json.loads((out / v / "metrics.json").read_text())
+        assert [u["seed"] for u in m["units"]] == [0, 1]
+    # --only re-runs one variant and keeps the other's row as it was
+    before = {r["variant"]: r for r in result["rows"]}
+    again = run_ablation(cfg, only=["audio-only"], progress=False)
+    assert [r["variant"] for r in again["rows"]] == ["early", "audio-only"]
+    assert again["rows"][0] == before["early"]
+    with pytest.raises(ValueError, match="unknown variant"):
+        run_ablation(cfg, only=["nope"], progress=False)
+
+
+def test_a_bad_variant_is_refused_before_training(corpus, tmp_path):  # noqa: F811
+    path = tmp_path / "a.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(_config(corpus, variants={"bad": ["train.learning_rate=1"]})))
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(AblationConfig, path)
+    assert not (corpus / "ablations" / "abl" / "bad").exists()
