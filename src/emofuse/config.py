@@ -217,6 +217,8 @@ class GridConfig(StrictConfig):
     top_n_mode: list[Literal["ranked", "per_sample"]] = Field(default_factory=lambda: ["ranked"], min_length=1)
     epochs: list[int] = Field(default_factory=lambda: [2, 10, 100])
     batch_size: int = 32
+    # how inputs are standardised, for the ranking baselines and every grid run (as data.standardise)
+    standardise: Literal["train", "per_speaker"] | dict[str, Literal["train", "per_speaker"]] = "train"
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="llama_topn"))
     train: TrainConfig = Field(default_factory=TrainConfig)  # max_epochs is set by `epochs`
     ranking_train: TrainConfig = Field(default_factory=TrainConfig)  # the unimodal baselines' budget

@@ -70,7 +70,8 @@ def test_cross_validation_and_seeds_give_mean_and_std(demo_run):
     assert len(ids) == len(set(ids)) == 360
 
 
-def test_grid_ranks_on_validation_and_renders_table(demo_run):
+def test_grid_ranks_on_validation_and_renders_table(demo_run, monkeypatch):
+    import emofuse.training.run as run_mod
     from emofuse.training.grid import run_grid
 
     out, _ = demo_run
@@ -89,3 +90,14 @@ def test_grid_ranks_on_validation_and_renders_table(demo_run):
     assert "| Fusion | Top | Audio | Text | Video |" in table and "1 ep F1" in table and "2 ep Acc" in table
     assert "| AV | 2 | egemaps, mfcc |" in table or "| AV | 2 | mfcc, egemaps |" in table
     assert "synthetic" in table
+
+    # a grid run again resumes: every cell and baseline finished with the same config is kept, none trained
+    def no_training(cfg):
+        raise AssertionError(f"{cfg.name} trained again")
+
+    monkeypatch.setattr(run_mod, "train_run", no_training)
+    assert run_grid(cfg, progress=False).read_text() == table
+    # a changed config is not "finished": the cell trains again
+    changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 2e-3})})
+    with pytest.raises(AssertionError, match="trained again"):
+        run_grid(changed, progress=False)

@@ -65,7 +65,8 @@ def grid_runs(cfg: GridConfig, ranking: dict) -> list[RunConfig]:
                     runs.append(RunConfig(
                         name=f"{fs}-top{n}{MODE_TAG[mode]}-ep{ep}",
                         data=DataConfig(manifest=cfg.manifest, cache=cfg.cache, features=feats,
-                                        sequence=sequence or False, batch_size=cfg.batch_size),
+                                        sequence=sequence or False, batch_size=cfg.batch_size,
+                                        standardise=cfg.standardise),
                         model=model,
                         train=cfg.train.model_copy(update={"max_epochs": ep}),
                         out=str(Path(cfg.out) / "runs"),
@@ -78,7 +79,7 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     from emofuse.corpora.base import Manifest
     from emofuse.evaluation.table import write_table
     from emofuse.features.extract import extract
-    from emofuse.training.run import train_run
+    from emofuse.training.run import finished_run, train_run
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,8 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     # every candidate must be cached; extract skips what already is
     specs = sorted({e for es in cfg.candidates.values() for e in es})
     entries = extract(Manifest.load(cfg.manifest), specs, cfg.cache, progress=progress)
-    ranking = rank_encoders(cfg.manifest, cfg.cache, cfg.candidates, out / "ranking", cfg.ranking_train, cfg.batch_size)
+    ranking = rank_encoders(cfg.manifest, cfg.cache, cfg.candidates, out / "ranking", cfg.ranking_train,
+                            cfg.batch_size, standardise=cfg.standardise)
     runs = grid_runs(cfg, ranking)
     if len(entries) == len(specs):  # before any fusion run: a segmented modality needs every encoder's frames
         no_frames = {s for s, e in zip(specs, entries) if not e.meta.get("gives_sequence")}
@@ -97,10 +99,13 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
                         f"run {run.name}: segments cut {m} into frame segments, so each {m} encoder it feeds is read as "
                         f"frame sequences (per modality), but {', '.join(bad)} cached none; set segments only on "
                         f"modalities whose candidate encoders all give sequences")
-    for i, run in enumerate(runs, 1):
-        m = train_run(run)
+    # shortest budgets first, so a grid stopped part-way has whole epoch columns; the table keeps grid order
+    for i, run in enumerate(sorted(runs, key=lambda r: r.train.max_epochs), 1):
+        done = finished_run(run)  # a grid stopped part-way resumes: finished cells are not trained again
+        m = done if done is not None else train_run(run)
         if progress:
             print(f"[{i}/{len(runs)}] {run.name}: weighted F1 {100 * m['test']['weighted_f1']:.1f} "
-                  f"accuracy {100 * m['test']['accuracy']:.1f} ({m['wall_time_s']:.0f} s)")
+                  f"accuracy {100 * m['test']['accuracy']:.1f} ({m['wall_time_s']:.0f} s"
+                  f"{', finished before: kept' if done is not None else ''})")
     rank_runs = sorted((out / "ranking").glob("rank-*"))
     return write_table([Path(r.out) / r.name for r in runs], out / "table.md", unimodal=rank_runs)

@@ -17,10 +17,11 @@ def rank_encoders(
     out: str | Path,
     train: TrainConfig | None = None,
     batch_size: int = 32,
+    standardise: str | dict = "train",
 ) -> dict[str, list[dict]]:
     """Returns {modality: [{encoder, val_weighted_f1, val_accuracy, test_weighted_f1}, ...]} best
     first, and writes it to <out>/ranking.json. Test scores are recorded for the reader, never used."""
-    from emofuse.training.run import train_run
+    from emofuse.training.run import finished_run, train_run
 
     train = train or TrainConfig()
     out = Path(out)
@@ -30,12 +31,13 @@ def rank_encoders(
         for enc in encoders:
             cfg = RunConfig(
                 name=f"rank-{modality}-{enc}",
-                data=DataConfig(manifest=str(manifest), cache=str(cache), features={modality: enc}, batch_size=batch_size),
+                data=DataConfig(manifest=str(manifest), cache=str(cache), features={modality: enc}, batch_size=batch_size,
+                                standardise=standardise),
                 model=ModelConfig(name="unimodal"),
                 train=train,
                 out=str(out),
             )
-            m = train_run(cfg)
+            m = finished_run(cfg) or train_run(cfg)  # a resumed grid keeps finished baselines
             rows.append({
                 "encoder": enc,
                 "val_weighted_f1": m["val"]["weighted_f1"],

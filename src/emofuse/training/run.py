@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
@@ -266,6 +267,18 @@ def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def finished_run(run: RunConfig) -> dict | None:
+    """The metrics of a run already finished with exactly this config (its config.yaml and
+    metrics.json in place), else None."""
+    run_dir = Path(run.out) / run.name
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return metrics if saved == run.model_dump(mode="json") else None
 
 
 def train_run(cfg: RunConfig) -> dict:
