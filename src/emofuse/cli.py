@@ -448,8 +448,8 @@ def bench(
     """Real-data benchmark: prepare, extract, train the project's models (and a linear baseline), report with bootstrap intervals."""
     import yaml
 
-    from emofuse.evaluation.bench import BENCHMARKS, run_bench
-    from emofuse.evaluation.bench.driver import BenchOptions
+    from emofuse.bench import BENCHMARKS, run_bench
+    from emofuse.bench.driver import BenchOptions
 
     if name not in BENCHMARKS:
         _fail(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")

@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from emofuse.evaluation.bench import run_bench
-from emofuse.evaluation.bench.driver import BenchOptions
+from emofuse.bench import run_bench
+from emofuse.bench.driver import BenchOptions
 from emofuse.evaluation.metrics import METRIC_NAMES
 from tests.conftest import need
 

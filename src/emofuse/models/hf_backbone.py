@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-ENCODER_DIR = "encoder"  # RUN/<unit>/encoder: the fine-tuned backbone + its tokenizer / feature extractor
+from emofuse.features.encoders.hf import ENCODER_DIR, finetuned_folder  # noqa: F401  (models -> features, one way)
 
 
 def hf_folder(spec: str) -> Path:
@@ -30,17 +30,6 @@ def hf_folder(spec: str) -> Path:
                              "use hf:<id-or-folder> or a transformers-based built-in such as minilm")
         return enc.folder
     return resolve_folder(spec)
-
-
-def finetuned_folder(run: str | Path) -> Path:
-    """The fine-tuned encoder a run saved: RUN/encoder, or that of its first unit (RUN/seed0/encoder,
-    RUN/fold0/encoder, ...) when it trained several."""
-    run = Path(run)
-    found = sorted(run.glob(f"**/{ENCODER_DIR}/config.json"), key=lambda p: (len(p.parts), str(p)))
-    if not found:
-        raise FileNotFoundError(f"{run}: no fine-tuned encoder (no {ENCODER_DIR}/config.json); train a "
-                                "finetune_text or finetune_audio run there first")
-    return found[0].parent
 
 
 class _Quiet:

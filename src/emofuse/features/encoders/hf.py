@@ -37,6 +37,8 @@ import numpy as np
 
 from emofuse.features.encoders.base import Encoded, Encoder
 
+ENCODER_DIR = "encoder"  # RUN/<unit>/encoder: a fine-tuned backbone + its tokenizer / feature extractor
+
 log = logging.getLogger(__name__)
 
 VIDEO_TYPES = {
@@ -540,6 +542,17 @@ def _call_with_options(factory, what: str, opts: dict[str, str], **fixed):
     return factory(**fixed, **kwargs)
 
 
+def finetuned_folder(run: str | Path) -> Path:
+    """The fine-tuned encoder a run saved: RUN/encoder, or that of its first unit (RUN/seed0/encoder,
+    RUN/fold0/encoder, ...) when it trained several."""
+    run = Path(run)
+    found = sorted(run.glob(f"**/{ENCODER_DIR}/config.json"), key=lambda p: (len(p.parts), str(p)))
+    if not found:
+        raise FileNotFoundError(f"{run}: no fine-tuned encoder (no {ENCODER_DIR}/config.json); train a "
+                                "finetune_text or finetune_audio run there first")
+    return found[0].parent
+
+
 def build_encoder(spec: str | Encoder) -> Encoder:
     """An encoder from a spec string: a registered built-in name or 'hf:<id-or-folder>', each
     optionally followed by '@key=value,...'. An Encoder passes through unchanged."""
@@ -554,8 +567,6 @@ def build_encoder(spec: str | Encoder) -> Encoder:
             raise ValueError(f"encoder spec {spec!r}: give a hub id or a folder after 'hf:'")
         return _build_hf(source, opts)
     if name.startswith("finetuned:"):  # the encoder a finetune_text / finetune_audio run saved
-        from emofuse.models.hf_backbone import finetuned_folder
-
         run = Path(name[len("finetuned:"):])
         # named after the run, so that two fine-tunes never share a cache folder name
         return _build_hf(str(finetuned_folder(run)), opts, name=f"ft-{safe_name(run.resolve().name)}")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
-from emofuse.evaluation.bench.driver import (
+from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
     BenchSpec,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from emofuse.corpora.base import Manifest
-from emofuse.evaluation.bench.driver import (
+from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
     BenchSpec,

@@ -6,7 +6,7 @@ actors of --data train and validate and every clip of the evaluation folder is t
 
 from __future__ import annotations
 
-from emofuse.evaluation.bench.driver import (
+from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
     BenchSpec,

@@ -6,7 +6,7 @@ context as text (the finetune_text model), which takes far longer on CPU."""
 
 from __future__ import annotations
 
-from emofuse.evaluation.bench.driver import (
+from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
     BenchSpec,

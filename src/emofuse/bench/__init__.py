@@ -18,15 +18,15 @@ import importlib
 import time
 from collections.abc import Callable
 
-from emofuse.evaluation.bench.driver import BenchOptions
+from emofuse.bench.driver import BenchOptions
 
 # name -> "module:function"; imported on use so that `emofuse bench --help` stays fast
 BENCHMARKS: dict[str, str] = {
-    "meld-text": "emofuse.evaluation.bench.meld_text:bench_meld_text",
-    "ravdess": "emofuse.evaluation.bench.ravdess:bench_ravdess",
-    "fer2013": "emofuse.evaluation.bench.fer2013:bench_fer2013",
-    "goemotions": "emofuse.evaluation.bench.goemotions:bench_goemotions",
-    "paired": "emofuse.evaluation.bench.paired:bench_paired",
+    "meld-text": "emofuse.bench.meld_text:bench_meld_text",
+    "ravdess": "emofuse.bench.ravdess:bench_ravdess",
+    "fer2013": "emofuse.bench.fer2013:bench_fer2013",
+    "goemotions": "emofuse.bench.goemotions:bench_goemotions",
+    "paired": "emofuse.bench.paired:bench_paired",
 }
 
 
@@ -40,8 +40,8 @@ def get_benchmark(name: str) -> Callable:
 def run_bench(name: str, opts: BenchOptions, **options) -> dict:
     """Run one benchmark; returns the metrics.json mapping. `options` are the benchmark's own
     (e.g. context=3 for meld-text, eval_sources for paired)."""
-    from emofuse.evaluation.bench.driver import run_task
-    from emofuse.evaluation.bench.report import write_bench
+    from emofuse.bench.driver import run_task
+    from emofuse.bench.report import write_bench
     from emofuse.training.run import _quiet_lightning
 
     _quiet_lightning()

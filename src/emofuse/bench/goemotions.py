@@ -10,7 +10,7 @@ Both read the same comments, so their features are extracted once (the cache is 
 
 from __future__ import annotations
 
-from emofuse.evaluation.bench.driver import (
+from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
     BenchSpec,
