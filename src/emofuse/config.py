@@ -177,8 +177,13 @@ class TrainConfig(StrictConfig):
     lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at max_epochs
     warmup: float = 0.0  # fraction of the optimiser steps with a linear warm-up from 0
     seeds: list[int] = Field(default_factory=lambda: [0])
-    # k-fold cross-validation over the manifest's seeded stratified folds instead of its fixed split
-    cross_validation: bool = False
+    # true: k-fold cross-validation over the manifest's folds instead of its fixed split (each fold is
+    # test once). "speaker": selection by speaker-grouped folds over the training and validation
+    # speakers (cv_folds of them; each validates on speakers it never trained on), which choose the
+    # epoch budget (median of the folds' best epochs); then one refit on all those rows, scored on the
+    # fixed test split. For small, speaker-grouped validation splits, where one split's pick is noise.
+    cross_validation: bool | Literal["speaker"] = False
+    cv_folds: int = Field(5, ge=2)
     accelerator: str = "auto"  # cpu when no GPU is present
     precision: str | None = None  # None: 32 on CPU, bf16-mixed on GPU
     deterministic: bool = True

@@ -166,8 +166,59 @@ def _plans(manifest: Manifest, cross_validation: bool) -> list[dict]:
     return plans
 
 
-def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_dir: Path, n_classes: int, tb_dir: Path):
-    """Train one (fold, seed) unit; returns (model, test prediction, val metrics, info)."""
+def _speaker_folds(df, rows: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """rows cut into k speaker-disjoint folds, stratified by label where the speakers allow."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    speakers = df["speaker"].fillna("").astype(str).to_numpy()[rows] if "speaker" in df else np.full(len(rows), "")
+    if (speakers == "").any():
+        raise ValueError(f"train.cross_validation: speaker groups folds by speaker, but {int((speakers == '').sum())} of "
+                         f"the {len(rows)} training and validation rows have no speaker (manifest column `speaker`)")
+    n = len(set(speakers))
+    if n < 3:
+        raise ValueError(f"train.cross_validation: speaker needs at least 3 training speakers, found {n}")
+    labels = df["label"].astype(str).to_numpy()[rows]
+    cv = StratifiedGroupKFold(n_splits=min(k, n), shuffle=True, random_state=seed)
+    return [rows[held] for _, held in cv.split(rows, labels, speakers)]
+
+
+def _select_and_refit(cfg: RunConfig, data, plan: dict, seed: int, unit_dir: Path, n_classes: int, tb_dir: Path, df):
+    """train.cross_validation: speaker. The epoch budget is chosen by speaker-grouped folds over the
+    training and validation speakers (each fold validates, with early stopping, on speakers it never
+    trained on; the budget is the median of the folds' best epochs), then the model is refitted on all
+    of those rows for that many epochs and scored once on test. The "validation" predictions it
+    returns are out-of-fold: each row predicted by the fold model that never saw its speaker."""
+    pool = np.concatenate([plan["train"], plan["val"]])
+    folds = _speaker_folds(df, pool, cfg.train.cv_folds, seed)
+    fold_info, oof, oof_true = [], [], []
+    for k, held in enumerate(folds):
+        sub = {"name": f"cv{k}", "train": np.setdiff1d(pool, held), "val": held, "test": held}
+        _, _, _, val_m, info = _fit_one(cfg, data, sub, seed, unit_dir / "cv" / f"fold{k}", n_classes, tb_dir)
+        pred, true = info.pop("val_prediction")
+        oof.append(pred)
+        oof_true.append(true)
+        speakers = sorted(set(df["speaker"].astype(str).to_numpy()[held]))
+        fold_info.append({"fold": k, "speakers": speakers, "best_epoch": info["best_epoch"], "val": val_m,
+                          "fit_time_s": info["fit_time_s"]})
+    epochs = max(1, int(round(float(np.median([f["best_epoch"] for f in fold_info])))) + 1)
+    refit_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_epochs": epochs})})
+    whole = {"name": plan["name"], "train": pool, "val": plan["val"], "test": plan["test"]}
+    model, test_pred, y_true, _, info = _fit_one(refit_cfg, data, whole, seed, unit_dir, n_classes, tb_dir, refit=True)
+    merged = {key: (np.concatenate([p[key] for p in oof]) if oof[0].get(key) is not None else None)
+              for key in ("probs", "weights", "selected")}
+    merged["ids"] = [i for p in oof for i in p["ids"]]
+    oof_y = np.concatenate(oof_true)
+    info["val_prediction"] = (merged, oof_y)
+    info["selection"] = {"mode": "speaker_cv", "folds": fold_info, "epochs": epochs,
+                         "cv": _summarise([f["val"] for f in fold_info])}
+    return model, test_pred, y_true, score(oof_y, decide(merged), n_classes), info
+
+
+def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_dir: Path, n_classes: int, tb_dir: Path,
+             refit: bool = False):
+    """Train one (fold, seed) unit; returns (model, test prediction, val metrics, info). refit: train
+    for exactly train.max_epochs and keep the last weights (no early stopping, no best-epoch pick:
+    its validation rows are among its training rows)."""
     train_ds, val_ds, test_ds = (data.subset(plan[s]) for s in ("train", "val", "test"))
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if len(ds) == 0:
@@ -198,7 +249,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         accelerator="gpu" if gpu else "cpu",
         devices=1,
         precision=cfg.train.precision or ("bf16-mixed" if gpu else "32-true"),
-        callbacks=[L.pytorch.callbacks.EarlyStopping(cfg.train.monitor, patience=cfg.train.patience, mode=mode), best],
+        callbacks=[] if refit else [L.pytorch.callbacks.EarlyStopping(cfg.train.monitor, patience=cfg.train.patience,
+                                                                       mode=mode), best],
         logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=cfg.train.progress,
@@ -231,7 +283,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     if best.state is not None:
         model.load_state_dict(best.state)
     fitted = {}
-    if hasattr(model, "fit_validation"):  # e.g. late-fusion weights, fitted on val only
+    if hasattr(model, "fit_validation") and not refit:  # e.g. late-fusion weights, fitted on val only
         model.eval()
         fitted = model.fit_validation(val_dl)
     fit_s = time.perf_counter() - t0
@@ -313,7 +365,7 @@ def train_run(cfg: RunConfig) -> dict:
         indent=2))
     (run_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2))
 
-    plans = _plans(manifest, cfg.train.cross_validation)
+    plans = _plans(manifest, cfg.train.cross_validation is True)
     units = [(p, s) for p in plans for s in cfg.train.seeds]
     t0 = time.perf_counter()
     per_unit, infos, val_per_unit = [], [], []
@@ -321,7 +373,11 @@ def train_run(cfg: RunConfig) -> dict:
     for plan, seed in units:
         parts = [x for x in (plan["name"], f"seed{seed}" if len(cfg.train.seeds) > 1 else "") if x]
         unit_dir = run_dir.joinpath(*parts) if parts else run_dir
-        model, pred, y_true, val_m, info = _fit_one(cfg, data, plan, seed, unit_dir, len(classes), run_dir / "tb")
+        if cfg.train.cross_validation == "speaker":
+            model, pred, y_true, val_m, info = _select_and_refit(cfg, data, plan, seed, unit_dir, len(classes),
+                                                                 run_dir / "tb", manifest.df)
+        else:
+            model, pred, y_true, val_m, info = _fit_one(cfg, data, plan, seed, unit_dir, len(classes), run_dir / "tb")
         val_pred, val_true = info.pop("val_prediction")
         # validation predictions too: late fusion of runs and sweeps fit and select on them, never on test
         write_predictions(unit_dir / "predictions_val.csv", model, val_pred, val_true, classes)
@@ -358,6 +414,8 @@ def train_run(cfg: RunConfig) -> dict:
         "features": cfg.data.features,
         "test": _summarise(per_unit),
         "val": _summarise(val_per_unit),
+        **({"cv": _summarise([f["val"] for u in infos for f in u["selection"]["folds"]]),
+            "cv_epochs": [u["selection"]["epochs"] for u in infos]} if cfg.train.cross_validation == "speaker" else {}),
         "units": infos,
         "per_class": (multilabel_per_class if multi else per_class)(y_true, y_pred, classes),
         "confusion": cm.tolist(),
