@@ -184,6 +184,9 @@ class TrainConfig(StrictConfig):
     # fixed test split. For small, speaker-grouped validation splits, where one split's pick is noise.
     cross_validation: bool | Literal["speaker"] = False
     cv_folds: int = Field(5, ge=2)
+    # In training, drop each input of each sample with this probability (its mask set to absent,
+    # never all of a sample's inputs), so joint models cannot lean on one modality alone.
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     accelerator: str = "auto"  # cpu when no GPU is present
     precision: str | None = None  # None: 32 on CPU, bf16-mixed on GPU
     deterministic: bool = True

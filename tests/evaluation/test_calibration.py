@@ -71,3 +71,24 @@ def test_reliability_diagram_written(tmp_path):
     path = tmp_path / "sub" / "reliability.png"
     save_reliability_diagram(probs, labels, path, title="synthetic")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_write_calibration_reads_a_run_folder(tmp_path):
+    import pandas as pd
+
+    from emofuse.evaluation.report import write_calibration
+
+    classes = ["x", "y", "z"]
+    for name, seed in (("predictions.csv", 3), ("predictions_val.csv", 4)):
+        probs, labels = _calibrated(800, 3, seed)
+        over = apply_temperature(probs, 0.4)
+        df = pd.DataFrame({"id": [str(i) for i in range(800)], "true": [classes[i] for i in labels],
+                           "predicted": [classes[i] for i in over.argmax(1)]})
+        for j, c in enumerate(classes):
+            df[f"p_{c}"] = over[:, j]
+        df.loc[0, "true"] = ""  # an unlabelled row is left out
+        df.to_csv(tmp_path / name, index=False)
+    cal = write_calibration(tmp_path, classes)
+    assert cal["temperature"] > 1.8 and cal["ece_calibrated"] < cal["ece"] and cal["nll_calibrated"] < cal["nll"]
+    assert (tmp_path / "reliability.png").is_file()
+    assert write_calibration(tmp_path / "missing", classes) == {}

@@ -126,3 +126,17 @@ def save_reliability_diagram(probs, labels, path, title: str = "", n_bins: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def calibration_summary(test_probs: np.ndarray, test_labels: np.ndarray, val_probs: np.ndarray | None = None,
+                        val_labels: np.ndarray | None = None, n_bins: int = 15) -> dict:
+    """Test ECE and NLL as predicted, and, when validation probabilities are given, after the
+    temperature fitted on them (the argmax, hence accuracy and F1, unchanged)."""
+    out = {"n_bins": n_bins, "ece": expected_calibration_error(test_probs, test_labels, n_bins),
+           "nll": negative_log_likelihood(test_probs, test_labels)}
+    if val_probs is not None and val_labels is not None and len(val_labels):
+        t = fit_temperature(val_probs, val_labels)
+        scaled = apply_temperature(test_probs, t)
+        out |= {"temperature": t, "ece_calibrated": expected_calibration_error(scaled, test_labels, n_bins),
+                "nll_calibrated": negative_log_likelihood(scaled, test_labels)}
+    return out

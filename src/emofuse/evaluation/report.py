@@ -1,4 +1,4 @@
-"""Reports people read: markdown tables and confusion-matrix pictures."""
+"""Reports people read: markdown tables, confusion-matrix and reliability pictures."""
 
 from __future__ import annotations
 
@@ -49,3 +49,37 @@ def per_class_table(rows: list[dict]) -> str:
             f"| {r['class']} | {100 * r['precision']:.1f} | {100 * r['recall']:.1f} | {100 * r['f1']:.1f} | {r['support']} |"
         )
     return "\n".join(out)
+
+
+def _read_probs(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(probabilities (N, C), labels (N,)) of the labelled single-label rows of a predictions CSV;
+    None when the file is missing or multi-label (classes joined by ';')."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        return None
+    df = pd.read_csv(path, dtype={"id": str, "true": str, "predicted": str}, keep_default_na=False)
+    cols = [f"p_{c}" for c in classes]
+    if not set(cols) <= set(df.columns) or df["true"].str.contains(";").any():
+        return None
+    df = df[df["true"].isin(classes)]
+    if not len(df):
+        return None
+    return df[cols].to_numpy(np.float64), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+
+
+def write_calibration(run_dir: str | Path, classes: list[str], title: str = "") -> dict:
+    """Calibration of a finished run from its predictions.csv (test) and predictions_val.csv:
+    test ECE and NLL as predicted and after a temperature fitted on validation (see
+    evaluation.calibration), and reliability.png (test, as predicted). Returns the figures for
+    metrics.json, or {} for multi-label runs or runs without probabilities."""
+    from emofuse.evaluation.calibration import calibration_summary, save_reliability_diagram
+
+    run_dir = Path(run_dir)
+    test = _read_probs(run_dir / "predictions.csv", classes)
+    if test is None:
+        return {}
+    val = _read_probs(run_dir / "predictions_val.csv", classes) or (None, None)
+    summary = calibration_summary(test[0], test[1], *val)
+    save_reliability_diagram(test[0], test[1], run_dir / "reliability.png", title=title or f"{run_dir.name} (test)")
+    return summary

@@ -1,7 +1,8 @@
 """Late fusion of runs: the MELD system by one config. Each modality has its own system, a normal
 run of the one loop (fine-tuned text, fine-tuned audio, CLIP zero-shot video, or any run); their
-class probabilities are averaged with weights fitted on the validation split (never test), and
-each member and the fusion are reported on test, per class and overall.
+class probabilities are combined (a weighted mean, or a product of experts: a weighted sum of
+log-probabilities) with temperatures and weights fitted on the validation split (never test), and
+each member and the fusion are reported on test, per class and overall, with their calibration.
 
     name: meld-late-fusion
     manifest: work/meld/manifest.csv
@@ -10,16 +11,22 @@ each member and the fusion are reported on test, per class and overall.
       audio: {run: runs/meld/meld-ft-wav2vec2}          # or an existing run directory, used as it is
       video: {model: {name: clip_zeroshot, params: {model: openai/clip-vit-base-patch32, label_set: meld7}},
               data: {features: {video: raw}}}
-    fusion: {weight_step: 0.05, prior: {text: 0.5, audio: 0.25, video: 0.25}, tolerance: 0.005}
+    fusion: {combine: product}       # or {fit: grid, weight_step: 0.05, prior: {...}, tolerance: 0.005}
 
 A member given as a config is trained into <out>/<name>/members/<name>-<modality>; a finished run
-there with the same config is reused (retrain: true trains it again). The weights come from a grid
-over the simplex; with a prior, the weighting closest to it among those within `tolerance` of the
-best validation score wins, so text stays weighted most unless the validation split says otherwise.
+there with the same config is reused (retrain: true trains it again).
+
+fusion.fit: cv (the default without a prior) calibrates each member by a temperature, fits the
+weights with a pull towards equal whose strength is chosen by cross-validation on the validation
+rows, and a temperature of the fused output (models.late.fit_fusion). fit: grid (the default with a
+prior) searches the simplex of mean weights; the weighting closest to the prior among those within
+`tolerance` of the best validation score wins, so text stays weighted most unless the validation
+split says otherwise.
 
 Writes <out>/<name>/: config.yaml, labels.json, metrics.json (fused test/val as a run's, plus every
-member's), predictions.csv and predictions_val.csv (with w_<modality> columns), confusion.png and
-table.md (rows: each modality's system and the fusion; columns: F1 per class, weighted F1, accuracy)."""
+member's, with calibration), predictions.csv and predictions_val.csv (with w_<modality> columns),
+confusion.png, reliability.png and table.md (rows: each modality's system and the fusion; columns:
+F1 per class, weighted F1, accuracy, ECE)."""
 
 from __future__ import annotations
 
@@ -45,10 +52,19 @@ class MemberConfig(StrictConfig):
 
 
 class FusionConfig(StrictConfig):
+    combine: Literal["mean", "product"] = "mean"  # product: a weighted sum of log-probabilities
+    # auto: grid when a prior is given (the prior is the grid's), else cv
+    fit: Literal["auto", "cv", "grid"] = "auto"
+    calibrate: bool = True  # member and fused temperatures fitted on validation (fit: cv)
+    cv_folds: int = 5  # folds over the validation rows that choose the pull towards equal weights (fit: cv)
     weight_step: float = 0.05  # grid step over the weight simplex
     metric: Literal["accuracy", "uar", "weighted_f1", "macro_f1"] = "weighted_f1"  # fitted on validation
     prior: dict[str, float] = Field(default_factory=dict)  # modality -> weight it keeps unless validation disagrees
     tolerance: float = 0.0  # how much validation score the prior may cost
+
+    @property
+    def method(self) -> str:
+        return ("grid" if self.prior else "cv") if self.fit == "auto" else self.fit
 
 
 class LateRunsConfig(StrictConfig):
@@ -63,6 +79,8 @@ class LateRunsConfig(StrictConfig):
     def _check(self) -> "LateRunsConfig":
         if len(self.members) < 2:
             raise ValueError(f"late fusion needs at least two members, got {sorted(self.members)}")
+        if self.fusion.method == "grid" and self.fusion.combine != "mean":
+            raise ValueError("fusion.fit: grid searches the weights of a mean; combine: product needs fit: cv")
         unknown = sorted(set(self.fusion.prior) - set(self.members))
         if unknown:
             raise ValueError(f"fusion.prior names {unknown}, which are not members ({', '.join(self.members)})")
@@ -132,8 +150,9 @@ def _stack(frames: dict[str, pd.DataFrame], classes: list[str], split: str) -> t
 
 def run_late_runs(cfg: LateRunsConfig, progress: bool = True) -> dict:
     """Train (or reuse) every member, fit the fusion weights on validation, evaluate on test."""
+    from emofuse.evaluation.calibration import calibration_summary, save_reliability_diagram
     from emofuse.evaluation.report import save_confusion_png
-    from emofuse.models.late import fit_fusion_weights, fuse_probs
+    from emofuse.models.late import Fusion, fit_fusion, fit_fusion_weights
     from emofuse.training.run import train_run
 
     out = Path(cfg.out) / cfg.name
@@ -168,15 +187,24 @@ def run_late_runs(cfg: LateRunsConfig, progress: bool = True) -> dict:
     labelled = y_val >= 0
     prior = np.array([cfg.fusion.prior.get(k, 0.0) for k in keys]) if cfg.fusion.prior else None
     present = np.ones(p_val.shape[:2])  # every member predicts every row (its system decides how)
-    w, val_score = fit_fusion_weights(p_val[labelled], present[labelled], y_val[labelled], len(classes),
-                                      cfg.fusion.weight_step, cfg.fusion.metric, prior, cfg.fusion.tolerance)
+    if cfg.fusion.method == "grid":
+        w, val_score = fit_fusion_weights(p_val[labelled], present[labelled], y_val[labelled], len(classes),
+                                          cfg.fusion.weight_step, cfg.fusion.metric, prior, cfg.fusion.tolerance)
+        fusion = Fusion("mean", w, np.ones(len(keys)), 1.0, float("nan"))
+    else:
+        fusion = fit_fusion(p_val[labelled], None, y_val[labelled], cfg.fusion.combine, cfg.fusion.calibrate,
+                            cfg.fusion.cv_folds)
+        w = fusion.weights
+        val_score = classification_metrics(y_val[labelled], fusion.fuse(p_val[labelled]).argmax(1),
+                                           len(classes))[cfg.fusion.metric]
     if progress:
-        print("  fusion weights (fitted on validation): " + ", ".join(f"{k} {x:.2f}" for k, x in zip(keys, w)))
+        print(f"  fusion ({fusion.combine}) weights (fitted on validation): "
+              + ", ".join(f"{k} {x:.2f}" for k, x in zip(keys, w)))
 
     results: dict = {"val": {}, "test": {}}
     fused: dict[str, np.ndarray] = {}
     for split, (ids, y, p) in split_data.items():
-        fused[split] = fuse_probs(w, p, np.ones(p.shape[:2]))
+        fused[split] = fusion.fuse(p)
         ok = y >= 0
         for i, k in enumerate(keys):
             results[split][k] = classification_metrics(y[ok], p[ok, i].argmax(1), len(classes))
@@ -191,6 +219,10 @@ def run_late_runs(cfg: LateRunsConfig, progress: bool = True) -> dict:
     fused_per_class = per_class(y[ok], y_pred[ok], classes)
     cm = confusion(y[ok], y_pred[ok], len(classes))
     save_confusion_png(cm, classes, out / "confusion.png", title=f"{cfg.name} (test, late fusion)")
+    save_reliability_diagram(fused["test"][ok], y[ok], out / "reliability.png", title=f"{cfg.name} (test, late fusion)")
+    ok_val = y_val >= 0
+    calibration = {k: calibration_summary(p[ok, i], y[ok], p_val[ok_val, i], y_val[ok_val]) for i, k in enumerate(keys)}
+    calibration["fusion"] = calibration_summary(fused["test"][ok], y[ok])  # its temperatures are already fitted
     with_std = {split: {**results[split]["fusion"], **{f"{m}_std": 0.0 for m in METRIC_NAMES}} for split in results}
     metrics = {
         "name": cfg.name,
@@ -198,9 +230,11 @@ def run_late_runs(cfg: LateRunsConfig, progress: bool = True) -> dict:
         "test": with_std["test"],
         "val": with_std["val"],
         "fusion_weights": dict(zip(keys, w.tolist())),
+        "fusion": {"method": cfg.fusion.method, **fusion.summary(keys)},
+        "calibration": calibration,
         f"val_{cfg.fusion.metric}_fitted": val_score,
         "members": {k: {"run": str(run_dirs[k]), "test": results["test"][k], "val": results["val"][k],
-                        "per_class": members_per_class[k]} for k in keys},
+                        "per_class": members_per_class[k], "calibration": calibration[k]} for k in keys},
         "per_class": fused_per_class,
         "confusion": cm.tolist(),
     }
@@ -221,16 +255,22 @@ def _write(path: Path, ids: list[str], y: np.ndarray, probs: np.ndarray, w: np.n
 
 def late_runs_table(metrics: dict, classes: list[str]) -> str:
     """Markdown: one row per modality's system and one for the fusion; F1 per class, weighted F1 and
-    accuracy on test (percent), and each system's fusion weight."""
-    head = "| system | weight | " + " | ".join(classes) + " | weighted F1 | accuracy |"
-    rows = [head, "|---|---:|" + "---:|" * (len(classes) + 2)]
+    accuracy on test (percent), the expected calibration error on test, and each system's fusion weight."""
+    head = "| system | weight | " + " | ".join(classes) + " | weighted F1 | accuracy | ECE |"
+    rows = [head, "|---|---:|" + "---:|" * (len(classes) + 3)]
+    cal = metrics.get("calibration", {})
 
-    def row(name: str, weight: str, pcs: list[dict], m: dict) -> str:
+    def row(name: str, key: str, weight: str, pcs: list[dict], m: dict) -> str:
         f1 = {r["class"]: r["f1"] for r in pcs}
-        cells = [f"{100 * f1[c]:.1f}" for c in classes] + [f"{100 * m['weighted_f1']:.1f}", f"{100 * m['accuracy']:.1f}"]
+        ece = cal.get(key, {}).get("ece")
+        cells = [f"{100 * f1[c]:.1f}" for c in classes] + [f"{100 * m['weighted_f1']:.1f}", f"{100 * m['accuracy']:.1f}",
+                                                           "" if ece is None else f"{ece:.3f}"]
         return f"| {name} | {weight} | " + " | ".join(cells) + " |"
 
     for k, mm in metrics["members"].items():
-        rows.append(row(k, f"{metrics['fusion_weights'][k]:.2f}", mm["per_class"], mm["test"]))
-    rows.append(row("**late fusion**", "", metrics["per_class"], metrics["test"]))
-    return "\n".join(rows) + "\n\nF1 per class, weighted F1 and accuracy on test (%); weights fitted on validation."
+        rows.append(row(k, k, f"{metrics['fusion_weights'][k]:.2f}", mm["per_class"], mm["test"]))
+    how = metrics.get("fusion", {}).get("combine", "mean")
+    rows.append(row(f"**late fusion ({how})**", "fusion", "", metrics["per_class"], metrics["test"]))
+    return ("\n".join(rows) + "\n\nF1 per class, weighted F1 and accuracy on test (%); ECE: expected calibration "
+            "error on test (15 bins; members as they predict, the fusion after its temperatures); weights fitted on "
+            "validation.")

@@ -75,11 +75,36 @@ def make_optimizer(model: EmotionModel, kind: str, lr: float, weight_decay: floa
     return cls(groups, lr=lr, weight_decay=weight_decay)
 
 
+def drop_modalities(batch: dict, modalities: list[str], p: float, generator: torch.Generator | None = None) -> dict:
+    """A copy of the batch where each sample loses each of its present inputs with probability p
+    (mask set to absent, features zeroed), never all of them: a sample keeps its inputs where the
+    draw would have dropped every one. Only inputs with a `<name>_mask` take part; with fewer than
+    two of them nothing is dropped."""
+    names = [m for m in modalities if f"{m}_mask" in batch and torch.is_tensor(batch.get(m))]
+    if p <= 0 or len(names) < 2:
+        return batch
+    b = len(batch["label"])
+    device = batch["label"].device
+    present = torch.stack([batch[f"{m}_mask"].reshape(b, -1).any(1) for m in names], 1)  # (B, M)
+    drop = torch.rand(present.shape, generator=generator).to(device) < p  # (B, M)
+    keep = present & ~drop
+    keep = torch.where(keep.any(1, keepdim=True), keep, present)  # never drop all of a sample's inputs
+    out = dict(batch)
+    for j, m in enumerate(names):
+        k = keep[:, j]  # (B,)
+        mask = batch[f"{m}_mask"]
+        out[f"{m}_mask"] = mask & (k if mask.dim() == 1 else k.unsqueeze(1))
+        x = batch[m]
+        out[m] = x * k.view(b, *([1] * (x.dim() - 1))).to(x.dtype)
+    return out
+
+
 class EmotionModule(L.LightningModule):
     def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float,
                  class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0,
-                 multi_label: bool = False, optimizer: str = "adamw"):
+                 multi_label: bool = False, optimizer: str = "adamw", modality_dropout: float = 0.0):
         super().__init__()
+        self.modality_dropout = modality_dropout  # train.modality_dropout: training batches only
         self.optimizer = optimizer
         self.model = model
         self.multi_label = multi_label
@@ -97,6 +122,8 @@ class EmotionModule(L.LightningModule):
         self._train_sum, self._train_n = 0.0, 0
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.modality_dropout > 0:
+            batch = drop_modalities(batch, self.model.modalities, self.modality_dropout)
         out = self.model(batch)
         loss = self._loss(out, batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
