@@ -41,3 +41,23 @@ def test_train_with_unknown_key_lists_valid_keys(tmp_path):
     p.write_text("name: x\ndata: {manifest: m, cache: c, features: {audio: egemaps}}\nmodel: {name: unimodal}\ntrain: {epochs: 3}\n")
     r = runner.invoke(app, ["train", str(p)])
     assert r.exit_code != 0 and "unknown key 'train.epochs'" in r.output and "max_epochs" in r.output
+
+
+def test_prepare_csv_says_when_splits_are_not_by_speaker(tmp_path):
+    rows = [f"u{s}_{c}_{k},{c},hello {k},spk{s}" for s in range(5) for c in ("happy", "sad") for k in range(2)]
+    (tmp_path / "t.csv").write_text("id,label,text,speaker\n" + "\n".join(rows) + "\n")
+    args = ["prepare", "csv", "--root", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m.csv"), "-o", "text_col=text"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "warning:" in r.output and "not by speaker" in r.output
+    assert "speaker_col=speaker" in " ".join(r.output.split())  # rich wraps lines
+    r = runner.invoke(app, args + ["-o", "speaker_col=speaker"])
+    assert r.exit_code == 0 and "warning:" not in r.output
+
+
+def test_evaluate_help_and_one_line_errors(tmp_path):
+    r = runner.invoke(app, ["evaluate", "--help"])
+    assert r.exit_code == 0 and "--map" in r.output
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "error: model folder not found" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["evaluate", str(tmp_path), "--data", "m.csv", "--out", "o", "--map", "calm"])
+    assert r.exit_code == 1 and "is not from=to" in r.output

@@ -1,5 +1,6 @@
 """The `emofuse` command. Each verb maps onto one package folder: prepare -> corpora,
-extract -> features, train -> training, report -> evaluation, demo -> pipeline."""
+extract -> features, train -> training, report -> evaluation, demo -> pipeline; predict, serve
+and evaluate (a trained run scored on another corpus) -> inference."""
 
 from __future__ import annotations
 
@@ -33,9 +34,13 @@ def prepare(
     option: list[str] = typer.Option([], "--option", "-o", help="Adapter option key=value (repeatable)."),
 ) -> None:
     """Read a corpus and write one checked manifest (one row per utterance)."""
+    import warnings
+
     import yaml
+    from rich.markup import escape
 
     from emofuse.corpora.base import PrepareError, prepare as _prepare
+    from emofuse.corpora.csv import SplitWarning
     from emofuse.registry import UnknownNameError
 
     opts = {}
@@ -45,9 +50,16 @@ def prepare(
         k, v = o.split("=", 1)
         opts[k] = yaml.safe_load(v)
     try:
-        m = _prepare(corpus, root, out, on_error=on_error, seed=seed, n_folds=n_folds, **opts)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SplitWarning)
+            m = _prepare(corpus, root, out, on_error=on_error, seed=seed, n_folds=n_folds, **opts)
     except (PrepareError, UnknownNameError, FileNotFoundError, TypeError, ValueError) as e:
         _fail(str(e))
+    for w in caught:  # how the splits were drawn (csv without a speaker column): said, not buried in a log
+        if issubclass(w.category, SplitWarning):
+            err.print(f"[yellow]warning:[/] {escape(str(w.message))}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     meta = m.meta
     console.print(f"[green]wrote[/] {out}: {meta['rows_kept']} rows kept, {meta['rows_rejected']} rejected "
                   f"of {meta['rows_in']}; splits {meta['split_counts']}")
@@ -305,6 +317,49 @@ def _print_prediction(pred, predictor) -> None:
         console.print(f"Top-N selected: {', '.join(pred.selected) or 'none'}")
     for w in pred.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory (runs/<name>) or folder from `emofuse export`."),
+    data: Path = typer.Option(..., "--data", help="Manifest CSV of the corpus to score on (`emofuse prepare`, e.g. `prepare csv`)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, predictions.csv, confusion.png, report.md, evaluate.yaml."),
+    map_: list[str] = typer.Option([], "--map", help="from=to: score the data's label FROM as the run's class TO (repeatable; 'from=' leaves FROM out)."),
+    split: list[str] = typer.Option([], "--split", help="Score only this split of the manifest (repeatable; default: every labelled row)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder (default <out>/cache)."),
+    unit: Optional[str] = typer.Option(None, help="For a cross-validated or multi-seed run: which unit (e.g. fold0/seed1)."),
+    batch_size: int = typer.Option(16, help="Rows per encoder and model batch."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Score a trained run on another corpus (cross-corpus): the run's own encoders and standardisation,
+    a label map, and the rows whose label the run never saw counted per label, not dropped."""
+    import shlex
+
+    from rich.markup import escape
+
+    from emofuse.inference import BundleError
+    from emofuse.inference.evaluate import EvaluateConfig, EvaluateError, evaluate_run, parse_map
+
+    try:
+        cfg = EvaluateConfig(run=str(run), data=str(data), out=str(out), map=parse_map(map_), splits=list(split),
+                             cache=str(cache or ""), unit=unit, batch_size=batch_size, device=device,
+                             command=shlex.join(["emofuse", *sys.argv[1:]]))
+        r = evaluate_run(cfg)
+    except (EvaluateError, BundleError, FileNotFoundError, KeyError, ValueError) as e:
+        _fail(escape(str(e)))
+    for w in r["warnings"]:
+        err.print(f"[yellow]warning:[/] {escape(w)}")
+    n = r["rows"]
+    t = Table(title=f"{r['run_name']} on {r['corpus']}: {n['scored']} of {n['labelled']} labelled rows scored")
+    for c in ("accuracy", "uar", "weighted_f1", "macro_f1"):
+        t.add_column(c)
+    t.add_row(*(f"{100 * r['test'][k]:.1f}" for k in ("accuracy", "uar", "weighted_f1", "macro_f1")))
+    console.print(t)
+    for lab, u in r["unseen_labels"].items():
+        seen = ", ".join(f"{c} {k}" for c, k in u["predicted"].items())
+        console.print(f"not scored: {escape(lab)} ({u['rows']} rows; predicted {seen}): not a class of the run "
+                      f"({', '.join(r['classes'])}); map it with --map {escape(lab)}=CLASS")
+    console.print(f"report: [bold]{out / 'report.md'}[/]  metrics: {out / 'metrics.json'}")
 
 
 @app.command()

@@ -80,3 +80,22 @@ def get_label_set(name: str) -> LabelSet:
     if name not in LABEL_SETS:
         raise KeyError(f"unknown label set {name!r}; valid: {', '.join(sorted(LABEL_SETS))}")
     return LABEL_SETS[name]
+
+
+def map_labels(source: LabelSet, target: LabelSet, overrides: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Each class of `source` -> the class of `target` it counts as, or None when it has none.
+
+    A source class maps to the target class of the same name or alias (MELD's "joy" onto a set
+    that knows "joy" as "happy"); `overrides` (source label -> target class, "" for none) come on
+    top. Raises ValueError naming the valid labels when an override names a label `source` does
+    not have or a class `target` does not have."""
+    out = {c: (target.normalise(c) if target.is_known(c) else None) for c in source.classes}
+    for raw_from, raw_to in (overrides or {}).items():
+        if not source.is_known(raw_from):
+            raise ValueError(f"map {raw_from}={raw_to}: {raw_from!r} is not a label of the data "
+                             f"({source.name}: {', '.join(source.classes)})")
+        if str(raw_to).strip() and not target.is_known(raw_to):
+            raise ValueError(f"map {raw_from}={raw_to}: {raw_to!r} is not a class of the model "
+                             f"({target.name}: {', '.join(target.classes)})")
+        out[source.normalise(raw_from)] = target.normalise(raw_to) if str(raw_to).strip() else None
+    return out

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from emofuse.corpora.base import Manifest, PrepareError, prepare
+from emofuse.corpora.csv import SplitWarning
 
 
-def make_table(folder: Path, n_per_class: int = 5, name: str = "labels.csv", **extra_cols) -> Path:
+def make_table(folder: Path, n_per_class: int = 5, name: str = "labels.csv", n_speakers: int = 5, **extra_cols) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "clips").mkdir(exist_ok=True)
     recs = []
@@ -19,7 +22,7 @@ def make_table(folder: Path, n_per_class: int = 5, name: str = "labels.csv", **e
             clip = f"clips/{cls.lower()}{i}.wav"
             (folder / clip).touch()
             recs.append({"utt": f"{cls.lower()}{i}", "emotion": cls, "wav": clip, "words": f"I feel {cls}, {i}",
-                         "who": f"spk{i % 2}"})
+                         "who": f"spk{i % n_speakers}"})
     df = pd.DataFrame(recs)
     for k, v in extra_cols.items():
         df[k] = v
@@ -39,7 +42,8 @@ def test_table_as_root_with_seeded_stratified_splits(tmp_path):
     assert m.label_set.name == "custom" and m.label_set.classes == ("happy", "neutral", "sad")  # inferred, sorted
     assert df.loc["happy0", "label"] == "happy" and df.loc["happy0", "text"] == "I feel Happy, 0"
     assert df.loc["sad3", "audio"] == str((tmp_path / "data" / "clips" / "sad3.wav").absolute())
-    assert df.loc["sad3", "speaker"] == "spk1" and df.loc["sad3", "video"] == ""
+    assert df.loc["sad3", "speaker"] == "spk3" and df.loc["sad3", "video"] == ""
+    assert m.df.groupby("speaker").fold.nunique().eq(1).all()  # by speaker: each speaker in one fold
     assert m.df.groupby("fold").label.nunique().eq(3).all()  # stratified: every class in every fold
     assert (m.df[m.df.fold == 0].split == "test").all() and (m.df[m.df.fold == 1].split == "val").all()
     other = prepare("csv", table, tmp_path / "out" / "o.csv", seed=7, **COLS).df
@@ -53,11 +57,13 @@ def test_folder_root_file_option_label_set_and_given_splits(tmp_path):
     (tmp_path / "d" / "other.csv").write_text("x\n1\n")
     with pytest.raises(FileNotFoundError, match="give the table with file= .*other.csv, table.tsv"):
         prepare("csv", tmp_path / "d", tmp_path / "m.csv", **COLS)
-    with pytest.raises(PrepareError, match="1 bad_value: neutral4 \\(split 'bogus'"):
+    with pytest.raises(PrepareError, match="1 bad_value: neutral4 \\(split 'bogus'"), pytest.warns(SplitWarning):
         prepare("csv", tmp_path / "d", tmp_path / "m.csv", file="table.tsv", split_col="part",
-                label_set="happy,sad,neutral", **COLS)
-    m = prepare("csv", tmp_path / "d", tmp_path / "m.csv", file="table.tsv", split_col="part",
-                label_set="happy,sad,neutral", on_error="skip", **COLS)
+                label_set="happy,sad,neutral", n_folds=3, **COLS)
+    with pytest.warns(SplitWarning, match="speakers have rows in more than one of train/val/test"):
+        # the 4 rows left to split have 3 speakers: 3 speaker folds; the given splits share speakers
+        m = prepare("csv", tmp_path / "d", tmp_path / "m.csv", file="table.tsv", split_col="part",
+                    label_set="happy,sad,neutral", on_error="skip", n_folds=3, **COLS)
     assert m.label_set.classes == ("happy", "sad", "neutral")
     df = m.df.set_index("id")
     assert df.loc["happy0", "split"] == "train" and df.loc["happy1", "split"] == "val"
@@ -99,8 +105,59 @@ def test_row_ids_and_soft_labels(tmp_path):
     df = pd.read_csv(table)
     df["soft"] = ['[0.5, 0.25, 0.25]', "", "[1, 0]", "", "", "not json"]
     df.to_csv(table, index=False)
-    m = prepare("csv", table, tmp_path / "m.csv", on_error="skip", soft_label_col="soft",
-                **dict(COLS, id_col=None))
+    with pytest.warns(SplitWarning, match="split into train/val/test by row"):
+        m = prepare("csv", table, tmp_path / "m.csv", on_error="skip", soft_label_col="soft",
+                    **dict(COLS, id_col=None, speaker_col=None))
     assert m.ids[0] == "row2" and len(m) == 4
     assert m.df.soft_label.iloc[0] == "[0.5, 0.25, 0.25]"
     assert set(pd.read_csv(Manifest.rejects_path(tmp_path / "m.csv")).reason) == {"bad_value"}
+
+
+def _speaker_table(folder: Path, n_speakers: int = 8, seed: int = 0, speaker_header: str = "speaker") -> Path:
+    """Each speaker says each of 4 classes an uneven number of times (2-5), as real corpora do."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    recs = [{"id": f"s{s}_{c}_{k}", "label": c, "text": f"{c} {k}", speaker_header: f"spk{s}"}
+            for s in range(n_speakers) for c in ("angry", "happy", "neutral", "sad") for k in range(rng.integers(2, 6))]
+    pd.DataFrame(recs).to_csv(folder / "t.csv", index=False)
+    return folder / "t.csv"
+
+
+def test_speaker_column_gives_speaker_disjoint_stratified_folds_for_cross_validation(tmp_path):
+    from emofuse.training.run import _plans
+
+    table = _speaker_table(tmp_path / "d")
+    m = prepare("csv", table, tmp_path / "m.csv", text_col="text", speaker_col="speaker", seed=3)
+    df = m.df
+    assert df.groupby("speaker").fold.nunique().eq(1).all() and sorted(df.fold.unique()) == [0, 1, 2, 3, 4]
+    by_split = {s: set(df[df.split == s].speaker) for s in ("train", "val", "test")}
+    assert all(by_split.values()) and not (by_split["train"] & by_split["val"]) and not (by_split["train"] & by_split["test"])
+    assert not (by_split["val"] & by_split["test"])
+    assert set(df[df.fold == 0].split) == {"test"} and set(df[df.fold == 1].split) == {"val"}
+    assert df.groupby("fold").label.nunique().eq(4).all()  # stratified: every class in every fold
+    for plan in _plans(m, cross_validation=True):  # train.cross_validation: speaker-independent in every fold
+        spk = {s: set(df.speaker.iloc[plan[s]]) for s in ("train", "val", "test")}
+        assert spk["test"] and not (spk["test"] & spk["train"]) and not (spk["val"] & spk["train"])
+    again = prepare("csv", table, tmp_path / "a.csv", text_col="text", speaker_col="speaker", seed=3).df
+    other = prepare("csv", table, tmp_path / "o.csv", text_col="text", speaker_col="speaker", seed=4).df
+    assert again.fold.tolist() == df.fold.tolist() and other.fold.tolist() != df.fold.tolist()
+
+
+def test_speaker_folds_need_as_many_speakers_as_folds(tmp_path):
+    table = _speaker_table(tmp_path / "d", n_speakers=4)
+    with pytest.raises(ValueError, match="4 speakers .* fewer than n_folds=5.*--n-folds"):
+        prepare("csv", table, tmp_path / "m.csv", speaker_col="speaker")
+    m = prepare("csv", table, tmp_path / "m.csv", speaker_col="speaker", n_folds=4)
+    assert m.df.groupby("speaker").fold.nunique().eq(1).all() and m.df.fold.nunique() == 4
+
+
+def test_no_speaker_column_warns_and_names_the_column_to_give(tmp_path):
+    table = _speaker_table(tmp_path / "d", speaker_header="Speaker")
+    with pytest.warns(SplitWarning, match=r"by row, not by speaker.*-o speaker_col=Speaker"):
+        m = prepare("csv", table, tmp_path / "m.csv")
+    assert m.df.groupby("fold").label.nunique().eq(4).all()  # still stratified, by row
+    given = pd.read_csv(table).assign(part="train")
+    given.to_csv(table, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every split given by the user: nothing drawn, nothing to warn about
+        prepare("csv", table, tmp_path / "g.csv", split_col="part")

@@ -2,20 +2,37 @@
 
 The root is the table itself, or its folder with `file=` (or a folder holding exactly one .csv/.tsv).
 Relative media paths are resolved against the table's folder. Rows without a split (no split
-column, or an empty cell) get a seeded stratified fold and the split it implies (fold 0 test,
-fold 1 val, the rest train); rows without a label and without a split become "unlabeled".
+column, or an empty cell) get a seeded fold and the split it implies (fold 0 test, fold 1 val, the
+rest train); rows without a label and without a split become "unlabeled".
 
-    emofuse prepare csv my_data/labels.csv --set label_set=happy,sad,neutral --set audio_col=wav"""
+With a speaker column the folds are stratified group folds by speaker (every speaker's rows in one
+fold), so train, val and test speakers are disjoint and `train.cross_validation` over the folds is
+speaker-independent: the score then says how the model does on voices and faces it never met.
+Without one the folds are drawn by row, and SplitWarning says that scores will be optimistic.
+
+    emofuse prepare csv --root my_data/labels.csv --out work/mine.csv \
+        -o label_set=happy,sad,neutral -o audio_col=wav -o speaker_col=speaker"""
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
-from emofuse.corpora.base import CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, read_table
+import numpy as np
+
+from emofuse.corpora.base import (
+    CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, read_table, splits_from_folds,
+)
 from emofuse.labels import LABEL_SETS, LabelSet, get_label_set
 from emofuse.registry import CORPORA
+
+
+
+class SplitWarning(UserWarning):
+    """Splits that will make scores look better than they are on new speakers (`emofuse prepare` prints it)."""
+
 
 # spellings of split names found in the wild -> manifest split
 SPLIT_ALIASES = {
@@ -102,7 +119,22 @@ class CSVCorpus(CorpusAdapter):
                 "dialogue": get["dialogue"],
                 "soft_label": soft,
             })
+        given = [r for r in rows if r["split"]]
         assign_stratified_splits(rows, self.label_set, self.n_folds, self.seed)
+        # assign_stratified_splits gave a fold (>= 0) to exactly the rows to split that will pass the
+        # common checks; with speakers, those rows are dealt again, by speaker
+        todo = [r for r in rows if r["fold"] >= 0]
+        if todo and self.cols["speaker"]:
+            _speaker_folds(todo, self.label_set, self.n_folds, self.seed, self.cols["speaker"])
+        elif todo:
+            hint = (f" The table has a column {c!r}: give it with -o speaker_col={c}." if (c := _speaker_like(df.columns))
+                    else " Give the column that names each row's speaker with -o speaker_col=COLUMN.")
+            warnings.warn(
+                f"{table.name}: no speaker column given, so {len(todo)} rows were split into train/val/test by row, "
+                "not by speaker: a speaker's clips can be in both train and test, and scores will be higher "
+                f"than on speakers the model never met.{hint}", SplitWarning, stacklevel=2)
+        if self.cols["speaker"] and given:
+            _warn_shared_speakers(given + todo, table.name)
         return PrepareResult(rows, rejects)
 
     def _table(self, root: Path) -> Path:
@@ -120,6 +152,63 @@ class CSVCorpus(CorpusAdapter):
             found = ", ".join(p.name for p in tables) or "none"
             raise FileNotFoundError(f"{root}: give the table with file= or as the root (tables found: {found})")
         return tables[0]
+
+
+def _speaker_folds(rows: list[dict], label_set: LabelSet, n_folds: int, seed: int, column: str) -> None:
+    """Seeded stratified group folds by speaker (sklearn's StratifiedGroupKFold) for `rows`, in
+    place, and the split each fold implies. A row without a speaker is a group of its own."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = [r["speaker"] or f"\0{r['id']}" for r in rows]  # "\0": no speaker is ever named so
+    speakers = sorted(set(groups))
+    if len(speakers) < n_folds:
+        raise ValueError(
+            f"speaker folds: {len(speakers)} speakers ({column!r}) among the rows to split, fewer than n_folds={n_folds}; "
+            "every fold needs its own speakers: pass --n-folds with at most that many (3 at least: one fold "
+            "each for test and val), give splits with split_col, or leave out speaker_col")
+    unnamed = sum(not r["speaker"] for r in rows)
+    if unnamed:
+        warnings.warn(f"{unnamed} rows have an empty {column!r}: each is put in a fold alone, so it may share an "
+                      "unnamed speaker with rows of other splits", SplitWarning, stacklevel=3)
+    labels = np.array([label_set.normalise(r["label"]) for r in rows])  # these rows pass the checks
+    folds = np.full(len(rows), -1, dtype=int)
+    sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a rare class in fewer speakers than folds: sklearn only warns
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        try:
+            for i, (_, idx) in enumerate(sgkf.split(np.zeros(len(rows)), labels, np.array(groups))):
+                folds[idx] = i
+        except ValueError:  # no class has n_folds rows (a handful of rows): deal the speakers out instead
+            order = np.random.default_rng(seed).permutation(len(speakers))
+            fold_of = {speakers[j]: k % n_folds for k, j in enumerate(order)}
+            folds = np.array([fold_of[g] for g in groups])
+    # StratifiedGroupKFold places speakers to balance the classes and its shuffle only breaks ties
+    # between speakers with the same class spread, so most seeds would give the same folds; the seed
+    # also numbers the folds, and with them decides which speakers are test and which val.
+    folds = np.random.default_rng(seed).permutation(n_folds)[folds]
+    for r, fold, split in zip(rows, folds, splits_from_folds(folds, n_folds)):
+        r["fold"], r["split"] = int(fold), split
+
+
+def _warn_shared_speakers(rows: list[dict], table: str) -> None:
+    """Say so when a named speaker has rows in more than one of train, val and test (given splits can do that)."""
+    where: dict[str, set[str]] = {}
+    for r in rows:
+        if r["speaker"] and r["split"] in ("train", "val", "test"):
+            where.setdefault(r["speaker"], set()).add(r["split"])
+    shared = sorted(s for s, splits in where.items() if len(splits) > 1)
+    if shared:
+        warnings.warn(f"{table}: {len(shared)} speakers have rows in more than one of train/val/test "
+                      f"({', '.join(shared[:5])}{', …' if len(shared) > 5 else ''}), from the split column; "
+                      "scores on them are not speaker-independent", SplitWarning, stacklevel=3)
+
+
+def _speaker_like(columns) -> str | None:
+    """A column whose name says it holds speakers, to name in the no-speaker warning."""
+    for c in columns:
+        if str(c).strip().lower() in ("speaker", "speaker_id", "spk", "actor", "subject", "participant"):
+            return str(c)
+    return None
 
 
 def _label_set(spec: str) -> LabelSet:
