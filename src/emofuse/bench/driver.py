@@ -1,7 +1,8 @@
 """The one driver every benchmark shares: prepare (done by the benchmark) -> extract -> train the
 project's models through the one training loop -> an optional logistic-regression baseline on the
-same features -> test metrics with seeded bootstrap intervals -> metrics.json, report.md, per-class
-tables and confusion matrices.
+same features -> test metrics with seeded bootstrap intervals and calibration (ECE, reliability
+diagram, temperature fitted on validation) -> the product of each fusion's own unimodal members as a
+reference row -> metrics.json, report.md, per-class tables and confusion matrices.
 
 A benchmark is a list of `Task`s (one label set and protocol each: RAVDESS 8 and 7 classes are two
 tasks); a task is a manifest, the encoders to extract, the model runs and the baseline's inputs."""
@@ -74,6 +75,7 @@ class Target:
     text: str  # the issue's wording, for the report
     versus: str | None = None  # ... or reach the figure of this reference row (e.g. the bundled CNN)
     gain: float | None = None  # ... or the best fusion must beat the best unimodal run by this much
+    over_baseline: float | None = None  # ... or the project's model must beat the strongest baseline by this much
     # the project rows and baseline rows the target is about (None: all of them), e.g. only the HOG
     # rows, when the other rows' features were learned on the test images
     project_rows: list[str] | None = None
@@ -213,6 +215,75 @@ def score_entry(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], opts
     return entry
 
 
+def read_probs(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """(ids, labels (N,), probabilities (N, C)) of the labelled rows of a single-label predictions
+    file, or None (missing file, or multi-label)."""
+    if not Path(path).is_file():
+        return None
+    df = pd.read_csv(path, dtype={"id": str, "true": str, "predicted": str}, keep_default_na=False)
+    cols = [f"p_{c}" for c in classes]
+    if not set(cols) <= set(df.columns) or df["true"].str.contains(";").any():
+        return None
+    df = df[df["true"].isin(classes)]
+    return df["id"].tolist(), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(int), df[cols].to_numpy(float)
+
+
+def product_rows(results: dict[str, dict], task_dir: Path, classes: list[str], opts: BenchOptions) -> dict[str, dict]:
+    """For every fusion run whose inputs each have a unimodal run here (same encoder): the plain
+    product of those unimodal runs' probabilities (equal weights, no fitting: the simplest fusion
+    of the project's own members), scored as a reference row, and the fusion's paired-bootstrap
+    difference to it (fusion minus product, weighted F1) stored in the fusion's entry."""
+    from emofuse.evaluation.calibration import calibration_summary
+    from emofuse.evaluation.compare import compare_runs
+
+    unimodal = {}
+    for name, e in results.items():
+        feats = e.get("features") or {}
+        if e.get("kind") == "project" and e.get("model") == "unimodal" and len(feats) == 1:
+            unimodal.setdefault(tuple(feats.items())[0], name)
+    rows: dict[str, dict] = {}
+    for name, e in list(results.items()):
+        feats = e.get("features") or {}
+        if e.get("kind") != "project" or e.get("model") == "unimodal" or len(feats) < 2:
+            continue
+        if any(not isinstance(v, str) or (k, v) not in unimodal for k, v in feats.items()):
+            continue
+        members = [unimodal[(k, v)] for k, v in sorted(feats.items())]
+        row = "product of " + " × ".join(sorted(feats))
+        out_dir = task_dir / "runs" / row.replace(" ", "_").replace("×", "x")
+        if row not in rows:
+            split_probs = {}
+            for split, f in (("test", "predictions.csv"), ("val", "predictions_val.csv")):
+                read = [read_probs(task_dir / results[m]["run_dir"] / f, classes) for m in members]
+                if any(r is None for r in read):
+                    break
+                ids = read[0][0]
+                index = [{i: j for j, i in enumerate(r[0])} for r in read]
+                logp = sum(np.log(np.clip(r[2][[ix[i] for i in ids]], 1e-12, None)) for r, ix in zip(read, index))
+                prob = np.exp(logp - logp.max(1, keepdims=True))
+                split_probs[split] = (ids, read[0][1], prob / prob.sum(1, keepdims=True))
+            if "test" not in split_probs or "val" not in split_probs:
+                continue
+            ids, y, prob = split_probs["test"]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            frame = pd.DataFrame({"id": ids, "true": [classes[i] for i in y], "predicted": [classes[i] for i in prob.argmax(1)]})
+            for j, c in enumerate(classes):
+                frame[f"p_{c}"] = np.round(prob[:, j], 6)
+            frame.to_csv(out_dir / "predictions.csv", index=False)
+            _, y_val, p_val = split_probs["val"]
+            entry = score_entry(y, prob.argmax(1), classes, opts)
+            entry.update(kind="reference", model="product", members=members,
+                         inputs="product of the probabilities of " + ", ".join(members),
+                         val=classification_metrics(y_val, p_val.argmax(1), len(classes)),
+                         calibration=calibration_summary(prob, y, p_val, y_val), run_dir=str(out_dir.relative_to(task_dir)))
+            rows[row] = entry
+        if row in rows:
+            cmp = compare_runs(out_dir, task_dir / e["run_dir"], n_boot=opts.bootstrap, seed=opts.seed)
+            d = next(x for x in cmp.differences if x.metric == "weighted_f1")
+            e["versus_product"] = {"row": row, "diff": d.diff, "ci95": [d.low, d.high], "p_value": d.p_value}
+    return rows
+
+
 def choose(entries: dict[str, dict], metric: str) -> str | None:
     """The entry with the best *validation* score (the first on ties): the model a user would
     pick without looking at test, whose test score is then the one to quote."""
@@ -305,6 +376,14 @@ def linear_baseline(task: Task, baseline: Baseline, manifest: Manifest, opts: Be
     for j, name in enumerate(classes):
         rows[f"p_{name}"] = np.round(probs[:, j], 5)
     rows.to_csv(run_dir / "predictions.csv", index=False)
+    if not task.multi_label:  # validation probabilities too: calibration is fitted on them
+        p_val = np.zeros((len(va), len(classes)))
+        p_val[:, clf.classes_] = clf.predict_proba(x[va])
+        val_rows = pd.DataFrame({"id": df["id"].to_numpy()[va], "true": [classes[i] for i in y[va]],
+                                 "predicted": [classes[i] for i in p_val.argmax(1)]})
+        for j, name in enumerate(classes):
+            val_rows[f"p_{name}"] = np.round(p_val[:, j], 5)
+        val_rows.to_csv(run_dir / "predictions_val.csv", index=False)
     info = {"C": c, "threshold": t, f"val_{metric}": best[0], "inputs": baseline.features,
             "standardise": mode, "dim": int(x.shape[1]), "wall_time_s": time.perf_counter() - t0}
     (run_dir / "baseline.json").write_text(json.dumps(info, indent=2))
@@ -319,7 +398,7 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
     """Extract, train every run, score, and write <out>/<task>/: per-run folders, confusion PNG of
     the best project model. Returns {"results": {row: entry}, "timings": {...}, ...}."""
     from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from emofuse.evaluation.report import save_confusion_png
+    from emofuse.evaluation.report import save_confusion_png, write_calibration
     from emofuse.features.extract import extract
     from emofuse.registry import MODELS
     from emofuse.training.run import train_run
@@ -364,7 +443,12 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
                      wall_time_s=wall,
                      best_epochs=[u.get("best_epoch") for u in m.get("units", [])],
                      val={k: m["val"][k] for k in METRIC_NAMES},  # what the best model is chosen by
-                     run_dir=str(Path("runs") / cfg.name))
+                     run_dir=str(Path("runs") / cfg.name),
+                     calibration=None if task.multi_label else
+                     m.get("calibration") or write_calibration(task_dir / "runs" / cfg.name, classes))
+        fitted = [u["fitted_on_val"] for u in m.get("units", []) if u.get("fitted_on_val")]
+        if fitted:  # e.g. late fusion's weights and temperatures (the first unit's)
+            entry["fitted_on_val"] = fitted[0]
         if len(opts.seeds) > 1:  # the point figures are the first seed's; the spread over seeds too
             entry["seeds"] = {k: [m["test"][k], m["test"][f"{k}_std"]] for k in METRIC_NAMES}
         results[run.name] = entry
@@ -389,12 +473,16 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         entry = score_entry(y_true, y_pred, classes, opts)
         entry.update(kind="baseline", model="logistic regression", features=b.features,
                      inputs=describe_inputs(b.features, {"standardise": b.standardise}),
-                     wall_time_s=time.perf_counter() - t, fitted=info)
+                     wall_time_s=time.perf_counter() - t, fitted=info,
+                     calibration=None if task.multi_label else write_calibration(task_dir / "runs" / b.name, classes))
         results[b.name] = entry
         timings[b.name] = entry["wall_time_s"]
         if opts.progress:
             print(f"  {task.name} {b.name:<24} test weighted F1 {100 * entry['weighted_f1']:.1f}  "
                   f"({entry['wall_time_s']:.0f} s)", flush=True)
+
+    if not task.multi_label:
+        results.update(product_rows(results, task_dir, classes, opts))
 
     project = {k: v for k, v in results.items() if v["kind"] == "project"}
     best = choose(project, task.metric)

@@ -53,7 +53,7 @@ def per_class_table(rows: list[dict]) -> str:
 
 def _read_probs(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     """(probabilities (N, C), labels (N,)) of the labelled single-label rows of a predictions CSV;
-    None when the file is missing or multi-label (classes joined by ';')."""
+    None when the file is missing or multi-label (classes joined by ';', or rows not summing to 1)."""
     import pandas as pd
 
     if not Path(path).is_file():
@@ -63,9 +63,11 @@ def _read_probs(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]
     if not set(cols) <= set(df.columns) or df["true"].str.contains(";").any():
         return None
     df = df[df["true"].isin(classes)]
-    if not len(df):
+    probs = df[cols].to_numpy(np.float64)
+    # per-class sigmoids (multi-label runs whose rows happen to carry one label each) are no distribution
+    if not len(df) or not np.allclose(probs.sum(1), 1.0, atol=0.01):
         return None
-    return df[cols].to_numpy(np.float64), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    return probs, df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
 
 
 def write_calibration(run_dir: str | Path, classes: list[str], title: str = "") -> dict:
