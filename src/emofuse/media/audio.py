@@ -16,6 +16,9 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
     """The first audio stream of `path` as float32 mono at `sr` Hz, shape (n_samples,).
 
     Channels are averaged down to mono by FFmpeg's resampler (the same downmix ffmpeg -ac 1 does).
+    Sample 0 is the track's first decoded sample, wherever the track starts in the file: audio that
+    starts after the video (stream start_time > 0) is not padded with silence, so its offset from the
+    frames of `iter_frames` is the stream's start time, not zero.
     Raises MediaError when the file is missing, empty, unreadable or has no audio track."""
     if sr <= 0:
         raise ValueError(f"sr must be positive, got {sr}")
@@ -24,15 +27,24 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
             kinds = ", ".join(s.type for s in container.streams) or "none"
             raise MediaError(f"{path}: no audio track (streams found: {kinds})")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # a codec tag FFmpeg does not know (or a corrupt one)
+            raise MediaError(f"{path}: the audio track's codec is unknown to FFmpeg, so it cannot be decoded")
         declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        resampler, source = None, None
         chunks: list[np.ndarray] = []
         for frame in container.decode(stream):
-            # Layout or rate may change mid-stream (broadcast recordings do); the resampler copes.
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
-        for out in resampler.resample(None):  # flush the samples the resampler still holds
-            chunks.append(out.to_ndarray().reshape(-1))
+            # Layout, rate or sample format may change mid-stream (broadcast recordings and spliced
+            # files do). PyAV's resampler is set up by its first frame and then refuses another kind,
+            # or, when that first frame needed no conversion, passes the next ones through as they
+            # are: so each change gets a fresh resampler, after flushing the old one.
+            kind = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if kind != source:
+                if resampler is not None:
+                    chunks.extend(_mono(out) for out in resampler.resample(None))
+                resampler, source = av.AudioResampler(format="flt", layout="mono", rate=sr), kind
+            chunks.extend(_mono(out) for out in resampler.resample(frame))
+        if resampler is not None:  # flush the samples the resampler still holds
+            chunks.extend(_mono(out) for out in resampler.resample(None))
     if not chunks:
         raise MediaError(f"{path}: the audio track has no decodable samples (empty or truncated)")
     audio = np.concatenate(chunks).astype(np.float32, copy=False)
@@ -49,6 +61,10 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
                 " the header lists"
             )
     return audio
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    return frame.to_ndarray().reshape(-1)  # (1, n) packed mono -> (n,)
 
 
 _MAX_PADDING_S = 0.25  # longer than any codec's final-frame padding (AAC at 8 kHz: 128 ms)

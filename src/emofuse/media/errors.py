@@ -30,7 +30,9 @@ def open_container(path: str | Path) -> Iterator[av.container.InputContainer]:
         # FFmpeg's own message for this ("Invalid data found when processing input") hides the cause.
         raise MediaError(f"{path}: empty file (0 bytes)")
     try:
-        container = av.open(str(path), mode="r")
+        # Tags are text of any encoding in the wild (latin-1 handler names, flipped bytes): a tag
+        # that is not UTF-8 must not make the media unreadable.
+        container = av.open(str(path), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as e:
         raise MediaError(
             f"{path}: not a readable media file: not media at all, or cut short before its header or index"

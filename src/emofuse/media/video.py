@@ -8,7 +8,12 @@ Three sampling modes, exactly one at a time:
                segments (the TSN-style sampling most video encoders expect); all frames when the
                clip has fewer than K.
 
-Times are seconds from the start of the video stream (the first frame is at 0.0 for ordinary files)."""
+Times are seconds from the start of the video stream (the first frame is at 0.0 for ordinary files).
+Frames come out upright: a phone video's display matrix (its "rotate 90") is applied, as players do,
+so a face detector sees faces the right way up.
+
+The file is only ever read forwards; where a count is needed first (k_uniform on mkv, webm, flv) the
+file is opened a second time for it, because some demuxers (flv) refuse to seek back."""
 
 from __future__ import annotations
 
@@ -38,28 +43,38 @@ class VideoInfo:
     width: int
     height: int
     has_audio: bool
+    rotation: int = 0  # degrees counter-clockwise the stored frames are turned to be shown (applied)
 
 
 def video_info(path: str | Path) -> VideoInfo:
     """Stream metadata of a video. `n_frames` comes from the container header where it has one
-    (mp4, avi) and from one demux-only pass over the packets otherwise (mkv, webm): no decoding."""
+    (mp4, mov, avi) and otherwise from one demux-only pass over the packets of a second opening of
+    the file (mkv, webm, flv): nothing is seeked, since some containers (flv) refuse to. Width and
+    height are those of the frames `iter_frames` gives, so upright for a rotated phone video, which
+    costs decoding the first frame (the display matrix is only read there)."""
     with open_container(path) as container:
         stream = _video_stream(container, path)
         fps = _fps(stream)
-        n_frames = int(stream.frames) or _count_packets(container, stream)
+        n_frames = int(stream.frames) or _count_frames(path)
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / av.time_base
         else:
             duration = n_frames / fps if fps else 0.0
+        width, height = stream.codec_context.width, stream.codec_context.height
+        first = next(container.decode(stream), None)
+        rotation = _quarter_turns(first) * 90 if first is not None else 0
+        if rotation % 180:
+            width, height = height, width
         return VideoInfo(
             duration=duration,
             fps=fps,
             n_frames=n_frames,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=width,
+            height=height,
             has_audio=len(container.streams.audio) > 0,
+            rotation=rotation,
         )
 
 
@@ -91,12 +106,13 @@ def iter_frames(
         src_fps = _fps(stream)
         expected = int(stream.frames)  # 0 when the container does not store it
         if k_uniform is not None and not expected:
-            expected = _count_packets(container, stream)
-            container.seek(0, stream=stream)
+            # Counted on a second opening: seeking this one back to the start after counting is
+            # refused by some demuxers (flv: EPERM), which rejected every CREMA-D clip.
+            expected = _count_frames(path)
         keep = _selector(every_n=every_n, fps=fps, k_uniform=k_uniform, n_frames=expected, src_fps=src_fps)
         # Decoding with the codec's own threads costs nothing in memory and roughly halves wall time.
         stream.thread_type = "AUTO"
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        start = _seconds(stream.start_time, stream.time_base) or 0.0
         n = 0
         for n, frame in enumerate(container.decode(stream), start=1):
             index = n - 1
@@ -135,6 +151,9 @@ def _selector(*, every_n, fps, k_uniform, n_frames, src_fps):
 
 
 def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
+    """The frame as (H, W, 3) uint8 RGB, upright: turned as its display matrix says (phones store
+    frames as the sensor saw them and say how to turn them), as players and `ffmpeg` show them.
+    Only quarter turns; the matrix's mirror flags are not applied."""
     w, h = frame.width, frame.height
     if max_side is not None and max(w, h) > max_side:
         s = max_side / max(w, h)
@@ -144,14 +163,29 @@ def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
         )
     else:
         rgb = frame.reformat(format="rgb24")
-    return rgb.to_ndarray()  # (H, W, 3) uint8
+    image = rgb.to_ndarray()  # (h, w, 3) uint8, as stored
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image  # np.rot90: counter-clockwise
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that make the frame upright (0-3). PyAV's `rotation` is the
+    display matrix's counter-clockwise angle in [-180, 180]: -90 for a phone held upright."""
+    return round(frame.rotation / 90) % 4
+
+
+def _seconds(t, time_base) -> float | None:
+    return float(t * time_base) if t is not None and time_base is not None else None
 
 
 def _video_stream(container: av.container.InputContainer, path) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = ", ".join(s.type for s in container.streams) or "none"
         raise MediaError(f"{path}: no video stream (streams found: {kinds})")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # a codec tag FFmpeg does not know (or a corrupt one)
+        raise MediaError(f"{path}: the video stream's codec is unknown to FFmpeg, so it cannot be decoded")
+    return stream
 
 
 def _fps(stream) -> float:
@@ -159,10 +193,13 @@ def _fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
-def _count_packets(container, stream) -> int:
-    """Frame count from one demux pass: one packet per frame for every video codec we meet, and
-    demuxing is orders of magnitude cheaper than decoding."""
-    return sum(1 for p in container.demux(stream) if p.size > 0)  # size 0: the end-of-stream marker
+def _count_frames(path) -> int:
+    """Frame count from one demux pass over a fresh opening of `path` (never a seek back: flv
+    refuses it): one packet per frame for every video codec we meet, and demuxing is orders of
+    magnitude cheaper than decoding."""
+    with open_container(path) as container:
+        stream = _video_stream(container, path)
+        return sum(1 for p in container.demux(stream) if p.size > 0)  # size 0: the end-of-stream marker
 
 
 def write_video(
