@@ -61,7 +61,7 @@ class Registry(Generic[T]):
 CORPORA: Registry = Registry(
     "corpus",
     ["emofuse.corpora.mer2025", "emofuse.corpora.meld", "emofuse.corpora.iemocap",
-     "emofuse.corpora.ravdess", "emofuse.corpora.csv", "emofuse.corpora.fer2013", "emofuse.corpora.goemotions"],
+     "emofuse.corpora.ravdess", "emofuse.corpora.csv", "emofuse.corpora.fer2013", "emofuse.corpora.goemotions", "emofuse.corpora.ckplus"],
 )
 ENCODERS: Registry = Registry("encoder", ["emofuse.features.encoders.builtin"])
 MODELS: Registry = Registry(

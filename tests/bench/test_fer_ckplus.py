@@ -1,0 +1,55 @@
+"""Small slices of the face benchmarks on CK+ (faces the bundled CNN never saw): `bench ckplus`
+(subject-grouped folds, pooled) and `bench fer2013 -o eval_corpus=ckplus` (trained on FER2013, tested
+on CK+), each with the CNN alone and with test-time augmentation. The figures of such slices mean
+nothing; the path runs and keeps its promises. Skipped, with the reason, without ../shared/data."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from emofuse.bench import run_bench
+from emofuse.bench.driver import BenchOptions
+from emofuse.corpora.base import Manifest
+from tests.conftest import need
+
+pytestmark = pytest.mark.realdata
+
+
+def test_ckplus_folds_by_subject_and_pools_every_test_image(data_root, tmp_path):
+    need(data_root, "ckplus48")
+    opts = BenchOptions(data=data_root, out=tmp_path, limit=25, max_epochs=2, bootstrap=50, progress=False,
+                        baseline="linear", models=["unimodal(fer2013,tta=none)", "unimodal(fer2013,tta=flip)"])
+    metrics = run_bench("ckplus", opts, folds=3)
+    for k in range(3):
+        for row in ("unimodal(fer2013,tta=flip)", "fer2013-cnn", "fer2013-cnn tta=flip_shift",
+                    "baseline-linear-fer2013,tta=none"):
+            assert f"ckplus-fold{k}/{row}" in metrics, sorted(metrics)
+    tests = [Manifest.load(tmp_path / "ckplus" / f"fold{k}.csv").df.query("split == 'test'") for k in range(3)]
+    subjects = [set(t["speaker"]) for t in tests]
+    assert not (subjects[0] & subjects[1]) and not (subjects[1] & subjects[2]) and not (subjects[0] & subjects[2])
+    assert all("contempt" not in set(t["label"]) for t in tests)
+    report = (tmp_path / "report.md").read_text()
+    pooled = report[report.index("## All folds pooled"):]
+    n_test = sum(len(t) for t in tests)
+    row = next(line for line in pooled.splitlines() if line.startswith("| fer2013-cnn |"))
+    assert row.split("|")[7].strip() == str(n_test) and row.split("|")[8].strip() == "3"
+    assert "Target (issue 12)" in pooled and "**" in pooled
+
+
+def test_fer2013_tested_on_ckplus_with_tta(data_root, tmp_path):
+    need(data_root, "fer2013_train"), need(data_root, "ckplus48")
+    opts = BenchOptions(data=data_root, out=tmp_path, limit=40, max_epochs=2, bootstrap=50, progress=False,
+                        encoders={"video": "fer2013@tta=flip"}, models=["unimodal(fer2013@tta=flip)"])
+    metrics = run_bench("fer2013", opts, eval_corpus="ckplus")
+    assert {"unimodal(fer2013@tta=flip)", "fer2013-cnn", "fer2013-cnn (fer2013@tta=flip)"} <= set(metrics)
+    assert metrics["fer2013-cnn"]["accuracy"] != metrics["fer2013-cnn (fer2013@tta=flip)"]["accuracy"] or \
+        metrics["fer2013-cnn"]["confusion"] != metrics["fer2013-cnn (fer2013@tta=flip)"]["confusion"]
+    df = pd.read_csv(tmp_path / "fer2013" / "manifest.csv", dtype=str, keep_default_na=False)
+    test = df[df["split"] == "test"]
+    assert len(test) == 40 and test["id"].str.startswith("eval:").all() and "neutral" not in set(test["label"])
+    assert not df.loc[df["split"] != "test", "id"].str.startswith("eval:").any()  # CK+ never trains
+    report = (tmp_path / "report.md").read_text()
+    assert "CK+" in report and "not measurable" not in report
+    with pytest.raises(ValueError, match="eval_corpus"):
+        run_bench("fer2013", opts, eval_corpus="meld")
