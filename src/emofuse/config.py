@@ -112,6 +112,8 @@ class RawInputConfig(StrictConfig):
     # text: this many preceding utterances of the same dialogue go with the utterance, each (and the
     # utterance itself) prefixed by its speaker's name, oldest first; 0 = the utterance alone
     context: int = 0
+    # text: this many following utterances too, nearest first (EmoBERTa reads past and future turns)
+    context_after: int = 0
     # text: training batches of similar lengths (shuffled in groups of up to 50 batches, as
     # transformers' group_by_length does): MELD's utterances vary 1-60 tokens, so random batches are
     # mostly padding, and grouping halves the fine-tuning time

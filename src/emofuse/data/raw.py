@@ -3,16 +3,17 @@ audio encoders, CLIP zero-shot video) rather than reading cached features.
 
 A batch has the same frame as a feature batch (see data/dataset.py), keyed by modality:
     {"id": [str], "label": (B,) long, "target": (B, C) float,
-     "text": [str], "text_context": [[str]], "text_mask": (B,) bool,
+     "text": [str], "text_context": [[str]], "text_after": [[str]], "text_mask": (B,) bool,
      "audio": (B, S) float 16 kHz, "audio_mask": (B, S) bool (valid samples),
      "video": (B, F, H, W, 3) uint8 face crops, "video_mask": (B, F) bool (valid frames),
      "video_face": (B, F) bool (a face was detected in that frame)}
 Only the modalities asked for are present. Media are decoded lazily, item by item, so a split
 that is never iterated (the training split of a zero-shot model) costs nothing.
 
-Dialogue context: with `context = K`, an utterance comes with the K utterances before it in its
-dialogue (manifest row order, which is each corpus's own order), each as "Speaker: text", and the
-utterance itself gets its speaker prefix too, so that the model can tell who says what."""
+Dialogue context: with `context = K` (and `context_after = J`), an utterance comes with the K
+utterances before it (and the J after it) in its dialogue (manifest row order, which is each
+corpus's own order), each as "Speaker: text", and the utterance itself gets its speaker prefix too,
+so that the model can tell who says what."""
 
 from __future__ import annotations
 
@@ -42,31 +43,40 @@ class RawInput:
     dim: int = 0
 
 
-def dialogue_context(df, turns: int, speakers: bool = True) -> tuple[list[str], list[list[str]]]:
-    """(utterance texts, preceding turns per row) for the rows of a manifest frame, in its order.
+def dialogue_turns(df, before: int, after: int = 0, speakers: bool = True
+                   ) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """(utterance texts, preceding turns, following turns) per row of a manifest frame, in its order.
 
-    Turns come from earlier rows of the same `dialogue` (row order), oldest first; rows without a
-    dialogue have none. With `speakers`, every turn and the utterance itself read "Speaker: text"
-    (when the speaker is known)."""
-
-    def said(speaker: str, text: str) -> str:
-        return f"{speaker}: {text}" if speakers and speaker else text
-
+    Turns come from the other rows of the same `dialogue` (row order): up to `before` earlier ones,
+    oldest first, and up to `after` later ones, nearest first; rows without a dialogue have none,
+    and rows without text are nobody's context. With `speakers` and any context asked for, every
+    turn and the utterance itself read "Speaker: text" (when the speaker is known)."""
     texts = [str(t or "").strip() for t in df["text"].tolist()]
+    if before <= 0 and after <= 0:
+        return texts, [[] for _ in texts], [[] for _ in texts]
     spk = [str(s or "").strip() for s in df["speaker"].tolist()] if "speaker" in df else [""] * len(texts)
     dia = [str(d or "").strip() for d in df["dialogue"].tolist()] if "dialogue" in df else [""] * len(texts)
-    if turns <= 0:
-        return texts, [[] for _ in texts]
-    history: dict[str, list[str]] = {}
-    out_text, out_ctx = [], []
-    for t, s, d in zip(texts, spk, dia):
-        turn = said(s, t)
-        past = history.setdefault(d, []) if d else []
-        out_ctx.append(past[-turns:] if d else [])
-        out_text.append(turn)
+    said = [f"{s}: {t}" if speakers and s else t for t, s in zip(texts, spk)]
+    rows: dict[str, list[int]] = {}  # dialogue -> its rows with text, in order
+    for i, (t, d) in enumerate(zip(texts, dia)):
         if d and t:
-            past.append(turn)
-    return out_text, out_ctx
+            rows.setdefault(d, []).append(i)
+    past, future = [[] for _ in texts], [[] for _ in texts]
+    for i, d in enumerate(dia):
+        if not d:
+            continue
+        turns = rows.get(d, [])
+        k = np.searchsorted(turns, i)  # turns[:k] come before row i
+        nxt = k + 1 if k < len(turns) and turns[k] == i else k
+        past[i] = [said[j] for j in turns[max(0, k - before):k]] if before > 0 else []
+        future[i] = [said[j] for j in turns[nxt:nxt + after]] if after > 0 else []
+    return said, past, future
+
+
+def dialogue_context(df, turns: int, speakers: bool = True) -> tuple[list[str], list[list[str]]]:
+    """(utterance texts, preceding turns per row): dialogue_turns without the following turns."""
+    texts, past, _ = dialogue_turns(df, turns, 0, speakers)
+    return texts, past
 
 
 class RawDataset(Dataset):
@@ -81,7 +91,8 @@ class RawDataset(Dataset):
         self.columns = columns  # text, text_context, audio (paths), video (paths), present_<m>
         self.options = options
         self.classes = list(classes)
-        fp = {"text": f"context={options.context}", "audio": f"sr={SAMPLE_RATE},max_s={options.max_audio_s}",
+        text_fp = f"context={options.context}" + (f",after={options.context_after}" if options.context_after else "")
+        fp = {"text": text_fp, "audio": f"sr={SAMPLE_RATE},max_s={options.max_audio_s}",
               "video": f"every_n={options.every_n},size={options.face_size}"}
         self.features = {m: RawInput("raw", fp[m]) for m in self.modalities}
         self._detector = None
@@ -101,7 +112,8 @@ class RawDataset(Dataset):
             targets = targets * (1 - label_smoothing) + label_smoothing / targets.shape[1]
         cols: dict[str, list] = {}
         if "text" in features:
-            cols["text"], cols["text_context"] = dialogue_context(df, options.context)
+            cols["text"], cols["text_context"], cols["text_after"] = dialogue_turns(df, options.context,
+                                                                                    options.context_after)
             cols["present_text"] = [bool(str(t or "").strip()) for t in df["text"].tolist()]
         if "audio" in features:
             # a clip's own audio file first, else the audio track of its video (as extract does)
@@ -135,7 +147,9 @@ class RawDataset(Dataset):
         when the batches hold no text or grouping is off."""
         if "text" not in self.modalities or not self.options.group_by_length:
             return None
-        return [len(t) + sum(len(c) for c in ctx) for t, ctx in zip(self.columns["text"], self.columns["text_context"])]
+        after = self.columns.get("text_after") or [[] for _ in self.ids]
+        return [len(t) + sum(len(c) for c in ctx) + sum(len(c) for c in nxt)
+                for t, ctx, nxt in zip(self.columns["text"], self.columns["text_context"], after)]
 
     def in_dims(self) -> dict[str, int]:
         return {m: 0 for m in self.modalities}  # 0: raw, the model's encoder decides the width
@@ -145,6 +159,7 @@ class RawDataset(Dataset):
         if "text" in self.modalities:
             item["text"] = self.columns["text"][i]
             item["text_context"] = self.columns["text_context"][i]
+            item["text_after"] = self.columns["text_after"][i] if "text_after" in self.columns else []
             item["text_present"] = self.columns["present_text"][i]
         if "audio" in self.modalities:
             item["audio"], item["audio_present"] = self._audio(i)
@@ -197,6 +212,7 @@ def collate_raw(items: list[dict]) -> dict:
     if "text" in items[0]:
         batch["text"] = [it["text"] for it in items]
         batch["text_context"] = [list(it["text_context"]) for it in items]
+        batch["text_after"] = [list(it.get("text_after", [])) for it in items]
         batch["text_mask"] = torch.tensor([it["text_present"] for it in items], dtype=torch.bool)  # (B,)
     if "audio" in items[0]:
         n = max(1, max(len(it["audio"]) for it in items))

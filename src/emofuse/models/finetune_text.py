@@ -1,10 +1,11 @@
 """A Hugging Face text encoder (BERT, RoBERTa, MiniLM, ... by id or folder) fine-tuned end to end as
 a unimodal emotion classifier: tokens -> encoder -> pooled state -> dropout -> linear.
 
-It reads raw text (data.features = {text: raw}); with data.raw.context = K the batch also carries
-the K preceding turns of the dialogue, which go first, separated from the utterance by the
-tokenizer's separator token, and are truncated from the left (oldest tokens first) so that the
-utterance itself always fits. After training, the fine-tuned encoder and its tokenizer are saved in
+It reads raw text (data.features = {text: raw}); with data.raw.context = K (and context_after = J)
+the batch also carries the K preceding (J following) turns of the dialogue, as EmoBERTa reads them:
+past [SEP] utterance [SEP] future, each turn "Speaker: text". The context is truncated first
+(oldest past and farthest future tokens) so that the utterance itself always fits. Texts are
+tokenised once and batches are padded to their longest row only. After training, the fine-tuned encoder and its tokenizer are saved in
 the run (RUN/encoder), where `hf:RUN/encoder` or `finetuned:RUN` use it as a feature encoder."""
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ class FinetuneTextConfig(StrictConfig):
     gradient_checkpointing: bool = False  # trade compute for memory on long contexts
 
 
+def special_tokens(tok) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after one text ([CLS] / [SEP], <s> / </s>, ...), read off
+    its own output (transformers 5 tokenizers no longer expose build_inputs_with_special_tokens)."""
+    bare = tok("emotion", add_special_tokens=False)["input_ids"]
+    full = tok("emotion")["input_ids"]
+    k = next((i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare), None)
+    if k is None:
+        raise ValueError(f"cannot locate the text among {type(tok).__name__}'s special tokens")
+    return full[:k], full[k + len(bare):]
+
+
 @MODELS.register("finetune_text")
 class FinetuneText(EmotionModel):
     Config = FinetuneTextConfig
@@ -48,28 +60,59 @@ class FinetuneText(EmotionModel):
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         if self.tokenizer.pad_token is None:  # decoder-style tokenizers ship without one; pads are masked
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self._token_cache: dict[str, list[int]] = {}
+        self._prefix, self._suffix = special_tokens(self.tokenizer)
         self.frozen = freeze_first_layers(self.backbone, cfg.freeze_layers)
         if getattr(self.backbone, "pooler", None) is not None:  # BERT's pooler: unused (we pool the states)
             self.backbone.pooler.requires_grad_(False)
         hidden = int(self.backbone.config.hidden_size)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(hidden, n_classes))
 
-    def inputs(self, texts: list[str], contexts: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
-        """Token ids for a batch; the context (oldest first) precedes each utterance after a separator."""
+    def _ids(self, text: str) -> list[int]:
+        """Token ids of one turn (no special tokens), tokenised once: every utterance is seen again
+        each epoch and as a neighbour's context, so the ids are kept (a few MB for MELD)."""
+        ids = self._token_cache.get(text)
+        if ids is None:
+            ids = self._token_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _sequence(self, text: str, before: list[str], after: list[str]) -> list[int]:
+        """[CLS] past [SEP] utterance [SEP] future [SEP] within max_length. The utterance is never cut
+        (unless it alone is too long: then its end goes); the context shares what is left, the past
+        losing its oldest tokens and the future its farthest, half each, a side that needs less
+        leaving the rest to the other (EmoBERTa's input, truncated the way it truncates)."""
         tok = self.tokenizer
-        with_context = contexts is not None and any(contexts)
-        if with_context:
-            sep = f" {tok.sep_token or tok.eos_token or '|'} "
-            texts = [(" ".join(c) + sep + t) if c else t for t, c in zip(texts, contexts)]
-        # left truncation drops the oldest context first and keeps the utterance at the end
-        tok.truncation_side = "left" if with_context else "right"
-        enc = tok([str(t) for t in texts], padding=True, truncation=True, max_length=self.cfg.max_length,
-                  return_tensors="pt")
+        sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        past = [i for t in before for i in self._ids(t)]
+        future = [i for t in after for i in self._ids(t)]
+        seps = int(bool(past)) + int(bool(future))
+        budget = self.cfg.max_length - len(self._prefix) - len(self._suffix) - (seps if sep is not None else 0)
+        cur = self._ids(text)[: max(1, budget)]
+        room = max(0, budget - len(cur))
+        n_past = min(len(past), max(room // 2, room - len(future)))
+        n_future = min(len(future), room - n_past)
+        content = list(cur)
+        if past:
+            content = past[len(past) - n_past:] + ([sep] if sep is not None else []) + content
+        if future:
+            content = content + ([sep] if sep is not None else []) + future[:n_future]
+        return self._prefix + content + self._suffix
+
+    def inputs(self, texts: list[str], contexts: list[list[str]] | None = None,
+               after: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
+        """Token ids for a batch, padded to its longest row (not to max_length): the preceding turns
+        (oldest first), the utterance, the following turns (nearest first), separated by the
+        tokenizer's separator."""
+        n = len(texts)
+        contexts = contexts if contexts is not None else [[] for _ in range(n)]
+        after = after if after is not None else [[] for _ in range(n)]
+        rows = [self._sequence(str(t), list(c), list(a)) for t, c, a in zip(texts, contexts, after)]
+        enc = self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
         device = next(self.head.parameters()).device
-        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def encode(self, batch: dict) -> torch.Tensor:
-        enc = self.inputs(batch["text"], batch.get("text_context"))
+        enc = self.inputs(batch["text"], batch.get("text_context"), batch.get("text_after"))
         states = self.backbone(**enc).last_hidden_state  # (B, T, D)
         if self.cfg.pooling == "cls":
             return states[:, 0]

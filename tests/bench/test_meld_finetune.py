@@ -1,0 +1,66 @@
+"""meld-text's fine-tuning row: the recipe validates as a run config, and the seed summary (mean
+over seeds, ensemble of their probabilities) matches scikit-learn on prediction files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from emofuse.bench.meld_text import _finetune_lines, finetune_run, seed_summary
+from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+CLASSES = ["neutral", "joy", "anger"]
+
+
+def _write(folder, ids, y, probs, name):
+    folder.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame({"id": ids, "true": [CLASSES[i] for i in y], "predicted": [CLASSES[i] for i in probs.argmax(1)]})
+    for j, c in enumerate(CLASSES):
+        df[f"p_{c}"] = probs[:, j]
+    df.to_csv(folder / name, index=False)
+
+
+def test_recipe_is_a_valid_run_with_context_on_both_sides_and_three_seeds():
+    run = finetune_run()
+    cfg = RunConfig(name="x", data=DataConfig(manifest="m.csv", features=run.features, **run.data),
+                    model=ModelConfig(name=run.model, params=run.params), train=TrainConfig(**run.train))
+    assert cfg.data.raw.context > 0 and cfg.data.raw.context_after > 0 and cfg.data.raw.group_by_length
+    assert cfg.train.seeds == [0, 1, 2] and cfg.train.class_weights != "none"
+
+
+def test_seed_summary_mean_and_ensemble(tmp_path):
+    rng = np.random.default_rng(0)
+    run = tmp_path / "runs" / "ft"
+    y = {"dev": rng.integers(0, 3, 40), "test": rng.integers(0, 3, 50)}
+    probs = {s: [rng.dirichlet(np.ones(3), len(y[s])) for _ in range(3)] for s in y}
+    for k in range(3):
+        _write(run / f"seed{k}", [f"v{i}" for i in range(40)], y["dev"], probs["dev"][k], "predictions_val.csv")
+        _write(run / f"seed{k}", [f"t{i}" for i in range(50)], y["test"], probs["test"][k], "predictions.csv")
+    s = seed_summary(run, CLASSES)
+    for split in ("dev", "test"):
+        per = [f1_score(y[split], p.argmax(1), average="weighted") for p in probs[split]]
+        np.testing.assert_allclose(s[split]["seeds"], per, atol=1e-4)
+        assert s[split]["mean"] == pytest.approx(np.mean(per), abs=1e-4)
+        ens = f1_score(y[split], np.mean(probs[split], axis=0).argmax(1), average="weighted")
+        assert s[split]["ensemble"] == pytest.approx(ens, abs=1e-4)
+    task = type("T", (), {"manifest": tmp_path / "manifest.csv"})()
+    out = {"classes": CLASSES, "results": {"ft": {"model": "finetune_text", "run_dir": "runs/ft"},
+                                           "other": {"model": "unimodal", "run_dir": "runs/other"}}}
+    lines = _finetune_lines([task], [out])
+    assert any(line.startswith("| 3-seed ensemble") for line in lines) and (run / "seeds.json").is_file()
+    assert sum(line.startswith("| seed ") for line in lines) == 3
+
+
+def test_seed_summary_needs_two_seeds_and_the_same_rows(tmp_path):
+    rng = np.random.default_rng(1)
+    run = tmp_path / "ft"
+    y = rng.integers(0, 3, 10)
+    _write(run / "seed0", [f"a{i}" for i in range(10)], y, rng.dirichlet(np.ones(3), 10), "predictions.csv")
+    _write(run / "seed0", [f"a{i}" for i in range(10)], y, rng.dirichlet(np.ones(3), 10), "predictions_val.csv")
+    assert seed_summary(run, CLASSES) is None
+    _write(run / "seed1", [f"b{i}" for i in range(10)], y, rng.dirichlet(np.ones(3), 10), "predictions_val.csv")
+    _write(run / "seed1", [f"b{i}" for i in range(10)], y, rng.dirichlet(np.ones(3), 10), "predictions.csv")
+    with pytest.raises(ValueError, match="rows differ"):
+        seed_summary(run, CLASSES)
