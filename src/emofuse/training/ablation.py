@@ -58,7 +58,9 @@ class AblationConfig(StrictConfig):
 
 def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict:
     units = metrics["units"]
-    best = [u["best_epoch"] + 1 for u in units if u.get("best_epoch", -1) >= 0]
+    # the best validation epoch, or with train.cross_validation speaker the budget the folds chose
+    best = [u["selection"]["epochs"] if "selection" in u else u["best_epoch"] + 1
+            for u in units if "selection" in u or u.get("best_epoch", -1) >= 0]
     return {
         "variant": variant, "overrides": overrides, "model": metrics["model"], "seeds": [u["seed"] for u in units],
         "test": {k: metrics["test"][k] for k in ("weighted_f1", "weighted_f1_std", "accuracy", "accuracy_std")},
@@ -128,6 +130,7 @@ def ablation_table(result: dict) -> str:
     seeds = ", ".join(map(str, result["seeds"]))
     lines += ["", (f"Mean ± std over seeds {seeds} (sample std)" if several else f"Seed {seeds}")
               + "; scores in %; epoch kept: the best validation epoch "
-              "(1-based), mean over seeds; wall s: the variant's whole run, every seed. Variants are not selected "
+              "(1-based; with train.cross_validation speaker, the refit's budget chosen by the speaker folds, and "
+              "val: out-of-fold over the training speakers), mean over seeds; wall s: the variant's whole run, every seed. Variants are not selected "
               "on these test scores."]
     return "\n".join(lines)

@@ -236,7 +236,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     weights = class_weights(train_ds.labels, n_classes, cfg.train.class_weights)
     module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight,
                            weights, cfg.train.lr_schedule, cfg.train.warmup, multi_label=cfg.train.multi_label,
-                           optimizer=cfg.train.optimizer)
+                           optimizer=cfg.train.optimizer, modality_dropout=cfg.train.modality_dropout)
     best = BestWeights(cfg.train.monitor, mode)
     logger = False
     if cfg.train.logger == "tensorboard":
@@ -421,6 +421,10 @@ def train_run(cfg: RunConfig) -> dict:
         "confusion": cm.tolist(),
         "wall_time_s": wall,
     }
+    if not multi:  # ECE before / after a temperature fitted on validation, and reliability.png
+        from emofuse.evaluation.report import write_calibration
+
+        metrics["calibration"] = write_calibration(run_dir, classes, title=title)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_selection(run_dir, getattr(model, "candidate_names", None))  # Top-N models: how often each was kept
     return metrics
