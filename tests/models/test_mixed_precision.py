@@ -85,6 +85,7 @@ CASES = {
     "finetune_text": [_raw_text],
     "finetune_audio": [_raw_audio],
     "clip_zeroshot": [_raw_video],
+    "ensemble": [_features("ensemble", {"hidden": 32, "linear": ["text"]}, DIMS, ("audio",))],
 }
 PARAMS = [pytest.param(name, i, id=f"{name}-{i}") for name, makers in CASES.items() for i in range(len(makers))]
 
