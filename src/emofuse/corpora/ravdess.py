@@ -17,7 +17,12 @@ of modality, channel, emotion, intensity, statement, repetition, actor) is cross
 
 Splits are speaker-independent: by default the last two actors present are test and the two
 before them val (actors 11, 12 and 9, 10 of actors 1..12: one man and one woman each). fold 0 is
-the test actors, fold 1 the val actors, folds 2.. the other actors in n_folds - 2 groups."""
+the test actors, fold 1 the val actors, folds 2.. the other actors in n_folds - 2 groups.
+
+With actors_per_fold=k the folds are instead consecutive groups of k actors in actor order, fold 0
+the first (k=2 over actors 1..12: folds 0..5 = actors 1-2, 3-4, ..., 11-12, one man and one woman
+each): train.cross_validation then runs leave-k-actors-out cross-validation, each fold the test once
+and the next fold its validation actors. The split column stays the fixed split above."""
 
 from __future__ import annotations
 
@@ -44,12 +49,16 @@ class RAVDESS(CorpusAdapter):
     label_set = RAVDESS8
 
     def __init__(self, *, test_actors: str | list[int] | None = None, val_actors: str | list[int] | None = None,
-                 vocal_channel: str = "both", all_test: bool = False, **common):
+                 vocal_channel: str = "both", all_test: bool = False, actors_per_fold: int | None = None, **common):
         """test_actors / val_actors: actor numbers held out ("11,12" or [11, 12]); default the last
         two actors present and the two before them. vocal_channel: speech, song or both (rows of
         the other channel become "excluded" rejects). all_test: every actor is test (a folder of
-        other speakers kept for evaluation, e.g. a benchmark's --eval-data)."""
+        other speakers kept for evaluation, e.g. a benchmark's --eval-data). actors_per_fold: folds
+        of this many consecutive actors (speaker-grouped cross-validation), else as the module says."""
         super().__init__(**common)
+        if actors_per_fold is not None and int(actors_per_fold) < 1:
+            raise ValueError(f"actors_per_fold must be >= 1, not {actors_per_fold!r}")
+        self.actors_per_fold = int(actors_per_fold) if actors_per_fold is not None else None
         self.all_test = bool(all_test)
         if vocal_channel not in ("speech", "song", "both"):
             raise ValueError(f"vocal_channel must be speech, song or both, not {vocal_channel!r}")
@@ -97,9 +106,12 @@ class RAVDESS(CorpusAdapter):
         actors = sorted({int(c["actor"]) for c in codes.values()})
         test, val = (actors, []) if self.all_test else self._held_out(actors)
         rest = [a for a in actors if a not in test and a not in val]
-        fold_of = dict.fromkeys(test, 0) | dict.fromkeys(val, 1)
-        for g, group in enumerate(np.array_split(np.array(rest, dtype=int), max(1, self.n_folds - 2))):
-            fold_of |= dict.fromkeys(group.tolist(), 2 + g)
+        if self.actors_per_fold:
+            fold_of = {a: i // self.actors_per_fold for i, a in enumerate(actors)}
+        else:
+            fold_of = dict.fromkeys(test, 0) | dict.fromkeys(val, 1)
+            for g, group in enumerate(np.array_split(np.array(rest, dtype=int), max(1, self.n_folds - 2))):
+                fold_of |= dict.fromkeys(group.tolist(), 2 + g)
 
         rows: list[dict] = []
         for rid, by_mod in groups.items():
