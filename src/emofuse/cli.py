@@ -185,14 +185,14 @@ def demo(
     console.print(f"report: [bold]{out / 'report.md'}[/]  metrics: {out / 'metrics.json'}")
 
 
-def _load_predictor(model: Path):
+def _load_predictor(model: Path, trust_remote_code: bool = False):
     from rich.markup import escape
 
     from emofuse.inference import BundleError, Predictor
 
     try:
         with err.status(f"loading {model}"):
-            return Predictor.load(model)
+            return Predictor.load(model, trust_remote_code=trust_remote_code)
     except BundleError as e:
         _fail(escape(str(e)))
 
@@ -211,6 +211,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", help="CSV for a folder or manifest, one row per clip (default: stdout)."),
     submission: Optional[Path] = typer.Option(None, "--submission", help="Also write the MER2025 submission CSV (name, discrete)."),
     strict: bool = typer.Option(False, "--strict", help="Refuse clips with a missing or replaced modality instead of warning."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Let the model's encoders run Python files from their model folders (only for folders you trust; a bundle never asks for it on its own)."),
 ) -> None:
     """Predict the emotion of a clip (or of every clip of a folder or manifest) with a trained model."""
     from rich.markup import escape
@@ -228,7 +229,7 @@ def predict(
     batch = clip is not None and (clip.is_dir() or clip.suffix.lower() == ".csv")
     if batch and (audio or image or text):
         _fail("--text, --audio and --image are for one clip; a folder or manifest brings its own")
-    predictor = _load_predictor(model)
+    predictor = _load_predictor(model, trust_remote_code)
     for w in predictor.bundle.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}")
 
@@ -368,6 +369,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, help="Port to listen on."),
     max_mb: float = typer.Option(100.0, "--max-mb", help="Largest upload accepted, in MB."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Let the model's encoders run Python files from their model folders (only for folders you trust)."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest media per modality accepted, in seconds (longer: 413); 0 for no limit."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds a request may take, waiting in the queue included (longer: 504)."),
+    max_queue: int = typer.Option(4, "--max-queue", help="Requests that may wait behind the running one (more: 503)."),
 ) -> None:
     """Serve the model: HTTP API (POST /predict, GET /health, /docs) and a web page at /."""
     from rich.markup import escape
@@ -377,7 +382,10 @@ def serve(
 
     try:
         with err.status(f"loading {model}"):
-            api = create_app(model, max_bytes=int(max_mb * 2**20))
+            api = create_app(model, max_bytes=int(max_mb * 2**20), trust_remote_code=trust_remote_code,
+                             max_seconds=max_seconds or None, timeout=timeout, max_queue=max_queue)
+    except ValueError as e:
+        _fail(escape(str(e)))
     except BundleError as e:
         _fail(escape(str(e)))
     import uvicorn

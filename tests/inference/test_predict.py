@@ -137,7 +137,7 @@ def test_predict_command_one_clip_json(fusion_dir, media):
 @pytest.fixture
 def shared(monkeypatch, predictor):
     """The other command tests reuse the session's loaded model instead of loading it each time."""
-    monkeypatch.setattr("emofuse.cli._load_predictor", lambda model: predictor)
+    monkeypatch.setattr("emofuse.cli._load_predictor", lambda model, *a: predictor)
 
 
 def test_predict_command_table_and_bad_input(shared, fusion_dir, media):

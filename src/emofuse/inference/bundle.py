@@ -12,8 +12,13 @@ Two layouts load the same way:
         standardiser.safetensors      per-input mean and std fitted on the training split
         config.yaml  versions.json    copied for the record
 
-Only JSON, YAML (safe_load) and safetensors are read: nothing is unpickled, so a bundle from
-someone else cannot run code on load. The encoders are not in the bundle (they are pretrained
+Only JSON, YAML (safe_load) and safetensors are read: nothing is unpickled, and an encoder spec
+that asks for `trust_remote_code` (which would import Python files from a model folder) is refused
+unless the user passes `trust_remote_code=True` (`--trust-remote-code`) themselves, so a bundle from
+someone else cannot run code on load. An exported bundle's `digest` covers bundle.json's own content
+(model, labels, inputs, decoding, file hashes) and its `files` cover the weights, standardiser,
+config and versions; any mismatch refuses to load. (An integrity check against damage and naive
+edits, not a signature: it does not say who wrote the bundle.) The encoders are not in the bundle (they are pretrained
 models of their own, often large); it names each by spec and fingerprint, and loading builds them
 on this machine, failing with one message that names every encoder it cannot build.
 """
@@ -37,7 +42,7 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "emofuse-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: bundle.json carries a digest of its own content
 WEIGHTS = "model.safetensors"
 STANDARDISER = "standardiser.safetensors"
 
@@ -127,6 +132,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _digest(d: dict) -> str:
+    """sha256 of bundle.json's content without its own `digest` entry, in canonical JSON."""
+    body = {k: v for k, v in d.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def remote_code_specs(spec: "BundleSpec") -> list[str]:
+    """The encoder specs of a bundle that ask for trust_remote_code (Python files run on load)."""
+    from emofuse.features.encoders.hf import parse_spec
+
+    found = []
+    for s in spec.inputs.values():
+        try:
+            _, opts = parse_spec(s.encoder)
+        except ValueError:
+            continue  # a malformed spec fails later, with its own message
+        if any(k.strip().lower() == "trust_remote_code" and v.strip().lower() not in ("0", "false", "no", "off", "")
+               for k, v in opts.items()):
+            found.append(s.encoder)
+    return found
+
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{path.parent}: no {path.name}; not a run directory or exported bundle")
@@ -161,6 +188,12 @@ def _spec_from_export(path: Path) -> BundleSpec:
     if int(d.get("version", 0)) > BUNDLE_VERSION:
         raise BundleError(f"{path / BUNDLE_FILE}: bundle version {d['version']} is newer than this emofuse "
                           f"reads ({BUNDLE_VERSION}); upgrade emofuse")
+    if "digest" not in d:
+        raise BundleError(f"{path / BUNDLE_FILE}: no digest of its own content (written by emofuse before bundle "
+                          f"version 2, or edited); export it again from its run: emofuse export RUN --out DIR")
+    if _digest(d) != d["digest"]:
+        raise BundleError(f"{path / BUNDLE_FILE}: its content does not match its digest; the file was changed "
+                          "after export (model, labels, inputs or decoding), so it is not loaded")
     for name, digest in d.get("files", {}).items():
         f = path / name
         if not f.is_file():
@@ -258,10 +291,17 @@ class Bundle:
         return getattr(self.model, "candidate_names", None)
 
 
-def build_encoders(spec: BundleSpec) -> tuple[dict[str, Any], list[str]]:
+def build_encoders(spec: BundleSpec, trust_remote_code: bool = False) -> tuple[dict[str, Any], list[str]]:
     """One encoder per input, built on this machine; raises MissingEncodersError naming all that
-    cannot be built. Returns (encoders, warnings about fingerprints that differ from training)."""
+    cannot be built. Returns (encoders, warnings about fingerprints that differ from training).
+    An encoder spec asking for trust_remote_code is refused (BundleError) before anything is built,
+    unless trust_remote_code: the user's own decision, never the bundle's."""
     from emofuse.features.encoders.hf import build_encoder
+
+    if (remote := remote_code_specs(spec)) and not trust_remote_code:
+        raise BundleError(f"{spec.path}: encoder {', '.join(remote)} asks for trust_remote_code, which would run "
+                          "Python files from the model folder; a bundle never runs code on its own. If you trust "
+                          "that folder, pass --trust-remote-code")
 
     built: dict[str, Any] = {}
     by_spec: dict[str, Any] = {}
@@ -312,11 +352,13 @@ def load_standardiser(path: Path, keys) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
-def load_bundle(path: str | Path, *, unit: str | None = None, device: str = "cpu") -> Bundle:
+def load_bundle(path: str | Path, *, unit: str | None = None, device: str = "cpu",
+                trust_remote_code: bool = False) -> Bundle:
     """Load a run directory or exported bundle for inference (see the module docstring).
 
-    Raises BundleError for a missing or damaged bundle and MissingEncodersError, naming them,
-    when its encoders cannot be built here. device: 'cpu', 'cuda' or 'auto'."""
+    Raises BundleError for a missing or damaged bundle (or one whose encoders ask for
+    trust_remote_code, unless trust_remote_code) and MissingEncodersError, naming them, when its
+    encoders cannot be built here. device: 'cpu', 'cuda' or 'auto'."""
     from safetensors.torch import load_file
 
     from emofuse.config import ConfigError
@@ -324,7 +366,7 @@ def load_bundle(path: str | Path, *, unit: str | None = None, device: str = "cpu
     from emofuse.training.run import build_model
 
     spec = read_spec(path, unit)
-    encoders, warnings = build_encoders(spec)
+    encoders, warnings = build_encoders(spec, trust_remote_code)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -361,5 +403,8 @@ def export_bundle(src: str | Path, out: str | Path, *, unit: str | None = None) 
     for extra in ("config.yaml", "versions.json"):
         if (spec.path / extra).is_file():
             shutil.copyfile(spec.path / extra, out / extra)
-    (out / BUNDLE_FILE).write_text(json.dumps(spec.to_json(hashes), indent=2))
+            hashes[extra] = _sha256(out / extra)
+    d = spec.to_json(hashes)
+    d["digest"] = _digest(d)
+    (out / BUNDLE_FILE).write_text(json.dumps(d, indent=2))
     return out

@@ -128,21 +128,33 @@ def _jpeg_data_url(rgb: np.ndarray, side: int) -> str:
 class Predictor:
     """A loaded bundle ready to predict; thread-safe (one clip at a time through the encoders)."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, max_seconds: float | None = None):
+        """max_seconds: longest media (per modality) accepted; longer is refused with InputError
+        status 413 before it is decoded (the server sets it; None: no limit)."""
         from emofuse.features.extract import parse_sampling
         from emofuse.media.faces import FaceDetector
 
         self.bundle = bundle
+        self.max_seconds = max_seconds
         self.spec = bundle.spec
         self.sampling = parse_sampling(self.spec.decoding.video_sampling)
         self._detector = FaceDetector() if "video" in self.spec.modalities else None
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | Path, **kw) -> "Predictor":
+    def load(cls, path: str | Path, max_seconds: float | None = None, **kw) -> "Predictor":
         from emofuse.inference.bundle import load_bundle
 
-        return cls(load_bundle(path, **kw))
+        return cls(load_bundle(path, **kw), max_seconds=max_seconds)
+
+    @staticmethod
+    def _check_length(path: Path, what: str, limit: float | None) -> None:
+        if limit is None:
+            return
+        seconds = media_seconds(path)
+        if seconds is not None and seconds > limit:
+            raise InputError(f"{path}: {what} of {seconds:.1f} s is longer than the limit of {limit:g} s "
+                             "per clip; cut it into clips", status=413)
 
     def warm_up(self) -> None:
         """Load every encoder's weights now (they load on first use), so the first request is not slow."""
@@ -155,12 +167,14 @@ class Predictor:
 
     # -- decoding ---------------------------------------------------------------------------
 
-    def decode(self, clip: Clip) -> tuple[dict[str, Any], dict[str, dict], list[FaceFrame], list[str]]:
+    def decode(self, clip: Clip, max_seconds: float | None = None
+               ) -> tuple[dict[str, Any], dict[str, dict], list[FaceFrame], list[str]]:
         """(modality -> encoder input or None, modality -> info, face frames, warnings).
         Raises InputError for media that cannot be used at all."""
         from emofuse.media.errors import MediaError
 
         need = set(self.spec.modalities)
+        limit = self.max_seconds if max_seconds is None else max_seconds  # longest media accepted, seconds
         if clip.video is not None and clip.image is not None:
             raise InputError("give a video, or an audio file plus an image, not a video and an image")
         if clip.video is None and clip.audio is None and clip.image is None:
@@ -174,6 +188,9 @@ class Predictor:
         try:
             if video is not None and video.suffix.lower() in IMAGE_SUFFIXES:
                 video, image = None, video  # a still image given as the clip
+            for path, what in ((video, "media"), (audio, "audio")):
+                if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
+                    self._check_length(path, what, limit)
             if video is not None:
                 kinds = _stream_kinds(video)
                 if "video" not in kinds and "audio" not in kinds:
@@ -187,7 +204,7 @@ class Predictor:
 
             if "audio" in need:
                 if audio is not None:
-                    inputs["audio"], info["audio"] = self._audio(audio, video)
+                    inputs["audio"], info["audio"] = self._audio(audio, video, limit)
                 else:
                     inputs["audio"] = None
                     info.setdefault("audio", {"used": False, "note": "no audio given"})
@@ -206,11 +223,15 @@ class Predictor:
                 warnings.append(f"{m}: {info[m]['note']}; {m} treated as absent")
         return inputs, info, faces, warnings
 
-    def _audio(self, audio: Path, video: Path | None) -> tuple[np.ndarray | None, dict]:
+    def _audio(self, audio: Path, video: Path | None, limit: float | None = None) -> tuple[np.ndarray | None, dict]:
         from emofuse.media.audio import load_audio
 
         wave = load_audio(audio, sr=self.spec.decoding.audio_sr)  # (n_samples,) float32
         source = "the video's audio track" if audio == video else str(audio.name)
+        seconds = len(wave) / self.spec.decoding.audio_sr
+        if limit is not None and seconds > limit + 1.0:  # a header that understated it
+            raise InputError(f"{audio}: audio of {seconds:.1f} s is longer than the limit of {limit:g} s "
+                             "per clip; cut it into clips", status=413)
         if len(wave) == 0:
             return None, {"used": False, "source": source, "note": "the audio has no samples"}
         peak = float(np.abs(wave).max())
@@ -287,11 +308,11 @@ class Predictor:
             out = self.bundle.model(batch)
         return {k: v[0].float().cpu().numpy() for k, v in out.items() if torch.is_tensor(v)}
 
-    def predict(self, clip: Clip, *, strict: bool = False) -> Prediction:
+    def predict(self, clip: Clip, *, strict: bool = False, max_seconds: float | None = None) -> Prediction:
         """Predict one clip. Raises InputError when the clip cannot be used (see the module docstring)."""
         with self._lock:
             t0 = time.perf_counter()
-            inputs, info, faces, warnings = self.decode(clip)
+            inputs, info, faces, warnings = self.decode(clip, max_seconds)
             t1 = time.perf_counter()
             for m in self.spec.modalities:  # a face-less video is still used (centre squares): say so
                 note = info.get(m, {}).get("note")
@@ -335,6 +356,19 @@ class Predictor:
             timings_ms={"decode": round(1000 * (t1 - t0), 1), "encode": round(1000 * (t2 - t1), 1),
                         "model": round(1000 * (t3 - t2), 1), "total": round(1000 * (t3 - t0), 1)},
         )
+
+
+def media_seconds(path: Path) -> float | None:
+    """The duration a media file's header declares (longest stream, else the container's); None
+    when it declares none. Read without decoding."""
+    from emofuse.media.errors import open_container
+
+    with open_container(path) as container:
+        spans = [float(st.duration * st.time_base) for st in container.streams
+                 if st.type in ("audio", "video") and st.duration and st.time_base]
+        if spans:
+            return max(spans)
+        return container.duration / 1_000_000 if container.duration else None  # av.time_base: microseconds
 
 
 def _stream_kinds(path: Path) -> list[str]:

@@ -8,9 +8,14 @@
                         as JPEG data URLs; strict=true refuses any input with a warning.
     GET  /openapi.json  the OpenAPI description (/docs renders it)
 
-Errors are JSON {"detail": "..."} saying what was wrong: 413 over the size limit, 415 a content
-type that is not media, 422 media the model cannot use (empty, not media, truncated, nothing the
-model uses) or a malformed form. Every request is independent: a bad one never stops the server.
+Errors are JSON {"detail": "..."} saying what was wrong: 413 over the size limit or media longer
+than the duration limit (default 60 s per modality, read from the header before decoding, and
+checked again on the decoded audio; longer media are refused, never cut), 415 a content type that
+is not media, 422 media the model cannot use (empty, not media, truncated, nothing the model uses)
+or a malformed form, 503 when the queue is full (one prediction runs at a time; `max_queue` more
+wait, default 4; a Retry-After header says when to try again), 504 when a prediction takes longer
+than the request timeout (default 60 s, counted from arrival, waiting included). Every request is
+independent: a bad one never stops the server.
 
     uvicorn --factory 'emofuse.inference.serve:app_from_env'   (EMOFUSE_MODEL=runs/demo/runs/fusion-attention)
     emofuse serve --model runs/demo/runs/fusion-attention
@@ -18,9 +23,11 @@ model uses) or a malformed form. Every request is independent: a bad one never s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,9 @@ from emofuse.inference.predict import InputError, Predictor
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024  # MER clips are a few MB; a 100 MB upload is a film, not a clip
+DEFAULT_MAX_SECONDS = 60.0  # per modality; MER clips are 2-10 s
+DEFAULT_TIMEOUT = 60.0  # seconds per request, waiting in the queue included
+DEFAULT_MAX_QUEUE = 4  # requests waiting behind the one being predicted
 # Content types a browser or curl sends for media; application/octet-stream is what they send for
 # a type they do not know (.mkv, .avi on many systems), so it is accepted and FFmpeg decides.
 _GENERIC = ("application/octet-stream", "binary/octet-stream", "")
@@ -86,6 +96,9 @@ class HealthOut(BaseModel):
     classes: list[str]
     inputs: dict[str, str]
     max_bytes: int
+    max_seconds: float | None = Field(description="longest media per modality accepted (null: no limit)")
+    timeout_s: float = Field(description="seconds a request may take, queue included")
+    max_queue: int = Field(description="requests that may wait behind the running one")
     synthetic: bool
     warnings: list[str]
 
@@ -140,15 +153,21 @@ def _safe_suffix(filename: str | None) -> str:
 
 
 def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-               predictor: Predictor | None = None, warm_up: bool = True) -> FastAPI:
+               predictor: Predictor | None = None, warm_up: bool = True, trust_remote_code: bool = False,
+               max_seconds: float | None = DEFAULT_MAX_SECONDS, timeout: float = DEFAULT_TIMEOUT,
+               max_queue: int = DEFAULT_MAX_QUEUE) -> FastAPI:
     """The app for one model (a run directory or exported bundle), loaded here, once.
-    predictor: an already loaded one (tests share it between apps with different limits)."""
+    predictor: an already loaded one (tests share it between apps with different limits).
+    max_seconds: longest media per modality (None: no limit); timeout: seconds a request may take,
+    queue included; max_queue: requests that may wait behind the running one (more: 503)."""
+    if max_queue < 0 or timeout <= 0 or (max_seconds is not None and max_seconds <= 0):
+        raise ValueError(f"max_queue must be >= 0 and timeout, max_seconds > 0 (got {max_queue}, {timeout}, {max_seconds})")
     from emofuse.inference.page import page_html
 
     if predictor is None:
         if model_dir is None:
             raise ValueError("give model_dir or predictor")
-        predictor = Predictor.load(model_dir)
+        predictor = Predictor.load(model_dir, trust_remote_code=trust_remote_code)
     if warm_up:
         predictor.warm_up()
     spec = predictor.spec
@@ -171,16 +190,21 @@ def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_
         """The model this server answers with; 200 while the server is up."""
         return {"status": "ok", "model": spec.name, "architecture": spec.model, "classes": list(spec.labels.classes),
                 "inputs": {k: s.encoder for k, s in spec.inputs.items()}, "max_bytes": max_bytes,
+                "max_seconds": max_seconds, "timeout_s": timeout, "max_queue": max_queue,
                 "synthetic": bool(spec.info.get("synthetic")), "warnings": predictor.bundle.warnings}
 
     error_responses: dict[int | str, dict[str, Any]] = {
         413: {"model": ErrorOut, "description": "upload over the size limit"},
         415: {"model": ErrorOut, "description": "a content type that is not media"},
         422: {"model": ErrorOut, "description": "media the model cannot use (the detail says why)"},
+        503: {"model": ErrorOut, "description": "the queue is full; retry after the Retry-After seconds"},
+        504: {"model": ErrorOut, "description": "the prediction did not finish within the request timeout"},
     }
 
+    busy = {"n": 0}  # predictions admitted and not finished (the running one and those queued)
+
     @app.post("/predict", response_model=PredictionOut, responses=error_responses)
-    def predict(
+    async def predict(
         file: UploadFile | None = File(None, description="a video (mp4, mkv, avi, webm) or an audio file"),
         audio: UploadFile | None = File(None, description="an audio file (with `image`, instead of `file`)"),
         image: UploadFile | None = File(None, description="a face image (with `audio`, instead of `file`)"),
@@ -195,9 +219,15 @@ def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_
             raise HTTPException(422, "send a clip as multipart field `file`, or `audio` and/or `image`")
         if file is not None and (audio is not None or image is not None):
             raise HTTPException(422, "send either `file`, or `audio` and/or `image`, not both")
-        with tempfile.TemporaryDirectory(prefix="emofuse-upload-") as tmp:
+        if busy["n"] > max_queue:
+            raise HTTPException(503, f"the server is busy: {busy['n']} predictions running or queued (at most "
+                                     f"{max_queue + 1}); retry in a few seconds", headers={"Retry-After": "5"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        tmp = Path(tempfile.mkdtemp(prefix="emofuse-upload-"))
+        shown: dict[str, str] = {}
+        try:
             paths: dict[str, Path] = {}
-            shown: dict[str, str] = {}
             for field, up in (("file", file), ("audio", audio), ("image", image)):
                 if up is None:
                     continue
@@ -206,27 +236,48 @@ def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_
                     kinds = " or ".join(a.rstrip("/") + ("/*" if a.endswith("/") else "") for a in _ACCEPT[field])
                     raise HTTPException(415, f"field `{field}` ({up.filename or 'no name'}) has content type "
                                              f"{ctype!r}; expected {kinds}")
-                p = Path(tmp) / f"{field}{_safe_suffix(up.filename)}"
+                p = tmp / f"{field}{_safe_suffix(up.filename)}"
                 n = 0
                 with open(p, "wb") as f:
-                    while chunk := up.file.read(1 << 20):
+                    while chunk := await up.read(1 << 20):
                         n += len(chunk)
                         if n > max_bytes:
                             raise HTTPException(413, f"field `{field}` is larger than the limit of {_mb(max_bytes)}")
                         f.write(chunk)
                 paths[field] = p
                 shown[str(p)] = f"{up.filename or field} (field `{field}`)"
-            name = Path((file or audio or image).filename or "clip").stem or "clip"
-            clip = Clip(video=paths.get("file"), audio=paths.get("audio"), image=paths.get("image"),
-                        text=text, name=name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        name = Path((file or audio or image).filename or "clip").stem or "clip"
+        clip = Clip(video=paths.get("file"), audio=paths.get("audio"), image=paths.get("image"), text=text, name=name)
+
+        def work():  # in a worker thread; it owns the uploads until it ends, even after a timeout
             try:
-                pred = predictor.predict(clip, strict=strict)
-            except InputError as e:
-                msg = str(e)
-                for tmp_path, label in shown.items():  # name the upload, not our temporary file
-                    msg = msg.replace(tmp_path, label)
-                raise HTTPException(e.status, msg) from None
-            return pred.to_dict(frames=frames)
+                return predictor.predict(clip, strict=strict, max_seconds=max_seconds)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        busy["n"] += 1
+        job = loop.run_in_executor(None, work)
+
+        def done(f) -> None:  # counted until the work ends; an abandoned job's error is read here
+            busy["n"] -= 1
+            if not f.cancelled():
+                f.exception()
+
+        job.add_done_callback(done)
+        try:
+            pred = await asyncio.wait_for(asyncio.shield(job), max(deadline - loop.time(), 0.001))
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"the prediction did not finish within the request timeout of {timeout:g} s "
+                                     "(the server is busy or the clip is long); retry later") from None
+        except InputError as e:
+            msg = str(e)
+            for tmp_path, label in shown.items():  # name the upload, not our temporary file
+                msg = msg.replace(tmp_path, label)
+            raise HTTPException(e.status, msg) from None
+        return pred.to_dict(frames=frames)
 
     return app
 
@@ -236,14 +287,19 @@ def app_from_env() -> FastAPI:
     model = os.environ.get("EMOFUSE_MODEL")
     if not model:
         raise RuntimeError("set EMOFUSE_MODEL to a run directory or exported bundle")
-    return create_app(model, max_bytes=int(os.environ.get("EMOFUSE_MAX_BYTES", DEFAULT_MAX_BYTES)))
+    return create_app(model, max_bytes=int(os.environ.get("EMOFUSE_MAX_BYTES", DEFAULT_MAX_BYTES)),
+                      max_seconds=float(os.environ.get("EMOFUSE_MAX_SECONDS", DEFAULT_MAX_SECONDS)),
+                      timeout=float(os.environ.get("EMOFUSE_TIMEOUT", DEFAULT_TIMEOUT)),
+                      max_queue=int(os.environ.get("EMOFUSE_MAX_QUEUE", DEFAULT_MAX_QUEUE)))
 
 
-def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_bytes: int = DEFAULT_MAX_BYTES,
+          **limits) -> None:
     import uvicorn
 
-    app = create_app(model_dir, max_bytes=max_bytes)
+    app = create_app(model_dir, max_bytes=max_bytes, **limits)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
-__all__ = ["create_app", "app_from_env", "serve", "DEFAULT_MAX_BYTES"]
+__all__ = ["create_app", "app_from_env", "serve", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_SECONDS", "DEFAULT_TIMEOUT",
+           "DEFAULT_MAX_QUEUE"]
