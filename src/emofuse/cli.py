@@ -32,6 +32,7 @@ def prepare(
     seed: int = typer.Option(0, help="Seed of the stratified folds."),
     n_folds: int = typer.Option(5, help="Number of cross-validation folds."),
     option: list[str] = typer.Option([], "--option", "-o", help="Adapter option key=value (repeatable)."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="csv: accept media paths outside the table's folder."),
 ) -> None:
     """Read a corpus and write one checked manifest (one row per utterance)."""
     import warnings
@@ -49,6 +50,10 @@ def prepare(
             _fail(f"--option {o!r} is not key=value")
         k, v = o.split("=", 1)
         opts[k] = yaml.safe_load(v)
+    if allow_outside_root:
+        if corpus != "csv":
+            _fail("--allow-outside-root is for the csv adapter (users' own tables)")
+        opts["allow_outside_root"] = True
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SplitWarning)

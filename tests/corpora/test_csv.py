@@ -13,6 +13,19 @@ from emofuse.corpora.base import Manifest, PrepareError, prepare
 from emofuse.corpora.csv import SplitWarning
 
 
+def _tiny_wav() -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(800, np.float32), 16000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+TINY_WAV = _tiny_wav()  # 50 ms of silence: real audio, as prepare checks
+
+
 def make_table(folder: Path, n_per_class: int = 5, name: str = "labels.csv", n_speakers: int = 5, **extra_cols) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "clips").mkdir(exist_ok=True)
@@ -20,7 +33,7 @@ def make_table(folder: Path, n_per_class: int = 5, name: str = "labels.csv", n_s
     for c, cls in enumerate(("Happy", "sad", "neutral")):
         for i in range(n_per_class):
             clip = f"clips/{cls.lower()}{i}.wav"
-            (folder / clip).touch()
+            (folder / clip).write_bytes(TINY_WAV)
             recs.append({"utt": f"{cls.lower()}{i}", "emotion": cls, "wav": clip, "words": f"I feel {cls}, {i}",
                          "who": f"spk{i % n_speakers}"})
     df = pd.DataFrame(recs)
@@ -92,7 +105,7 @@ def test_option_errors(tmp_path):
         prepare("csv", table, tmp_path / "m.csv", id_col="utt")
     with pytest.raises(KeyError, match="unknown label set 'nope'; valid: .*meld7"):
         prepare("csv", table, tmp_path / "m.csv", label_set="nope", **COLS)
-    with pytest.raises(TypeError, match="valid options: audio_col, dialogue_col, file, id_col, label_col, label_set"):
+    with pytest.raises(TypeError, match="valid options: allow_outside_root, audio_col, check_media, dialogue_col, file, id_col, label_col, label_set"):
         prepare("csv", table, tmp_path / "m.csv", labels="x")
     with pytest.raises(FileNotFoundError, match="not a folder or a table file"):
         prepare("csv", tmp_path / "nowhere.csv", tmp_path / "m.csv")
@@ -161,3 +174,68 @@ def test_no_speaker_column_warns_and_names_the_column_to_give(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every split given by the user: nothing drawn, nothing to warn about
         prepare("csv", table, tmp_path / "g.csv", split_col="part")
+
+
+# ------------------------------------------------------------------ manifests hold only media (issue 13)
+
+
+def test_media_outside_the_tables_folder_are_rejected_unless_allowed(tmp_path):
+    table = make_table(tmp_path / "data", n_per_class=4, n_speakers=4)
+    df = pd.read_csv(table)
+    df.loc[0, "wav"] = "/etc/hostname"
+    df.loc[1, "wav"] = "../../../etc/passwd"
+    (tmp_path / "elsewhere.wav").write_bytes(TINY_WAV)
+    df.loc[2, "wav"] = str(tmp_path / "elsewhere.wav")  # real audio, but outside the folder
+    (tmp_path / "data" / "clips" / "link.wav").symlink_to(tmp_path / "elsewhere.wav")
+    df.loc[3, "wav"] = "clips/link.wav"  # inside by name, outside once the link is followed
+    df.to_csv(table, index=False)
+    m = prepare("csv", table, tmp_path / "m.csv", on_error="skip", n_folds=3, **COLS)
+    rejects = pd.read_csv(Manifest.rejects_path(tmp_path / "m.csv"))
+    out = rejects[rejects.reason == "outside_root"]
+    assert sorted(out.id) == sorted(df.utt[:4]) and "--allow-outside-root" in out.detail.iloc[0]
+    assert len(m.df) == 8
+    m = prepare("csv", table, tmp_path / "m2.csv", on_error="skip", allow_outside_root=True, n_folds=3, **COLS)
+    rejects = pd.read_csv(Manifest.rejects_path(tmp_path / "m2.csv")).set_index("id")
+    # allowed outside: the real audio is kept; /etc files are still no media
+    assert df.utt[2] in set(m.df.id) and df.utt[3] in set(m.df.id)
+    assert rejects.loc[df.utt[0], "reason"] == "not_media"  # /etc/hostname: text, not media
+    assert rejects.loc[df.utt[1], "reason"] in ("not_media", "missing_file")  # /etc/passwd from tmp: not there
+
+
+def test_files_that_are_not_media_are_rejected_by_name(tmp_path):
+    table = make_table(tmp_path / "data", n_per_class=4, n_speakers=4)
+    clips = tmp_path / "data" / "clips"
+    (clips / "happy0.wav").write_text("not audio at all\n" * 10)
+    (clips / "happy1.wav").write_bytes(b"")
+    import cv2
+
+    cv2.imwrite(str(clips / "face.png"), np.zeros((8, 8, 3), np.uint8))
+    df = pd.read_csv(table)
+    df.loc[2, "wav"] = "clips/face.png"  # an image is media, but no audio
+    df.to_csv(table, index=False)
+    prepare("csv", table, tmp_path / "m.csv", on_error="skip", n_folds=3, **COLS)
+    rejects = pd.read_csv(Manifest.rejects_path(tmp_path / "m.csv")).set_index("id")
+    assert set(rejects.index) == {"happy0", "happy1", "happy2"} and set(rejects.reason) == {"not_media"}
+    assert "empty file" in rejects.loc["happy1", "detail"] and "no audio stream" in rejects.loc["happy2", "detail"]
+    with pytest.raises(PrepareError, match="3 not_media: happy0"):
+        prepare("csv", table, tmp_path / "m2.csv", n_folds=3, **COLS)
+
+
+def test_mojibake_is_repaired_and_unknown_labels_are_rejects(tmp_path):
+    table = make_table(tmp_path / "data", n_per_class=4, n_speakers=4)
+    df = pd.read_csv(table)
+    df.loc[0, "words"] = "I donâ€™t know"
+    df.loc[1, "emotion"] = "hapy"  # a typo: not a new class
+    df.to_csv(table, index=False)
+    m = prepare("csv", table, tmp_path / "m.csv", on_error="skip", n_folds=3, **COLS)
+    assert m.df.set_index("id").loc[df.utt[0], "text"] == "I don\u2019t know"
+    assert m.label_set.classes == ("happy", "neutral", "sad")
+    rejects = pd.read_csv(Manifest.rejects_path(tmp_path / "m.csv")).set_index("id")
+    assert rejects.loc[df.utt[1], "reason"] == "unknown_label"
+    assert "'hapy'" in rejects.loc[df.utt[1], "detail"] and "happy, neutral, sad" in rejects.loc[df.utt[1], "detail"]
+    df["emotion"] = ["pos", "neg", "mid"] * 4  # no emotion names at all: the classes must be given
+    df.to_csv(table, index=False)
+    with pytest.raises(ValueError, match="give the classes with -o label_set"):
+        prepare("csv", table, tmp_path / "m2.csv", n_folds=3, **COLS)
+    m = prepare("csv", table, tmp_path / "m3.csv", label_set="pos,neg,mid", n_folds=3, **COLS)
+    assert len(m.df) == 12

@@ -37,7 +37,8 @@ MANIFEST_COLUMNS = [
 SPLITS = ("train", "val", "test", "unlabeled")
 # "excluded" marks rows a corpus protocol leaves out on purpose (IEMOCAP's frustrated, fear, ... under
 # the 4-class protocol): they are counted and written to the rejects file, but are not errors.
-REJECT_REASONS = ("missing_file", "unknown_label", "duplicate_id", "unreadable_row", "bad_value", "excluded")
+REJECT_REASONS = ("missing_file", "unknown_label", "duplicate_id", "unreadable_row", "bad_value", "excluded",
+                  "outside_root", "not_media")
 EXPECTED_REJECT_REASONS = ("excluded",)
 
 

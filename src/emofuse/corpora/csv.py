@@ -10,6 +10,14 @@ fold), so train, val and test speakers are disjoint and `train.cross_validation`
 speaker-independent: the score then says how the model does on voices and faces it never met.
 Without one the folds are drawn by row, and SplitWarning says that scores will be optimistic.
 
+A manifest holds only media: each media path must resolve (symbolic links followed) inside the
+table's folder, unless allow_outside_root (`emofuse prepare csv --allow-outside-root`), and each
+file is opened at prepare and must hold what its column says (an audio stream for audio; a video
+stream, or an image, for video): other rows are rejected by name (`outside_root`, `not_media`).
+Text and labels with mojibake ("donâ€™t") are repaired as the meld adapter does. Without label_set,
+labels that are no emotion name of any registered label set (a typo such as "hapy") are rejected
+with the classes found listed; a table whose labels are all unknown needs label_set.
+
     emofuse prepare csv --root my_data/labels.csv --out work/mine.csv \
         -o label_set=happy,sad,neutral -o audio_col=wav -o speaker_col=speaker"""
 
@@ -25,6 +33,7 @@ import numpy as np
 from emofuse.corpora.base import (
     CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, read_table, splits_from_folds,
 )
+from emofuse.corpora.text import fix_mojibake
 from emofuse.labels import LABEL_SETS, LabelSet, get_label_set
 from emofuse.registry import CORPORA
 
@@ -64,13 +73,19 @@ class CSVCorpus(CorpusAdapter):
         soft_label_col: str | None = None,
         label_set: str | None = None,
         sep: str | None = None,
+        allow_outside_root: bool = False,
+        check_media: bool = True,
         **common,
     ):
         """file: the table, relative to the root folder. *_col: the column holding each manifest
         field (None: not in the table; id_col None or "": ids are "row<line number>"). label_set:
         a label set name (mer6, meld7, ...) or a comma-separated class list; default: the sorted
-        distinct labels of the table. sep: the delimiter (default: tab for .tsv/.tab, else comma)."""
+        distinct labels of the table. sep: the delimiter (default: tab for .tsv/.tab, else comma).
+        allow_outside_root: accept media paths outside the table's folder. check_media: open each
+        media file at prepare and reject those that hold no audio / video / image."""
         super().__init__(**common)
+        self.allow_outside_root = str(allow_outside_root).lower() in ("1", "true", "yes", "on")
+        self.check_media = str(check_media).lower() in ("1", "true", "yes", "on")
         self.file = file
         self.cols = {
             "id": id_col or None, "label": label_col, "text": text_col, "video": video_col, "audio": audio_col,
@@ -86,11 +101,18 @@ class CSVCorpus(CorpusAdapter):
         required = tuple(c for c in self.cols.values() if c)
         df, bad = read_table(table, required=required, sep=sep)
         rejects = [Reject(f"{table.name}:?", "unreadable_row", f"cannot parse line {sep.join(f)[:120]!r}") for f in bad]
+        unknown_labels: set[str] = set()
         if self.label_set is None:
-            found = sorted({x.strip().lower() for x in df[self.cols["label"]] if x.strip()})
+            found = sorted({fix_mojibake(x).strip().lower() for x in df[self.cols["label"]] if x.strip()})
             if not found:
                 raise ValueError(f"{table}: no labels in column {self.cols['label']!r}; give label_set=")
-            self.label_set = LabelSet("custom", tuple(found))
+            known = [x for x in found if x in _emotion_names()]
+            if not known:
+                raise ValueError(f"{table}: none of the labels in column {self.cols['label']!r} is an emotion name "
+                                 f"emofuse knows (found: {', '.join(found[:12])}{', …' if len(found) > 12 else ''}); "
+                                 "give the classes with -o label_set=a,b,c")
+            unknown_labels = set(found) - set(known)
+            self.label_set = LabelSet("custom", tuple(known))
 
         folder = table.parent
         rows: list[dict] = []
@@ -102,6 +124,21 @@ class CSVCorpus(CorpusAdapter):
                 rejects.append(Reject(f"row{line}", "unreadable_row",
                                       f"{table.name} line {line}: empty {self.cols['id']!r}"))
                 continue
+            get["text"], get["label"], get["speaker"] = (fix_mojibake(get[k]) for k in ("text", "label", "speaker"))
+            if get["label"].lower() in unknown_labels:
+                rejects.append(Reject(rid, "unknown_label",
+                                      f"label {get['label']!r} is no emotion name emofuse knows; classes found: "
+                                      f"{', '.join(self.label_set.classes)}; to keep it as a class of its own, give "
+                                      "every class with -o label_set=a,b,c"))
+                continue
+            media, problem = {}, None
+            for field in ("video", "audio"):
+                media[field] = _resolve(get[field], folder)
+                if media[field] and not problem:
+                    problem = self._check_path(field, get[field], media[field], folder)
+            if problem:
+                rejects.append(Reject(rid, *problem))
+                continue
             soft = get["soft_label"]
             if soft and (problem := _check_soft(soft, len(self.label_set))):
                 rejects.append(Reject(rid, "bad_value", f"{self.cols['soft_label']}: {problem}"))
@@ -111,8 +148,8 @@ class CSVCorpus(CorpusAdapter):
                 "id": rid,
                 "split": split or ("" if get["label"] else "unlabeled"),
                 "fold": -1,
-                "video": _resolve(get["video"], folder),
-                "audio": _resolve(get["audio"], folder),
+                "video": media["video"],
+                "audio": media["audio"],
                 "text": get["text"],
                 "label": get["label"],
                 "speaker": get["speaker"],
@@ -136,6 +173,17 @@ class CSVCorpus(CorpusAdapter):
         if self.cols["speaker"] and given:
             _warn_shared_speakers(given + todo, table.name)
         return PrepareResult(rows, rejects)
+
+    def _check_path(self, field: str, given: str, path: str, folder: Path) -> tuple[str, str] | None:
+        """(reason, detail) when a media cell cannot be kept, else None."""
+        real = Path(os.path.realpath(path))
+        if not self.allow_outside_root and not real.is_relative_to(Path(os.path.realpath(folder))):
+            return ("outside_root", f"{field} {given!r} resolves to {real}, outside the table's folder {folder}; "
+                                    "move the media under it, or pass --allow-outside-root")
+        if self.check_media and Path(path).is_file():  # a missing file is the common check's missing_file
+            if why := _not_media(Path(path), field):
+                return ("not_media", f"{field} {given!r}: {why}")
+        return None
 
     def _table(self, root: Path) -> Path:
         if root.is_file():
@@ -224,6 +272,33 @@ def _label_set(spec: str) -> LabelSet:
     if len(classes) < 2:
         raise ValueError(f"label_set {spec!r}: a custom label set needs at least two classes")
     return LabelSet("custom", classes)
+
+
+def _emotion_names() -> set[str]:
+    """Every class name and alias of the registered label sets (what "a known emotion name" means)."""
+    names: set[str] = set()
+    for name in LABEL_SETS:
+        ls = get_label_set(name)
+        names |= {c.lower() for c in ls.classes} | {a.lower() for a in ls.aliases}
+    return names
+
+
+def _not_media(path: Path, field: str) -> str | None:
+    """Why `path` cannot be the `field` ("audio" / "video") of a row, or None when it can."""
+    from emofuse.media.errors import MediaError, open_container
+
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with open_container(path) as container:
+            kinds = {s.type for s in container.streams}
+    except MediaError as e:
+        return str(e).removeprefix(f"{path}: ")
+    if field == "audio" and "audio" not in kinds:
+        return f"no audio stream (streams found: {', '.join(sorted(kinds)) or 'none'})"
+    if field == "video" and "video" not in kinds:
+        return f"no video stream or image (streams found: {', '.join(sorted(kinds)) or 'none'})"
+    return None  # (an image opens as a one-frame video stream)
 
 
 def _resolve(path: str, folder: Path) -> str:
