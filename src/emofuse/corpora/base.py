@@ -6,6 +6,7 @@ and guarantees that rows in = rows kept + rows rejected: nothing is dropped sile
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import os
@@ -147,11 +148,28 @@ def read_table(
     ValueError naming the columns found when a required column is absent."""
     path = Path(path)
     bad: list[list[str]] = []
-    kw = dict(sep=sep, dtype=str, keep_default_na=False, encoding=encoding)
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"  # Excel's "Unicode text" export
     try:
-        df = pd.read_csv(path, **kw)
-    except pd.errors.ParserError:  # only the slower python engine can hand back the bad lines
-        df = pd.read_csv(path, engine="python", on_bad_lines=bad.append, **kw)
+        raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        if encoding.replace("-sig", "") not in ("utf-8", "utf8"):
+            raise ValueError(f"{path}: not readable as {encoding} ({e.reason} at byte {e.start})") from None
+        # not UTF-8: a table saved by Excel on Windows is cp1252; bytes cp1252 lacks become U+FFFD
+        encoding = "cp1252"
+        warnings.warn(f"{path}: not UTF-8 (byte {e.start}); read as Windows-1252. Save the table as UTF-8 "
+                      "if its text looks wrong", UserWarning, stacklevel=2)
+    kw = dict(sep=sep, dtype=str, keep_default_na=False, encoding=encoding, encoding_errors="replace")
+    try:
+        try:
+            df = pd.read_csv(path, **kw)
+        except pd.errors.ParserError:  # only the slower python engine can hand back the bad lines
+            df = pd.read_csv(path, engine="python", on_bad_lines=bad.append, **kw)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty table (no header line)") from None
+    except (pd.errors.ParserError, csv.Error, UnicodeError) as e:
+        raise ValueError(f"{path}: not a readable {'TSV' if sep == chr(9) else 'CSV'} table ({e})") from None
     df = df.fillna("")  # short lines are padded with NaN even with keep_default_na=False
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]

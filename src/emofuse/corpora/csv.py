@@ -162,7 +162,10 @@ class CSVCorpus(CorpusAdapter):
         # common checks; with speakers, those rows are dealt again, by speaker
         todo = [r for r in rows if r["fold"] >= 0]
         if todo and self.cols["speaker"]:
-            _speaker_folds(todo, self.label_set, self.n_folds, self.seed, self.cols["speaker"])
+            try:
+                _speaker_folds(todo, self.label_set, self.n_folds, self.seed, self.cols["speaker"])
+            except ValueError as e:
+                raise ValueError(f"{table}: {e}") from None
         elif todo:
             hint = (f" The table has a column {c!r}: give it with -o speaker_col={c}." if (c := _speaker_like(df.columns))
                     else " Give the column that names each row's speaker with -o speaker_col=COLUMN.")
