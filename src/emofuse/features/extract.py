@@ -1,8 +1,8 @@
 """Extract features for a manifest into the cache: decode each modality once, feed every encoder of
 that modality, write shards as they fill, and never recompute a row the cache already holds.
 
-Rows without the modality (empty text; neither audio nor video for audio; no video for video) are
-stored as a zero vector with present=False, so the data layer can mask them. A row that fails to
+Rows without the modality (empty text; neither audio nor video for audio, or a video without an
+audio track; no video for video, or a clip with no video track) are stored as a zero vector with present=False, so the data layer can mask them. A row that fails to
 decode or encode does not stop the run: it is stored the same way and its id and message go to
 meta.json's `errors` (retried with retry_errors=True). An encoder whose first items (two or more,
 before any success) all fail with one and the same message is broken (missing weights, wrong
@@ -95,8 +95,8 @@ class _Decoder:
             # A clip's own audio file first, else the audio track of its video.
             video = row.get("video") or ""
             path = row.get("audio") or (video if Path(video).suffix.lower() not in IMAGE_SUFFIXES else "")
-            if not path:
-                return _ABSENT
+            if not path or (not row.get("audio") and not _has_stream(path, "audio")):
+                return _ABSENT  # no audio file, or a video without an audio track: absent, not an error
             wave = self._load_audio(path, sr=AUDIO_SR)  # (n_samples,) float32
             if len(wave) == 0:
                 raise ValueError(f"{path}: no audio samples")
@@ -104,6 +104,8 @@ class _Decoder:
         path = row.get("video")
         if not path:
             return _ABSENT
+        if Path(path).suffix.lower() not in IMAGE_SUFFIXES and not _has_stream(path, "video"):
+            return _ABSENT  # a clip with sound only: no video track, so video is absent, not an error
         if Path(path).suffix.lower() in IMAGE_SUFFIXES:  # a still image is a one-frame clip
             if self.images_are_faces:  # already a face crop (FER2013): the whole image, no cascade
                 return self._crop_image(path, self.face_size, detect=False).image[None]  # (1, S, S, 3)
@@ -125,6 +127,15 @@ class _Decoder:
         if detector is None:  # one per thread: OpenCV's cascade is not documented as thread-safe
             detector = self._local.detector = self._detector_cls()
         return detector
+
+
+def _has_stream(path: str, kind: str) -> bool:
+    """Whether a media file has a stream of `kind` ("audio" / "video"); a file that cannot be
+    opened raises MediaError (an error row, as before)."""
+    from emofuse.media.errors import open_container
+
+    with open_container(path) as container:
+        return any(s.type == kind for s in container.streams)
 
 
 def _prefetch(rows: list[dict], decode: Callable[[dict], Any], workers: int) -> Iterator[tuple[dict, Any, str | None]]:

@@ -321,6 +321,23 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+def _warn_absent(data, manifest: Manifest) -> None:
+    """Before training: say so, with the counts, when an input is absent in most training rows (a
+    corpus whose clips lack a track, or whose encoder failed on most of them)."""
+    features = getattr(data, "features", None)
+    if not features:
+        return
+    train = np.flatnonzero(manifest.df["split"].to_numpy() == "train")
+    for key, f in features.items():
+        present = int(np.asarray(f.present)[train].sum()) if len(train) else 0
+        if len(train) and present < 0.5 * len(train):
+            msg = (f"input {key} ({f.encoder}) is absent in {len(train) - present} of the {len(train)} training rows "
+                   f"(present in {present}); the model learns it from few samples. Check the media (no track?) "
+                   "and the extraction's errors (emofuse extract prints them; meta.json lists them)")
+            warnings.warn(msg, UserWarning, stacklevel=3)
+            print(f"warning: {msg}")
+
+
 def finished_run(run: RunConfig) -> dict | None:
     """The metrics of a run already finished with exactly this config (its config.yaml and
     metrics.json in place), else None."""
@@ -360,6 +377,7 @@ def train_run(cfg: RunConfig) -> dict:
         keys = per_speaker_keys(cfg.data.standardise, data.features)
         if keys:  # label-free: each speaker's rows by that speaker's own statistics
             data = data.per_speaker_standardised(keys=keys)
+    _warn_absent(data, manifest)
     (run_dir / "encoders.json").write_text(json.dumps(
         {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim} for k, f in data.features.items()},
         indent=2))
