@@ -13,9 +13,58 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+class _Group(typer.core.TyperGroup):
+    """Known failures (a busy, full or read-only folder, a missing file, bad input) end with one
+    line naming the path and what to do, and exit 1; the traceback only with --debug (or
+    EMOFUSE_DEBUG=1). Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        import os
+
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if _DEBUG["on"] or os.environ.get("EMOFUSE_DEBUG") or not _known(e):
+                raise
+            err.print(f"[bold red]error:[/] {_one_line(e)}", soft_wrap=True)
+            err.print("(run again with --debug for the traceback)", style="dim")
+            raise typer.Exit(1) from None
+
+
+def _known(e: Exception) -> bool:
+    from emofuse.features.cache import CacheError
+    from emofuse.media.errors import MediaError
+
+    return isinstance(e, (OSError, CacheError, MediaError, ValueError))
+
+
+def _one_line(e: Exception) -> str:
+    import errno
+
+    if isinstance(e, OSError) and e.errno is not None:
+        where = e.filename or "the output folder"
+        hint = {
+            errno.ENOSPC: "no space left on the device: free some, or write elsewhere (--cache / --out); "
+                          "what was already written is kept and a rerun goes on from it",
+            errno.EROFS: "the folder is read-only: write elsewhere (--cache / --out)",
+            errno.EACCES: "permission denied: write elsewhere (--cache / --out), or fix the folder's permissions",
+            errno.EPERM: "operation not permitted: write elsewhere, or fix the folder's permissions",
+            errno.ENOENT: "no such file or folder",
+            errno.EDQUOT: "disk quota exceeded: free some space, or write elsewhere",
+        }.get(e.errno, e.strerror or str(e))
+        return f"{where}: {hint}"
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+_DEBUG = {"on": False}
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, cls=_Group)
 console = Console()
 err = Console(stderr=True)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")) -> None:
+    _DEBUG["on"] = debug
 
 
 def _fail(msg: str, code: int = 1) -> None:
@@ -78,6 +127,8 @@ def extract(
     encoder: list[str] = typer.Option(..., "--encoder", "-e", help="Encoder name or hf:<id-or-folder> (repeatable)."),
     cache: Path = typer.Option(..., "--cache", help="Feature cache folder."),
     batch_size: int = typer.Option(16, help="Utterances per encoder batch."),
+    shard_size: int = typer.Option(512, "--shard-size", help="Rows per shard written (an interruption loses at most one shard's work)."),
+    flush_every: float = typer.Option(120.0, "--flush-every", help="Also write a shard every this many seconds."),
 ) -> None:
     """Encode every manifest row with each encoder into the feature cache (skips what is cached)."""
     from emofuse.corpora.base import Manifest
@@ -86,7 +137,8 @@ def extract(
 
     try:
         m = Manifest.load(manifest)
-        entries = _extract(m, list(encoder), cache, batch_size=batch_size)
+        entries = _extract(m, list(encoder), cache, batch_size=batch_size, shard_size=shard_size,
+                           flush_every_s=flush_every)
     except (UnknownNameError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     for e in entries:

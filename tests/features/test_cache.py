@@ -80,7 +80,7 @@ def test_extract_then_load_aligned_by_id(tmp_path):
     assert meta["config"] == enc.config() and meta["complete"] and meta["errors"] == []
     # Shards: ids stored with the arrays, readable without pickle; no temporary files left.
     shards = sorted(entry.path.glob("shard-*.npz"))
-    assert len(shards) == 3  # batches of 4 rows, a shard once 3 or more are done: 4 + 4 + 2
+    assert len(shards) == 5  # batches of 4 rows, shards of at most 3: 3 + 1, 3 + 1, 2
     with np.load(shards[0], allow_pickle=False) as z:
         assert set(z.files) == {"ids", "vectors", "present", "sequences", "offsets"}
         assert z["ids"].dtype.kind == "U" and z["vectors"].dtype == np.float32

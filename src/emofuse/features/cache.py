@@ -157,7 +157,7 @@ class CacheEntry:
         if (path / META).is_file():
             entry = cls(path)
             if entry.fingerprint != fp:  # 48 bits of sha256 collided, or the folder was edited by hand
-                raise RuntimeError(f"{path} holds fingerprint {entry.fingerprint}, not {fp}; move it away")
+                raise CacheError(f"{path} holds fingerprint {entry.fingerprint}, not {fp}; move it away")
             return entry
         path.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -243,7 +243,7 @@ class CacheEntry:
                 with np.load(p, allow_pickle=False) as z:
                     data = {k: z[k] for k in z.files}
             except Exception as e:
-                raise RuntimeError(f"cannot read feature shard {p}: {e}; delete it and run extract again") from e
+                raise CacheError(f"cannot read feature shard {p}: {e}; delete it and run extract again") from e
             shards.append(data)
             for r, k in enumerate(data["ids"].tolist()):
                 where[k] = (s, r)
@@ -270,6 +270,15 @@ class CacheEntry:
 # lock: one writer per folder
 
 
+class CacheError(RuntimeError):
+    """A feature cache that cannot be used as asked (busy, incomplete, damaged); the message names
+    the folder and what to do."""
+
+
+class CacheBusyError(CacheError):
+    """Another live process is writing the cache folder."""
+
+
 class EntryLock:
     """An exclusive lock file (O_EXCL) holding the writer's pid; a lock left by a dead process is taken over."""
 
@@ -286,7 +295,7 @@ class EntryLock:
                 except (OSError, ValueError):
                     pid = 0
                 if pid and _alive(pid):
-                    raise RuntimeError(
+                    raise CacheBusyError(
                         f"{self.path.parent} is being written by process {pid}; wait for it, or delete "
                         f"{self.path} if that process is not an emofuse extract"
                     ) from None
@@ -381,7 +390,7 @@ def load_features(
     complete = [e for e in entries if e.complete]
     if not complete:
         e = entries[-1]
-        raise RuntimeError(
+        raise CacheError(
             f"the cached {encoder_name!r} features for {corpus!r} are incomplete ({e.meta.get('n')} of "
             f"{e.meta.get('n_expected')} rows in {e.path}); run extract again to finish them, or pass fingerprint= to load them anyway"
         )

@@ -273,12 +273,13 @@ class _Job:
         self.last_flush = time.monotonic()
         if not self.rows:
             return
-        ids = [rid for rid, _, _ in self.rows]
-        seqs = [r.sequence for _, r, _ in self.rows] if self.encoder.gives_sequence else None
-        self.entry.write_shard(ids, np.stack([r.vector for _, r, _ in self.rows]),
-                               np.array([p for _, _, p in self.rows]), seqs)
-        self.n_shards += 1
-        self.rows = []
+        while self.rows:  # shards of at most shard_size rows: a failed write (full disk) loses one at most
+            part = self.rows[: self.shard_size]
+            ids = [rid for rid, _, _ in part]
+            seqs = [r.sequence for _, r, _ in part] if self.encoder.gives_sequence else None
+            self.entry.write_shard(ids, np.stack([r.vector for _, r, _ in part]), np.array([p for _, _, p in part]), seqs)
+            self.n_shards += 1
+            self.rows = self.rows[len(part):]
         self.entry.save_meta(errors=self.merged_errors())
 
     def merged_errors(self) -> list[dict]:
@@ -356,10 +357,11 @@ def extract(
         _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress, images_are_faces)
         for job in jobs:
             stored = job.entry.cached_ids()
-            job.entry.save_meta(
-                n=len(stored), n_present=_count_present(job.entry), n_expected=len(all_ids),
-                complete=set(all_ids) <= stored, errors=job.merged_errors(),
-            )
+            final = {"n": len(stored), "n_present": _count_present(job.entry), "n_expected": len(all_ids),
+                     "complete": set(all_ids) <= stored, "errors": job.merged_errors()}
+            # nothing computed and nothing to change: read, never rewritten (a read-only cache works)
+            if job.todo or any(job.entry.meta.get(k) != v for k, v in final.items()):
+                job.entry.save_meta(**final)
             job.entry.stats = {
                 "computed": job.n_computed, "cached": len(all_ids) - len(job.todo), "absent": job.n_absent,
                 "errors": len(job.errors), "seconds": round(job.seconds, 3),
