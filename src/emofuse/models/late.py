@@ -16,7 +16,9 @@ fits, from the members' validation probabilities:
    split of ~100 samples the weights leave equal only as far as held-out rows support;
 3. a temperature of the fused output (calibrate: true), which never changes the argmax.
 
-fit: grid keeps the former search (the weight simplex in `weight_step`s, best validation metric)."""
+fit: grid keeps the former search (the weight simplex in `weight_step`s, best validation metric).
+The default combine stays "mean" (the MELD system's); on bench paired the product did better on
+validation (weighted F1 81.6 vs 78.6, mean over seeds 0-2), and that bench's late-AVT row uses it."""
 
 from __future__ import annotations
 
