@@ -9,8 +9,8 @@ the folds' test predictions, with 95% intervals from a bootstrap over subjects.
 
 Rows: the bundled CNN read as a classifier (its probabilities for the six shared classes, argmax; no
 training), with and without test-time augmentation (the encoder's `tta` option); the project's MLP
-on the CNN's features and on HOG, trained on the training subjects; logistic regression on the same
-features (--baseline linear). The face path's row is the project run with the best mean validation
+on the CNN's features, on HOG and on both (early fusion), trained on the training subjects; logistic
+regression on the same features (--baseline linear). The face path's row is the project run with the best mean validation
 score over the folds."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def cnn_six(spec: str):
 
 
 def bench_ckplus(opts: BenchOptions, folds: int = 5) -> BenchSpec:
-    """folds: subject folds (5: about 24 subjects, 185 images tested per fold)."""
+    """folds: subject folds (5: about 21 of the 106 subjects, 185 images tested per fold)."""
     folds = int(folds)
     out = opts.out
     root = resolve_root(opts.data, "ckplus48", "ckplus")

@@ -62,6 +62,12 @@ def _fingerprint(spec: str) -> str:
     return build_encoder(spec).fingerprint()
 
 
+def _tta(spec: str) -> str:
+    from emofuse.features.encoders.hf import build_encoder
+
+    return build_encoder(spec).tta
+
+
 def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None = None) -> BenchSpec:
     """n_folds: when only training images are at hand they are cut into this many seeded
     stratified folds, one test, one validation (10: 80/10/10). eval_corpus: "ckplus" tests on CK+
@@ -111,11 +117,15 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
             "be measured here; no claim is made for it. Run with `--eval-data` on FER2013's test images to "
             "measure it. The HOG rows use no learned features and are a clean held-out comparison."
         )
+    if with_tta:
+        notes.append(f"The face encoder `{face}` averages the CNN over test-time augmented views (tta={_tta(face)}); "
+                     f"`fer2013-cnn` is the CNN alone as shipped (`{PLAIN}`), `fer2013-cnn tta={_tta(face)}` the CNN "
+                     "with the same augmentation, both read as classifiers.")
     references = {}
     if is_cnn:
         references["fer2013-cnn"] = partial(cnn_reference, encoder=PLAIN)
         if with_tta:
-            references[f"fer2013-cnn ({face})"] = partial(cnn_reference, encoder=face)
+            references[f"fer2013-cnn tta={_tta(face)}"] = partial(cnn_reference, encoder=face)
     hog_rows = [r.name for r in runs if r.features == {"video": "hog"}]
     targets = [Target("accuracy", None, "beat HOG + linear (issue: 44% accuracy), on the HOG features alone",
                       project_rows=hog_rows, baseline_rows=["baseline-linear-hog"])]

