@@ -87,17 +87,22 @@ def test_temperatures_are_fitted_on_validation_per_member():
     # works from probabilities clipped at 1e-12, which the 30x member's smallest ones fall below)
     logits = torch.cat([o["aux_logits"] for o in outs])
     t = torch.tensor([temps[name] for name in model.modalities])
-    expect = torch.softmax(logits / t[None, :, None], -1).mean(1).numpy()
+    mean = torch.softmax(logits / t[None, :, None], -1).mean(1).numpy()
+    # ... and a last temperature on that average (the members' own temperatures leave it under-confident)
+    assert info["fused_temperature"] == pytest.approx(fit_temperature(mean, labels), rel=1e-6)
+    expect = apply_temperature(mean, info["fused_temperature"])
     j = model.modalities.index("audio:egemaps")
     np.testing.assert_allclose(apply_temperature(probs[:, j], temps["audio:egemaps"]),
                                torch.softmax(logits[:, j] / temps["audio:egemaps"], -1).numpy(), atol=1e-5)
-    fused = torch.cat([o["logits"] for o in outs]).exp().numpy()
+    fused = torch.softmax(torch.cat([o["logits"] for o in outs]), -1).numpy()
     np.testing.assert_allclose(fused, expect, atol=1e-5)
-    assert 0 <= info["val_ece"] <= 1 and 0 <= info["val_ece_uncalibrated"] <= 1
+    np.testing.assert_array_equal(fused.argmax(1), mean.argmax(1))  # the last temperature keeps the decisions
+    assert all(0 <= info[k] <= 1 for k in ("val_ece", "val_ece_uncalibrated", "val_ece_members_calibrated"))
 
 
 def test_calibration_off_and_bad_names():
     model = build_model("ensemble", {"hidden": 16, "calibrate": False}, DIMS, C).eval()
     assert model.fit_validation([_batch()]) == {} and model.temperatures.tolist() == [1.0, 1.0, 1.0]
+    assert model.fused_temperature.item() == 1.0
     with pytest.raises(ValueError, match="not inputs"):
         build_model("ensemble", {"linear": ["opensmile"]}, DIMS, C)
