@@ -6,7 +6,7 @@ Unlike late fusion there are no fusion weights to fit: on a validation split of 
 weight search chases noise (issue 12 measured fitted weights below no weights at all), while one
 temperature per member only fixes each member's confidence so that an over-confident member does
 not outvote the others. An average of calibrated but disagreeing members is under-confident (on
-RAVDESS the averaged prediction's validation ECE rose from about 0.15 to 0.20 with the member
+RAVDESS the averaged prediction's validation ECE rose from 0.16 to 0.20, fold mean, with the member
 temperatures alone), so one more temperature, on the average, is fitted after them: it never changes
 the argmax. Members train on their own cross-entropy (as late fusion's do) plus the loss of the
 averaged prediction; the temperatures are fitted afterwards by the training loop's `fit_validation`
