@@ -145,6 +145,34 @@ def extract(
         console.print(f"[green]cached[/] {e}")
 
 
+cache_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspect a feature cache.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("ls")
+def cache_ls(cache: Path = typer.Argument(..., help="Feature cache folder (as given to extract --cache).")) -> None:
+    """Every entry of a cache: corpus, encoder, fingerprint, decoding, rows present/absent/failed, complete."""
+    from emofuse.features.cache import list_entries
+
+    if not cache.is_dir():
+        _fail(f"{cache}: no such cache folder")
+    t = Table(title=str(cache))
+    for c in ("corpus", "encoder", "fingerprint", "decoding", "rows", "present", "absent", "failed", "complete"):
+        t.add_column(c, justify="right" if c in ("rows", "present", "absent", "failed") else "left")
+    n = 0
+    for corpus in sorted(p for p in cache.iterdir() if p.is_dir()):
+        for e in list_entries(cache, corpus.name):
+            m, n = e.meta, n + 1
+            dec = m.get("decoding") or {}
+            shown = ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in dec.items()) if dec else "–"
+            rows, present, failed = int(m.get("n", 0)), int(m.get("n_present", 0)), len(m.get("errors", []))
+            t.add_row(e.corpus, e.name, e.fingerprint[:12], shown, str(rows), str(present), str(rows - present - failed),
+                      str(failed), "yes" if e.complete else f"no ({rows} of {m.get('n_expected')})")
+    if not n:
+        _fail(f"{cache}: no cache entries (folders with meta.json)")
+    console.print(t)
+
+
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Run config YAML (see configs/)."),

@@ -82,7 +82,7 @@ def test_extract_then_load_aligned_by_id(tmp_path):
     shards = sorted(entry.path.glob("shard-*.npz"))
     assert len(shards) == 5  # batches of 4 rows, shards of at most 3: 3 + 1, 3 + 1, 2
     with np.load(shards[0], allow_pickle=False) as z:
-        assert set(z.files) == {"ids", "vectors", "present", "sequences", "offsets"}
+        assert set(z.files) == {"ids", "keys", "vectors", "present", "sequences", "offsets"}
         assert z["ids"].dtype.kind == "U" and z["vectors"].dtype == np.float32
         assert z["offsets"][-1] == len(z["sequences"])
     assert not [p for p in entry.path.iterdir() if p.name.startswith(".")]

@@ -9,7 +9,7 @@ Features are aligned to manifest rows by sample id, never by row order."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,24 +33,24 @@ class ModalityFeatures:
     present: np.ndarray  # (N,) bool
     sequences: list[np.ndarray] | None = None  # N arrays of (T_i, D)
     fingerprint: str = ""
+    decoding: dict = field(default_factory=dict)  # the video decoding options the features were made with
 
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
 
-def load_modality(cache_dir: str | Path, corpus: str, encoder: str, ids: list[str], sequence: bool) -> ModalityFeatures:
-    from emofuse.features.cache import load_features
+def load_modality(cache_dir: str | Path, corpus: str, encoder: str, ids: list[str], sequence: bool,
+                  keys: list[str] | None = None) -> ModalityFeatures:
+    """One encoder's features for `ids`; with keys (features.cache.media_key of each row), only
+    features computed from exactly those media (a KeyError says which rows' media changed)."""
+    from emofuse.features.cache import MissingFeaturesError, load_features
 
     table = load_features(cache_dir, corpus, encoder)
-    index = {sid: i for i, sid in enumerate(table.ids)}
-    missing = [sid for sid in ids if sid not in index]
-    if missing:
-        raise KeyError(
-            f"{len(missing)} ids of the manifest have no {encoder!r} features in {cache_dir} "
-            f"(first: {missing[:5]}); run `emofuse extract` first"
-        )
-    rows = np.array([index[sid] for sid in ids], dtype=int)
+    try:
+        rows = table.indices([str(i) for i in ids], keys)
+    except MissingFeaturesError as e:
+        raise KeyError(f"{e}; run `emofuse extract` on the manifest first") from None
     present = np.asarray(table.present)[rows] if getattr(table, "present", None) is not None else np.ones(len(ids), bool)
     seqs = None
     if sequence:
@@ -63,6 +63,7 @@ def load_modality(cache_dir: str | Path, corpus: str, encoder: str, ids: list[st
         present=present.astype(bool),
         sequences=seqs,
         fingerprint=str(table.meta.get("fingerprint", "")),
+        decoding=dict(table.meta.get("decoding") or {}),
     )
 
 
@@ -112,14 +113,17 @@ class FeatureDataset(Dataset):
         if label_smoothing > 0:
             c = targets.shape[1]
             targets = targets * (1 - label_smoothing) + label_smoothing / c
+        from emofuse.features.cache import row_keys
+
         feats = {}
         for m, enc in encoders.items():
             seq = sequence.get(m, False) if isinstance(sequence, dict) else sequence
+            keys = row_keys(df, m)  # each row's media identity: features of other media are refused
             if isinstance(enc, str):
-                feats[m] = load_modality(cache_dir, manifest.corpus, enc, ids, seq)
+                feats[m] = load_modality(cache_dir, manifest.corpus, enc, ids, seq, keys)
             else:  # several candidate encoders of one modality: keys "<modality>:<encoder>"
                 for e in enc:
-                    feats[f"{m}:{e}"] = load_modality(cache_dir, manifest.corpus, e, ids, seq)
+                    feats[f"{m}:{e}"] = load_modality(cache_dir, manifest.corpus, e, ids, seq, keys)
         for key, k in (context or {}).items():
             if key not in feats:
                 raise KeyError(f"context for input {key!r}, which the data does not have; inputs: {sorted(feats)}")

@@ -1,10 +1,19 @@
-"""The feature cache: one folder per (corpus, encoder, fingerprint), rows stored with their ids.
+"""The feature cache: one folder per (corpus, encoder, fingerprint[, video decoding]), rows stored
+with their ids and the identity of the media they came from.
 
-    CACHE/<corpus>/<encoder.name>-<fingerprint[:12]>/
-        meta.json            encoder name, modality, dim, full fingerprint, config, created/updated,
+    CACHE/<corpus>/<encoder.name>-<fingerprint[:12]>[-v<decoding[:8]>]/
+        meta.json            encoder name, modality, dim, full fingerprint, config, decoding (video:
+                             sampling, face size, no-face policy, images as faces), created/updated,
                              n (rows stored), n_present, n_expected, complete, errors [{id, message}]
-        shard-00000.npz      ids (N,) unicode, vectors (N, D) float32, present (N,) bool and, for
-        shard-00001.npz      encoders that give sequences, sequences (sum T, D) float32 + offsets (N+1,)
+        shard-00000.npz      ids (N,) unicode, keys (N,) the media identity of each row (media_key),
+        shard-00001.npz      vectors (N, D) float32, present (N,) bool and, for encoders that give
+                             sequences, sequences (sum T, D) float32 + offsets (N+1,)
+
+A row's key is the identity of what its features were computed from: the path, size and
+modification time of the file the decoder reads (the text itself for text), with the row's id. So
+two corpora with the same name and ids never share features, and an edited file is extracted
+again; the video decoding options are part of the folder. Shards written before keys existed are
+read by id, and extract computes their rows again.
 
 Every file is written to a temporary name and moved into place (os.replace), so a killed run leaves
 whole shards only; the next run reads the ids already stored and computes the rest. Rows are always
@@ -14,6 +23,7 @@ error), the later shard wins. One writer per folder at a time, enforced by a loc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +50,43 @@ class MissingFeaturesError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+def _media_path(row: dict, modality: str) -> str:
+    """The file extraction decodes for `modality` in a manifest row (as features.extract's decoder)."""
+    from emofuse.features.extract import IMAGE_SUFFIXES
+
+    video = str(row.get("video") or "")
+    if modality == "audio":
+        return str(row.get("audio") or "") or (video if Path(video).suffix.lower() not in IMAGE_SUFFIXES else "")
+    return video
+
+
+def media_key(row: dict, modality: str) -> str:
+    """The identity of what a row's `modality` features are computed from: its id and the text, or
+    the real path, size and modification time of its media file (16 hex characters)."""
+    ident: list = [str(row.get("id", "")), modality]
+    if modality == "text":
+        ident.append(str(row.get("text") or "").strip())
+    elif path := _media_path(row, modality):
+        try:
+            st = os.stat(path)
+            ident += [os.path.realpath(path), st.st_size, st.st_mtime_ns]
+        except OSError:
+            ident += [os.path.realpath(path), "missing"]
+    return hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:16]
+
+
+def row_keys(df, modality: str) -> list[str]:
+    """media_key of every row of a manifest table, in order."""
+    return [media_key(r, modality) for r in df.to_dict("records")]
+
+
+def decoding_tag(decoding: dict | None) -> str:
+    """8 hex characters naming a video decoding (its options), '' for none."""
+    if not decoding:
+        return ""
+    return hashlib.sha1(json.dumps(decoding, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _now() -> str:
@@ -77,11 +124,16 @@ class FeatureTable:
     sequences: list[np.ndarray] | None  # N arrays (T_i, D); (0, D) where not present; None: encoder gives none
     meta: dict = field(default_factory=dict)
     present: np.ndarray | None = None  # (N,) bool: False where the modality was absent or failed to decode
+    keys: list[str] | None = None  # (N,) media_key of each row; "" for rows stored before keys existed
 
     def __post_init__(self) -> None:
         if self.present is None:
             self.present = np.ones(len(self.ids), dtype=bool)
-        self._index = {k: i for i, k in enumerate(self.ids)}
+        if self.keys is None:
+            self.keys = [""] * len(self.ids)
+        self._index = {k: i for i, k in enumerate(self.ids)}  # an id stored with several keys: the last
+        self._pair = {(k, key): i for i, (k, key) in enumerate(zip(self.ids, self.keys))}
+        self._keyed = {k for k, key in zip(self.ids, self.keys) if key}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,8 +142,29 @@ class FeatureTable:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
-    def indices(self, ids: list[str]) -> np.ndarray:
-        """Row index of each id; raises MissingFeaturesError naming the ids not held."""
+    def indices(self, ids: list[str], keys: list[str] | None = None) -> np.ndarray:
+        """Row index of each id (with keys: of each (id, media key) pair; a row stored without a key
+        answers for its id); raises MissingFeaturesError naming the ids not held, or whose media
+        are not those the features were computed from."""
+        if keys is not None:
+            idx, stale = [], []
+            for k, key in zip(ids, keys):
+                if (k, key) in self._pair:
+                    idx.append(self._pair[(k, key)])
+                elif k in self._index and k not in self._keyed:  # stored before keys existed
+                    idx.append(self._index[k])
+                elif k in self._index:
+                    stale.append(k)
+                else:
+                    idx.append(-1)
+            if stale:
+                shown = ", ".join(map(repr, stale[:5])) + (f", … {len(stale) - 5} more" if len(stale) > 5 else "")
+                raise MissingFeaturesError(
+                    f"{len(stale)} rows' media are not those their {self.meta.get('encoder', '')} features in "
+                    f"{self.meta.get('path', 'the cache')} were computed from (edited or moved files, or another corpus "
+                    f"with the same name and ids): {shown}; run extract on this manifest again")
+            if -1 not in idx:
+                return np.array(idx, dtype=np.int64)
         missing = [k for k in ids if k not in self._index]
         if missing:
             shown = ", ".join(map(repr, missing[:10])) + (f", … {len(missing) - 10} more" if len(missing) > 10 else "")
@@ -102,20 +175,22 @@ class FeatureTable:
             )
         return np.array([self._index[k] for k in ids], dtype=np.int64)
 
-    def lookup(self, ids: list[str]) -> "FeatureTable":
-        """The rows of `ids`, in that order (aligned by id, whatever order the cache holds them in)."""
+    def lookup(self, ids: list[str], keys: list[str] | None = None) -> "FeatureTable":
+        """The rows of `ids`, in that order (aligned by id, whatever order the cache holds them in);
+        with keys (media_key of each), the rows computed from exactly those media."""
         ids = [str(k) for k in ids]
-        idx = self.indices(ids)
+        idx = self.indices(ids, keys)
         seqs = [self.sequences[i] for i in idx] if self.sequences is not None else None
-        return FeatureTable(ids, self.vectors[idx], seqs, self.meta, self.present[idx])
+        return FeatureTable(ids, self.vectors[idx], seqs, self.meta, self.present[idx], [self.keys[i] for i in idx])
 
 
 # ---------------------------------------------------------------------------------------------
 # one cache folder
 
 
-def entry_dir(cache_dir: str | Path, corpus: str, name: str, fingerprint: str) -> Path:
-    return Path(cache_dir) / corpus / f"{name}-{fingerprint[:12]}"
+def entry_dir(cache_dir: str | Path, corpus: str, name: str, fingerprint: str, decoding: dict | None = None) -> Path:
+    tag = decoding_tag(decoding)
+    return Path(cache_dir) / corpus / (f"{name}-{fingerprint[:12]}" + (f"-v{tag}" if tag else ""))
 
 
 class CacheEntry:
@@ -150,10 +225,11 @@ class CacheEntry:
         return bool(self.meta.get("complete", False))
 
     @classmethod
-    def open(cls, cache_dir: str | Path, corpus: str, encoder: "Encoder") -> "CacheEntry":
-        """The folder for `encoder` on `corpus`, created with its meta.json when new."""
+    def open(cls, cache_dir: str | Path, corpus: str, encoder: "Encoder", decoding: dict | None = None) -> "CacheEntry":
+        """The folder for `encoder` on `corpus` (and, for video, `decoding`: the decoding options),
+        created with its meta.json when new."""
         fp = encoder.fingerprint()
-        path = entry_dir(cache_dir, corpus, encoder.name, fp)
+        path = entry_dir(cache_dir, corpus, encoder.name, fp, decoding)
         if (path / META).is_file():
             entry = cls(path)
             if entry.fingerprint != fp:  # 48 bits of sha256 collided, or the folder was edited by hand
@@ -168,6 +244,7 @@ class CacheEntry:
             "gives_sequence": bool(encoder.gives_sequence),
             "fingerprint": fp,
             "config": encoder.config(),
+            "decoding": decoding or {},
             "weights_digest": encoder.weights_digest(),
             "created": _now(),
             "updated": _now(),
@@ -196,8 +273,10 @@ class CacheEntry:
         vectors: np.ndarray,
         present: np.ndarray,
         sequences: list[np.ndarray] | None = None,
+        keys: list[str] | None = None,
     ) -> Path:
-        """Store rows as the next shard (atomically). vectors (N, D); sequences N arrays (T_i, D)."""
+        """Store rows as the next shard (atomically). vectors (N, D); sequences N arrays (T_i, D);
+        keys: the media_key of each row (rows without one are read by id and extracted again)."""
         dim = int(self.meta["dim"])
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), dim)
         arrays: dict[str, np.ndarray] = {
@@ -205,6 +284,10 @@ class CacheEntry:
             "vectors": vectors,
             "present": np.asarray(present, dtype=bool).reshape(len(ids)),
         }
+        if keys is not None:
+            if len(keys) != len(ids):
+                raise ValueError(f"{len(keys)} keys for {len(ids)} ids")
+            arrays["keys"] = np.asarray([str(k) for k in keys], dtype=str)
         if sequences is not None:
             if len(sequences) != len(ids):
                 raise ValueError(f"{len(sequences)} sequences for {len(ids)} ids")
@@ -221,13 +304,21 @@ class CacheEntry:
         return path
 
     def cached_ids(self) -> set[str]:
-        """Ids stored in the shards. A shard that cannot be read is renamed *.corrupt (its rows are
-        then computed again) rather than stopping the run."""
-        ids: set[str] = set()
+        """Ids stored in the shards (with or without a media key)."""
+        return {k for k, _ in self.cached_pairs(with_legacy=True)}
+
+    def cached_pairs(self, with_legacy: bool = False) -> set[tuple[str, str]]:
+        """(id, media key) of the rows stored; rows of shards written before keys existed only with
+        with_legacy (key ""). A shard that cannot be read is renamed *.corrupt (its rows are then
+        computed again) rather than stopping the run."""
+        ids: set[tuple[str, str]] = set()
         for p in self.shard_paths():
             try:
                 with np.load(p, allow_pickle=False) as z:
-                    ids.update(z["ids"].tolist())
+                    if "keys" in z.files:
+                        ids.update(zip(z["ids"].tolist(), z["keys"].tolist()))
+                    elif with_legacy:
+                        ids.update((k, "") for k in z["ids"].tolist())
             except Exception as e:  # zipfile.BadZipFile, KeyError, ValueError, OSError
                 log.warning("unreadable shard %s (%s); moved aside as .corrupt, its rows will be recomputed", p, e)
                 os.replace(p, p.with_name(p.name + ".corrupt"))
@@ -236,7 +327,7 @@ class CacheEntry:
     def load(self) -> FeatureTable:
         dim = int(self.meta["dim"])
         with_seq = bool(self.meta.get("gives_sequence"))
-        where: dict[str, tuple[int, int]] = {}  # id -> (shard, row); later shards overwrite
+        where: dict[tuple[str, str], tuple[int, int]] = {}  # (id, key) -> (shard, row); later shards overwrite
         shards = []
         for s, p in enumerate(self.shard_paths()):
             try:
@@ -245,14 +336,17 @@ class CacheEntry:
             except Exception as e:
                 raise CacheError(f"cannot read feature shard {p}: {e}; delete it and run extract again") from e
             shards.append(data)
-            for r, k in enumerate(data["ids"].tolist()):
-                where[k] = (s, r)
-        ids = list(where)
+            keys = data["keys"].tolist() if "keys" in data else [""] * len(data["ids"])
+            for r, pair in enumerate(zip(data["ids"].tolist(), keys)):
+                where.pop(pair, None)  # re-inserted: the newest row of an id comes last
+                where[pair] = (s, r)
+        pairs = list(where)
+        ids = [k for k, _ in pairs]
         vectors = np.zeros((len(ids), dim), np.float32)
         present = np.zeros(len(ids), bool)
         sequences: list[np.ndarray] | None = [] if with_seq else None
-        for i, k in enumerate(ids):
-            s, r = where[k]
+        for i, pair in enumerate(pairs):
+            s, r = where[pair]
             d = shards[s]
             vectors[i] = d["vectors"][r]
             present[i] = d["present"][r]
@@ -263,7 +357,7 @@ class CacheEntry:
                 else:
                     sequences.append(np.zeros((0, dim), np.float32))
         meta = dict(self.meta, path=str(self.path))
-        return FeatureTable(ids, vectors, sequences, meta, present)
+        return FeatureTable(ids, vectors, sequences, meta, present, [key for _, key in pairs])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +429,7 @@ def list_entries(cache_dir: str | Path, corpus: str, encoder_name: str | None = 
     for d in root.iterdir():
         if not (d / META).is_file():
             continue
-        if encoder_name is not None and not re.fullmatch(re.escape(encoder_name) + r"-[0-9a-f]{12}", d.name):
+        if encoder_name is not None and not re.fullmatch(re.escape(encoder_name) + r"-[0-9a-f]{12}(-v[0-9a-f]{8})?", d.name):
             continue
         try:
             e = CacheEntry(d)

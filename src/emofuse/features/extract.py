@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from emofuse.corpora.base import Manifest
-from emofuse.features.cache import CacheEntry, EntryLock
+from emofuse.features.cache import CacheEntry, EntryLock, row_keys
 from emofuse.features.encoders.base import MODALITIES, Encoded, Encoder
 from emofuse.features.encoders.hf import build_encoder
 
@@ -181,6 +181,7 @@ class _Job:
     todo: set[str]
     shard_size: int
     flush_every_s: float
+    keys: dict[str, str] = field(default_factory=dict)  # id -> media key (features.cache.media_key)
     errors: dict[str, str] = field(default_factory=dict)  # id -> message, new this run
     done_ok: set[str] = field(default_factory=set)  # ids computed without error this run
     pending: list[tuple[str, Any]] = field(default_factory=list)  # (id, input) awaiting encode
@@ -277,7 +278,8 @@ class _Job:
             part = self.rows[: self.shard_size]
             ids = [rid for rid, _, _ in part]
             seqs = [r.sequence for _, r, _ in part] if self.encoder.gives_sequence else None
-            self.entry.write_shard(ids, np.stack([r.vector for _, r, _ in part]), np.array([p for _, _, p in part]), seqs)
+            self.entry.write_shard(ids, np.stack([r.vector for _, r, _ in part]), np.array([p for _, _, p in part]), seqs,
+                                   keys=[self.keys.get(rid, "") for rid in ids])
             self.n_shards += 1
             self.rows = self.rows[len(part):]
         self.entry.save_meta(errors=self.merged_errors())
@@ -337,16 +339,20 @@ def extract(
     rows = manifest.df.to_dict("records")
     all_ids = [str(r["id"]) for r in rows]
 
+    # the video decoding is part of the entry (its folder); each row's media identity is its key
+    decoding = {"video_sampling": sampling, "face_size": face_size, "no_face": no_face,
+                "images_are_faces": images_are_faces}
+    keys = {m: dict(zip(all_ids, row_keys(manifest.df, m))) for m in {e.modality for e in encs}}
     jobs: list[_Job] = []
     for enc in encs:
         if enc.modality not in MODALITIES:
             raise ValueError(f"encoder {enc.name!r} has modality {enc.modality!r}, not one of {MODALITIES}")
-        entry = CacheEntry.open(cache_dir, manifest.corpus, enc)
-        cached = entry.cached_ids()
-        todo = {k for k in all_ids if k not in cached}
+        entry = CacheEntry.open(cache_dir, manifest.corpus, enc, decoding if enc.modality == "video" else None)
+        cached = entry.cached_pairs()  # rows stored without a key (older caches) are computed again
+        todo = {k for k in all_ids if (k, keys[enc.modality][k]) not in cached}
         if retry_errors:
             todo |= {e["id"] for e in entry.meta.get("errors", [])} & set(all_ids)
-        jobs.append(_Job(enc, entry, todo, shard_size, flush_every_s))
+        jobs.append(_Job(enc, entry, todo, shard_size, flush_every_s, keys[enc.modality]))
 
     with ExitStack() as stack:
         for job in jobs:
@@ -356,9 +362,9 @@ def extract(
                 job.entry.save_meta(complete=False, n_expected=len(all_ids))
         _run(jobs, rows, batch_size, sampling, face_size, no_face, workers, progress, images_are_faces)
         for job in jobs:
-            stored = job.entry.cached_ids()
+            stored = job.entry.cached_pairs()
             final = {"n": len(stored), "n_present": _count_present(job.entry), "n_expected": len(all_ids),
-                     "complete": set(all_ids) <= stored, "errors": job.merged_errors()}
+                     "complete": set(job.keys.items()) <= stored, "errors": job.merged_errors()}
             # nothing computed and nothing to change: read, never rewritten (a read-only cache works)
             if job.todo or any(job.entry.meta.get(k) != v for k, v in final.items()):
                 job.entry.save_meta(**final)

@@ -227,6 +227,13 @@ def _spec_from_run(path: Path, unit: str | None) -> BundleSpec:
         modality = k.split(":")[0]
         sequence = seq.get(modality, False) if isinstance(seq, dict) else bool(seq)
         inputs[k] = InputSpec(k, v["encoder"], v.get("fingerprint", ""), int(v["dim"]), sequence)
+    decoding = Decoding()
+    recorded = [v["decoding"] for v in encoders.values() if v.get("decoding")]
+    if recorded:  # the video decoding the features were extracted with: predict decodes the same way
+        d = recorded[0]
+        sampling = ",".join(f"{k}={v}" for k, v in (d.get("video_sampling") or {}).items()) or Decoding.video_sampling
+        decoding = Decoding(video_sampling=sampling, face_size=int(d.get("face_size", Decoding.face_size)),
+                            no_face=str(d.get("no_face", Decoding.no_face)))
     unit_dir = _unit_dir(path, unit)
     info: dict[str, Any] = {"source": str(path.resolve())}
     if unit_dir != path:
@@ -239,7 +246,7 @@ def _spec_from_run(path: Path, unit: str | None) -> BundleSpec:
         info["versions"] = json.loads((path / "versions.json").read_text())
     return BundleSpec(
         path=path, name=cfg.name, model=cfg.model.name, params=dict(cfg.model.params), labels=labels,
-        inputs=inputs, weights=unit_dir / WEIGHTS, standardiser=unit_dir / STANDARDISER, info=info,
+        inputs=inputs, decoding=decoding, weights=unit_dir / WEIGHTS, standardiser=unit_dir / STANDARDISER, info=info,
     )
 
 

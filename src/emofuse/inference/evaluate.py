@@ -191,13 +191,14 @@ def _dataset(rows, bundle, cache: Path, y_true: np.ndarray, run_cfg):
     """The rows' features, keyed as the model's inputs and standardised as in training, and the
     (N, n_inputs) presence of each input."""
     from emofuse.data.dataset import FeatureDataset, ModalityFeatures, per_speaker_keys
-    from emofuse.features.cache import load_features
+    from emofuse.features.cache import load_features, row_keys
 
     ids = rows.df["id"].astype(str).tolist()
     feats = {}
     for key, s in bundle.spec.inputs.items():
         enc = bundle.encoders[key]
-        table = load_features(cache, rows.corpus, enc).lookup(ids)  # this encoder's fingerprint, by id
+        # this encoder's fingerprint, each row computed from exactly its own media
+        table = load_features(cache, rows.corpus, enc).lookup(ids, row_keys(rows.df, s.modality))
         if s.sequence and table.sequences is None:
             raise EvaluateError(f"input {key}: the model reads sequences, and {s.encoder} cached none")
         feats[key] = ModalityFeatures(enc.name, np.asarray(table.vectors, np.float32), np.asarray(table.present, bool),

@@ -379,7 +379,8 @@ def train_run(cfg: RunConfig) -> dict:
             data = data.per_speaker_standardised(keys=keys)
     _warn_absent(data, manifest)
     (run_dir / "encoders.json").write_text(json.dumps(
-        {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim} for k, f in data.features.items()},
+        {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim,
+             **({"decoding": f.decoding} if getattr(f, "decoding", None) else {})} for k, f in data.features.items()},
         indent=2))
     (run_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2))
 
