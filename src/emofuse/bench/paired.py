@@ -151,6 +151,11 @@ def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[st
     runs += [ModelRun(f"{model}-AVT", model, dict(enc), late.get(model, mlp), data=per_speaker)
              for model in ("early", "late", "attention")]
     runs.append(ModelRun("late-AVT-mean", "late", dict(enc), {**mlp, "combine": "mean"}, data=per_speaker))
+    # selection by speaker-grouped CV over the ten training + validation actors (then one refit), with
+    # modality dropout: configs/paired_selection_ablation.yaml measured it (docs/benchmarks.md). Its
+    # validation score is out-of-fold over those actors, not the 104-sample validation split.
+    runs.append(ModelRun("early-AVT-cv", "early", dict(enc), mlp, data=per_speaker,
+                         train={"modality_dropout": 0.3, "cross_validation": "speaker"}))
     if fusion_ablation:
         # the former late fusion: a mean with weights from a grid search of validation weighted F1
         runs.append(ModelRun("late-AVT-grid", "late", dict(enc), {**mlp, "fit": "grid", "calibrate": False},
