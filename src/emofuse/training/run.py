@@ -329,6 +329,8 @@ def _warn_absent(data, manifest: Manifest) -> None:
         return
     train = np.flatnonzero(manifest.df["split"].to_numpy() == "train")
     for key, f in features.items():
+        if getattr(f, "present", None) is None:  # raw inputs (fine-tuning): presence is known per batch only
+            continue
         present = int(np.asarray(f.present)[train].sum()) if len(train) else 0
         if len(train) and present < 0.5 * len(train):
             msg = (f"input {key} ({f.encoder}) is absent in {len(train) - present} of the {len(train)} training rows "
