@@ -87,3 +87,19 @@ def test_model_reads_the_future_from_the_batch(bert):
     items[0]["text_after"] = []
     without = model(collate_raw(items))["logits"]
     assert with_future.shape == (1, C) and not torch.allclose(with_future, without)
+
+
+def test_utterance_pooling_ignores_the_context_tokens_in_the_average(bert):
+    torch.manual_seed(0)
+    model = build_model("finetune_text", {"encoder": f"hf:{bert}", "max_length": 32, "pooling": "utterance"},
+                        {"text": 0}, C).eval()
+    enc = model.inputs(["Ross: happy"], [["Joey: door"]], [["Rachel: table"]])
+    toks = _tokens(model, enc)
+    span = enc["utterance_mask"][0].bool().tolist()
+    assert [t for t, s in zip(toks, span) if s] == ["ross", ":", "happy"]
+    batch = {"text": ["Ross: happy"], "text_context": [["Joey: door"]], "text_after": [["Rachel: table"]]}
+    with torch.no_grad():
+        pooled = model.encode(batch)[0]
+        states = model.backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state[0]
+    torch.testing.assert_close(pooled, states[torch.tensor(span[: states.shape[0]])].mean(0))
+    assert not torch.allclose(pooled, states.mean(0))

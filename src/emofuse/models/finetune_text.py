@@ -25,7 +25,10 @@ from emofuse.registry import MODELS
 class FinetuneTextConfig(StrictConfig):
     encoder: str = "minilm"  # built-in name (minilm), hf:<id-or-folder>, a folder, or finetuned:RUN
     max_length: int = 128  # tokens per input (MELD utterances average ~15; context needs more)
-    pooling: Literal["mean", "cls"] = "mean"  # mean: what sentence-transformers models were trained with
+    # mean: what sentence-transformers models were trained with; utterance: the mean over the
+    # utterance's own tokens only (its context is attended to but not averaged in, so a long context
+    # does not dilute the utterance); cls: the first token's state
+    pooling: Literal["mean", "cls", "utterance"] = "mean"
     freeze_layers: int = 0  # freeze the embeddings and the first K layers; -1: the whole encoder (a probe)
     dropout: float = 0.1
     gradient_checkpointing: bool = False  # trade compute for memory on long contexts
@@ -76,7 +79,7 @@ class FinetuneText(EmotionModel):
             ids = self._token_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
-    def _sequence(self, text: str, before: list[str], after: list[str]) -> list[int]:
+    def _sequence(self, text: str, before: list[str], after: list[str]) -> tuple[list[int], int, int]:
         """[CLS] past [SEP] utterance [SEP] future [SEP] within max_length. The utterance is never cut
         (unless it alone is too long: then its end goes); the context shares what is left, the past
         losing its oldest tokens and the future its farthest, half each, a side that needs less
@@ -94,9 +97,10 @@ class FinetuneText(EmotionModel):
         content = list(cur)
         if past:
             content = past[len(past) - n_past:] + ([sep] if sep is not None else []) + content
+        start = len(self._prefix) + len(content) - len(cur)
         if future:
             content = content + ([sep] if sep is not None else []) + future[:n_future]
-        return self._prefix + content + self._suffix
+        return self._prefix + content + self._suffix, start, start + len(cur)  # ids, the utterance's span
 
     def inputs(self, texts: list[str], contexts: list[list[str]] | None = None,
                after: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
@@ -107,16 +111,23 @@ class FinetuneText(EmotionModel):
         contexts = contexts if contexts is not None else [[] for _ in range(n)]
         after = after if after is not None else [[] for _ in range(n)]
         rows = [self._sequence(str(t), list(c), list(a)) for t, c, a in zip(texts, contexts, after)]
-        enc = self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+        enc = self.tokenizer.pad({"input_ids": [r[0] for r in rows]}, padding=True, return_tensors="pt")
+        span = torch.zeros_like(enc["attention_mask"])  # (B, T) 1 on the utterance's own tokens
+        for i, (_, a, b) in enumerate(rows):
+            span[i, a:b] = 1
         device = next(self.head.parameters()).device
-        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        out = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        out["utterance_mask"] = span.to(device)
+        return out
 
     def encode(self, batch: dict) -> torch.Tensor:
         enc = self.inputs(batch["text"], batch.get("text_context"), batch.get("text_after"))
+        utterance = enc.pop("utterance_mask")  # (B, T)
         states = self.backbone(**enc).last_hidden_state  # (B, T, D)
         if self.cfg.pooling == "cls":
             return states[:, 0]
-        mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+        pool = utterance if self.cfg.pooling == "utterance" else enc["attention_mask"]
+        mask = pool.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, D)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
