@@ -20,11 +20,10 @@ from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
 from emofuse.data.dataset import collate
 from emofuse.evaluation.selection import count_kept, load_selection, read_kept, write_selection
 from emofuse.evaluation.table import render_table
-from emofuse.features.cache import CacheEntry
-from emofuse.features.encoders.base import Encoder
 from emofuse.labels import LabelSet
 from emofuse.training.grid import grid_runs
 from emofuse.training.run import build_model, train_run, write_predictions
+from tests.training.cached import write_features
 
 TINY = {"backbone": "tiny", "tiny_hidden": 32, "tiny_layers": 2, "tiny_heads": 4, "hidden": 32, "lora_r": 4,
         "readout": "mean"}
@@ -93,21 +92,6 @@ def test_modes_are_validated():
 # --------------------------------------------------------------- a corpus where samples differ
 
 
-class Fixed(Encoder):
-    """Stands for an encoder whose features the test writes into the cache itself."""
-
-    modality = "text"
-
-    def __init__(self, name: str, dim: int):
-        self.name, self.dim = name, dim
-
-    def config(self):
-        return {"kind": "fixed", "name": self.name, "dim": self.dim}
-
-    def encode(self, items):
-        raise NotImplementedError
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """240 samples, 2 classes; two audio encoders, and in each sample only one of them carries the
@@ -130,9 +114,7 @@ def corpus(tmp_path_factory):
         feats[name] = x
     feats["t"] = rng.normal(size=(n, 4))
     for name, x in feats.items():
-        entry = CacheEntry.open(root / "cache", "toy", Fixed(name, x.shape[1]))
-        entry.write_shard([r["id"] for r in rows], x.astype(np.float32), np.ones(n, bool))
-        entry.save_meta(complete=True, n=n, n_present=n, n_expected=n)
+        write_features(root / "cache", "toy", name, [r["id"] for r in rows], x)
     return root
 
 

@@ -9,23 +9,9 @@ import pytest
 
 from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
-from emofuse.features.cache import CacheEntry
-from emofuse.features.encoders.base import Encoder
 from emofuse.labels import LabelSet
 from emofuse.training.run import train_run
-
-
-class Fixed(Encoder):
-    modality = "audio"
-
-    def __init__(self, name: str, dim: int):
-        self.name, self.dim = name, dim
-
-    def config(self):
-        return {"kind": "fixed", "name": self.name, "dim": self.dim}
-
-    def encode(self, items):
-        raise NotImplementedError
+from tests.training.cached import write_features
 
 
 def _corpus(root, speakers: bool = True):
@@ -43,9 +29,7 @@ def _corpus(root, speakers: bool = True):
     Manifest("toy", labels, pd.DataFrame(rows, columns=MANIFEST_COLUMNS), {"synthetic": True}).save(root / "manifest.csv")
     centres = rng.normal(size=(3, 6)) * 1.2
     x = centres[y] + rng.normal(size=(n, 6)) + rng.normal(size=(n_spk, 6))[spk]  # a per-speaker offset
-    entry = CacheEntry.open(root / "cache", "toy", Fixed("f", 6))
-    entry.write_shard([r["id"] for r in rows], x.astype(np.float32), np.ones(n, bool))
-    entry.save_meta(complete=True, n=n, n_present=n, n_expected=n)
+    write_features(root / "cache", "toy", "f", [r["id"] for r in rows], x, modality="audio")
     return root
 
 

@@ -215,24 +215,13 @@ def score_entry(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], opts
     return entry
 
 
-def read_probs(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    """(ids, labels (N,), probabilities (N, C)) of the labelled rows of a single-label predictions
-    file, or None (missing file, or multi-label)."""
-    if not Path(path).is_file():
-        return None
-    df = pd.read_csv(path, dtype={"id": str, "true": str, "predicted": str}, keep_default_na=False)
-    cols = [f"p_{c}" for c in classes]
-    if not set(cols) <= set(df.columns) or df["true"].str.contains(";").any():
-        return None
-    df = df[df["true"].isin(classes)]
-    return df["id"].tolist(), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(int), df[cols].to_numpy(float)
-
-
 def product_rows(results: dict[str, dict], task_dir: Path, classes: list[str], opts: BenchOptions) -> dict[str, dict]:
     """For every fusion run whose inputs each have a unimodal run here (same encoder): the plain
     product of those unimodal runs' probabilities (equal weights, no fitting: the simplest fusion
     of the project's own members), scored as a reference row, and the fusion's paired-bootstrap
     difference to it (fusion minus product, weighted F1) stored in the fusion's entry."""
+    from emofuse.evaluation.report import read_probs
+    from emofuse.models.late import combine_log_probs
     from emofuse.evaluation.calibration import calibration_summary
     from emofuse.evaluation.compare import compare_runs
 
@@ -259,9 +248,9 @@ def product_rows(results: dict[str, dict], task_dir: Path, classes: list[str], o
                     break
                 ids = read[0][0]
                 index = [{i: j for j, i in enumerate(r[0])} for r in read]
-                logp = sum(np.log(np.clip(r[2][[ix[i] for i in ids]], 1e-12, None)) for r, ix in zip(read, index))
-                prob = np.exp(logp - logp.max(1, keepdims=True))
-                split_probs[split] = (ids, read[0][1], prob / prob.sum(1, keepdims=True))
+                log_p = np.stack([np.log(np.clip(r[2][[ix[i] for i in ids]], 1e-12, None)) for r, ix in zip(read, index)], 1)
+                prob = np.exp(combine_log_probs(log_p, np.ones(len(read)), None, "product"))  # (N, C)
+                split_probs[split] = (ids, read[0][1], prob)
             if "test" not in split_probs or "val" not in split_probs:
                 continue
             ids, y, prob = split_probs["test"]

@@ -51,9 +51,9 @@ def per_class_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _read_probs(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(probabilities (N, C), labels (N,)) of the labelled single-label rows of a predictions CSV;
-    None when the file is missing or multi-label (classes joined by ';', or rows not summing to 1)."""
+def read_probs(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """(ids, labels (N,), probabilities (N, C)) of the labelled single-label rows of a predictions
+    CSV; None when the file is missing or multi-label (classes joined by ';', or rows not summing to 1)."""
     import pandas as pd
 
     if not Path(path).is_file():
@@ -67,7 +67,7 @@ def _read_probs(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]
     # per-class sigmoids (multi-label runs whose rows happen to carry one label each) are no distribution
     if not len(df) or not np.allclose(probs.sum(1), 1.0, atol=0.01):
         return None
-    return probs, df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    return df["id"].tolist(), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64), probs
 
 
 def write_calibration(run_dir: str | Path, classes: list[str], title: str = "") -> dict:
@@ -78,10 +78,11 @@ def write_calibration(run_dir: str | Path, classes: list[str], title: str = "") 
     from emofuse.evaluation.calibration import calibration_summary, save_reliability_diagram
 
     run_dir = Path(run_dir)
-    test = _read_probs(run_dir / "predictions.csv", classes)
+    test = read_probs(run_dir / "predictions.csv", classes)
     if test is None:
         return {}
-    val = _read_probs(run_dir / "predictions_val.csv", classes) or (None, None)
-    summary = calibration_summary(test[0], test[1], *val)
-    save_reliability_diagram(test[0], test[1], run_dir / "reliability.png", title=title or f"{run_dir.name} (test)")
+    _, y_test, p_test = test
+    _, y_val, p_val = read_probs(run_dir / "predictions_val.csv", classes) or (None, None, None)
+    summary = calibration_summary(p_test, y_test, p_val, y_val)
+    save_reliability_diagram(p_test, y_test, run_dir / "reliability.png", title=title or f"{run_dir.name} (test)")
     return summary

@@ -56,3 +56,15 @@ def mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
     )
+
+
+def member_logits(model: nn.Module, batch: dict) -> torch.Tensor:
+    """(B, M, C) logits of a model made of one member per input: `model.norm[k]`, `model.pool[k]`
+    (for frame sequences) and `model.members[k]` over `model.modalities` (late fusion, ensemble)."""
+    out = []
+    for k in model.modalities:
+        x = model.norm[k](batch[k])  # (B, D) or (B, T, D)
+        if x.dim() == 3:
+            x = model.pool[k](x, batch[f"{k}_mask"])
+        out.append(model.members[k](x))
+    return torch.stack(out, dim=1)

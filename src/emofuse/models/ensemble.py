@@ -21,7 +21,7 @@ from torch import nn
 
 from emofuse.config import StrictConfig
 from emofuse.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
-from emofuse.models.base import AttentionPool, EmotionModel, mlp, presence
+from emofuse.models.base import AttentionPool, EmotionModel, member_logits, mlp, presence
 from emofuse.registry import MODELS
 
 
@@ -60,14 +60,7 @@ class Ensemble(EmotionModel):
     def _linear(self, key: str) -> bool:
         return key in self.cfg.linear or key.split(":", 1)[-1] in self.cfg.linear
 
-    def member_logits(self, batch: dict) -> torch.Tensor:
-        out = []
-        for k in self.modalities:
-            x = self.norm[k](batch[k])  # (B, D) or (B, T, D)
-            if x.dim() == 3:
-                x = self.pool[k](x, batch[f"{k}_mask"])
-            out.append(self.members[k](x))
-        return torch.stack(out, dim=1)  # (B, M, C)
+    member_logits = member_logits  # (B, M, C): one member per input (models.base)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         logits = self.member_logits(batch)  # (B, M, C)

@@ -34,7 +34,7 @@ from torch import nn
 
 from emofuse.config import StrictConfig
 from emofuse.evaluation.metrics import classification_metrics
-from emofuse.models.base import AttentionPool, EmotionModel, mlp, presence
+from emofuse.models.base import AttentionPool, EmotionModel, member_logits, mlp, presence
 from emofuse.registry import MODELS
 
 _EPS = 1e-12
@@ -70,14 +70,7 @@ class LateFusion(EmotionModel):
         self.register_buffer("member_temperatures", torch.ones(m))
         self.register_buffer("fused_temperature", torch.ones(()))
 
-    def member_logits(self, batch: dict) -> torch.Tensor:
-        out = []
-        for k in self.modalities:
-            x = self.norm[k](batch[k])
-            if x.dim() == 3:
-                x = self.pool[k](x, batch[f"{k}_mask"])
-            out.append(self.members[k](x))
-        return torch.stack(out, dim=1)  # (B, M, C)
+    member_logits = member_logits  # (B, M, C): one member per input (models.base)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         logits = self.member_logits(batch)  # (B, M, C)

@@ -166,6 +166,14 @@ def _plans(manifest: Manifest, cross_validation: bool) -> list[dict]:
     return plans
 
 
+def _concat_predictions(preds: list[dict]) -> dict:
+    """Several units' prediction dicts (predict()) as one: probs, weights, selected and ids in order."""
+    merged = {k: (np.concatenate([p[k] for p in preds]) if preds[0].get(k) is not None else None)
+              for k in ("probs", "weights", "selected")}
+    merged["ids"] = [i for p in preds for i in p["ids"]]
+    return merged
+
+
 def _speaker_folds(df, rows: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     """rows cut into k speaker-disjoint folds, stratified by label where the speakers allow."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -204,9 +212,7 @@ def _select_and_refit(cfg: RunConfig, data, plan: dict, seed: int, unit_dir: Pat
     refit_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_epochs": epochs})})
     whole = {"name": plan["name"], "train": pool, "val": plan["val"], "test": plan["test"]}
     model, test_pred, y_true, _, info = _fit_one(refit_cfg, data, whole, seed, unit_dir, n_classes, tb_dir, refit=True)
-    merged = {key: (np.concatenate([p[key] for p in oof]) if oof[0].get(key) is not None else None)
-              for key in ("probs", "weights", "selected")}
-    merged["ids"] = [i for p in oof for i in p["ids"]]
+    merged = _concat_predictions(oof)
     oof_y = np.concatenate(oof_true)
     info["val_prediction"] = (merged, oof_y)
     info["selection"] = {"mode": "speaker_cv", "folds": fold_info, "epochs": epochs,
@@ -417,9 +423,7 @@ def train_run(cfg: RunConfig) -> dict:
     y_true = np.concatenate(pooled_true)
     y_pred = np.concatenate([decide(p) for p in pooled_pred])
     if len(units) > 1:  # units wrote their own files in sub-folders; pool them at the top
-        merged = {k: (np.concatenate([p[k] for p in pooled_pred]) if pooled_pred[0][k] is not None else None)
-                  for k in ("probs", "weights", "selected")}
-        merged["ids"] = [i for p in pooled_pred for i in p["ids"]]
+        merged = _concat_predictions(pooled_pred)
         if pooled_pred[0].get("threshold") is not None:  # each unit's rows keep their unit's threshold
             merged["threshold"] = np.concatenate([np.full(len(p["ids"]), p["threshold"]) for p in pooled_pred])
         write_predictions(run_dir / "predictions.csv", model, merged, y_true, classes)
