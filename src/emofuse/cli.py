@@ -626,6 +626,68 @@ def bench(
     console.print(f"report: [bold]{out / 'report.md'}[/]  metrics: {out / 'metrics.json'}")
 
 
+speed_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="Benchmarks: the project's path and a plain loop side by side in one run; prints both and, last, ratio: project / plain.")
+app.add_typer(speed_app, name="speed")
+
+
+def _speed(fn, **kw) -> None:
+    try:
+        fn(**kw)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        _fail(str(e))
+
+
+@speed_app.command("extract")
+def speed_extract(
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder spec, e.g. minilm, egemaps, hf:/models/bert-base."),
+    manifest: Path = typer.Option(..., "--manifest", help="A manifest CSV (emofuse prepare)."),
+    limit: Optional[int] = typer.Option(2000, "--limit", help="The first N rows."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (encoders with a device option)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per batch (default: the encoder's)."),
+) -> None:
+    """Items/s of `emofuse extract` and of a plain loop on the same rows."""
+    from emofuse.bench.speed import speed_extract as run
+
+    _speed(run, encoder=encoder, manifest=manifest, limit=limit, device=device, batch_size=batch_size)
+
+
+@speed_app.command("finetune")
+def speed_finetune(
+    config: Path = typer.Option(..., "--config", help="A finetune_text run config (e.g. configs/meld_finetune_text.yaml)."),
+    manifest: Path = typer.Option(..., "--manifest", help="The manifest to fine-tune on (its train/val/test splits)."),
+    steps: int = typer.Option(100, "--steps", help="Training steps of the measured epoch (validation and test scaled alike)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+) -> None:
+    """One fine-tuning epoch of `steps` steps: `emofuse train` against a plain transformers loop."""
+    from emofuse.bench.speed import speed_finetune as run
+
+    _speed(run, config=config, manifest=manifest, steps=steps, overrides=list(set_))
+
+
+@speed_app.command("train")
+def speed_train(
+    n: int = typer.Option(10000, "--n", help="Synthetic samples (80/10/10 train/val/test)."),
+    epochs: int = typer.Option(100, "--epochs", help="Epochs (early stopping off, so all of them run)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Batch size of both sides."),
+) -> None:
+    """Attention fusion on synthetic 3-modality features: `train_run` against a plain PyTorch loop; prints seconds."""
+    from emofuse.bench.speed import speed_train as run
+
+    _speed(run, n=n, epochs=epochs, batch_size=batch_size)
+
+
+@speed_app.command("video")
+def speed_video(
+    minutes: float = typer.Option(10.0, "--minutes", help="Length of the generated 720p clip."),
+    model: Path = typer.Option(Path("runs/demo/runs/fusion-attention"), "--model", "-m", help="Run directory or bundle to predict with."),
+) -> None:
+    """Generate a long 720p clip with audio, extract and predict on it; prints peak_rss_gb."""
+    from emofuse.bench.speed import speed_video as run
+
+    _speed(run, minutes=minutes, model=model)
+
+
 @app.command("list")
 def list_(kind: str = typer.Argument(..., help="corpora, encoders or models")) -> None:
     """List registered corpora, encoders or models."""

@@ -88,6 +88,25 @@ class FeatureDataset(Dataset):
             item[f"{m}_present"] = bool(f.present[i])
         return item
 
+    def __getitems__(self, idx: list[int]) -> dict:
+        """A whole batch at once (the DataLoader calls this instead of __getitem__ per row, then
+        `collate`, which passes a batch through): vectors are gathered by one index per modality
+        instead of row by row, the per-step cost that dominates small models' training."""
+        idx = np.asarray(idx, dtype=np.int64)
+        batch: dict = {
+            "id": [self.ids[i] for i in idx],
+            "label": torch.from_numpy(self.labels[idx]),
+            "target": torch.from_numpy(self.targets[idx]),
+        }
+        for m, f in self.features.items():
+            present = f.present[idx]
+            if f.sequences is None:
+                batch[m] = torch.from_numpy(np.ascontiguousarray(f.vectors[idx], dtype=np.float32))
+                batch[f"{m}_mask"] = torch.from_numpy(np.asarray(present, dtype=bool))
+            else:
+                batch[m], batch[f"{m}_mask"] = _pad([f.sequences[i] for i in idx], present)
+        return batch
+
     @classmethod
     def from_manifest(
         cls,
@@ -260,8 +279,11 @@ def dialogue_context(f: ModalityFeatures, df, k: int) -> ModalityFeatures:
     return ModalityFeatures(f"{f.encoder}+context{k}", vectors, present, seqs, f.fingerprint)
 
 
-def collate(items: list[dict]) -> dict:
-    """Stack a list of items into a dict batch; pad sequences and build masks."""
+def collate(items: list[dict] | dict) -> dict:
+    """Stack a list of items into a dict batch; pad sequences and build masks. A batch already made
+    (FeatureDataset.__getitems__) passes through."""
+    if isinstance(items, dict):
+        return items
     batch: dict = {
         "id": [it["id"] for it in items],
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
@@ -269,19 +291,25 @@ def collate(items: list[dict]) -> dict:
     }
     modalities = [k[: -len("_present")] for k in items[0] if k.endswith("_present")]
     for m in modalities:
-        present = torch.tensor([it[f"{m}_present"] for it in items], dtype=torch.bool)  # (B,)
+        present = np.array([it[f"{m}_present"] for it in items], dtype=bool)  # (B,)
         xs = [np.asarray(it[m], dtype=np.float32) for it in items]
         if xs[0].ndim == 1:
             batch[m] = torch.from_numpy(np.stack(xs))  # (B, D)
-            batch[f"{m}_mask"] = present
+            batch[f"{m}_mask"] = torch.from_numpy(present)
         else:
-            t_max = max(1, max(x.shape[0] for x in xs))
-            d = xs[0].shape[1]
-            out = torch.zeros(len(xs), t_max, d)  # (B, T, D)
-            mask = torch.zeros(len(xs), t_max, dtype=torch.bool)  # (B, T)
-            for i, x in enumerate(xs):
-                if present[i] and x.shape[0] > 0:
-                    out[i, : x.shape[0]] = torch.from_numpy(x)
-                    mask[i, : x.shape[0]] = True
-            batch[m], batch[f"{m}_mask"] = out, mask
+            batch[m], batch[f"{m}_mask"] = _pad(xs, present)
     return batch
+
+
+def _pad(xs: list[np.ndarray], present: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T_i, D) sequences -> (B, T_max, D) zero-padded and its (B, T_max) mask of valid steps
+    (none for an absent row)."""
+    t_max = max(1, max(x.shape[0] for x in xs))
+    d = xs[0].shape[1]
+    out = torch.zeros(len(xs), t_max, d)  # (B, T, D)
+    mask = torch.zeros(len(xs), t_max, dtype=torch.bool)  # (B, T)
+    for i, x in enumerate(xs):
+        if present[i] and x.shape[0] > 0:
+            out[i, : x.shape[0]] = torch.from_numpy(np.asarray(x, dtype=np.float32))
+            mask[i, : x.shape[0]] = True
+    return out, mask
