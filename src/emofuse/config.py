@@ -103,7 +103,7 @@ def dump_config(cfg: BaseModel, path: str | Path) -> None:
 # ---------------------------------------------------------------- the schema of a training run
 from typing import Literal  # noqa: E402
 
-from pydantic import Field, model_validator  # noqa: E402
+from pydantic import Field, field_validator, model_validator  # noqa: E402
 
 
 class RawInputConfig(StrictConfig):
@@ -190,10 +190,40 @@ class TrainConfig(StrictConfig):
     # never all of a sample's inputs), so joint models cannot lean on one modality alone.
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     accelerator: str = "auto"  # cpu when no GPU is present
+    # Distributed training (docs/distributed.md). devices: processes per machine, one per GPU (on CPU,
+    # processes sharing its cores; "auto": every GPU, or 1 on CPU); num_nodes: machines. Each process
+    # takes data.batch_size rows of every step, so a step sees devices x num_nodes x batch_size rows
+    # and an epoch has that many times fewer steps (same lr: scale it, or give more epochs, at will).
+    # Validation is shared out and gathered, so early stopping and the kept best weights are decided
+    # on the whole split, alike on every process; process 0 alone predicts val and test with the best
+    # weights and writes the run.
+    devices: int | list[int] | Literal["auto"] = 1
+    num_nodes: int = Field(1, ge=1)
+    # Lightning's strategy: "ddp" (a copy of the model per process: the usual choice, gloo on CPU and
+    # NCCL on GPU), "fsdp" (the model sharded across GPUs: large LLM backbones), "deepspeed*", or any
+    # name of Lightning's StrategyRegistry; "auto": one process, or ddp when devices or num_nodes is not 1.
+    # The spawning ones (ddp_spawn, ddp_fork, ddp_notebook) are refused: they train in child processes
+    # and hand back only the last weights, never the best-weights snapshot the run keeps.
+    strategy: str = "auto"
     precision: str | None = None  # None: 32 on CPU, bf16-mixed on GPU
     deterministic: bool = True
     logger: Literal["tensorboard", "none"] = "tensorboard"
     progress: bool = True
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v == "auto":
+            return v
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        names = StrategyRegistry.available_strategies()
+        if v not in names:
+            raise ValueError(f"unknown strategy {v!r}; valid: auto, {', '.join(names)}")
+        if v.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+            raise ValueError(f"strategy {v!r} trains in spawned processes and returns only the last weights, not "
+                             "the best ones the run keeps: use ddp (it re-runs the command once per device)")
+        return v
 
 
 class RunConfig(StrictConfig):

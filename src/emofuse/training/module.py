@@ -126,7 +126,8 @@ class EmotionModule(L.LightningModule):
             batch = drop_modalities(batch, self.model.modalities, self.modality_dropout)
         out = self.model(batch)
         loss = self._loss(out, batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        # sync_dist: the epoch mean over every process's batches (once per epoch, at its end)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
         # Lightning aggregates train_loss only after the epoch's validation has run; BestWeights
         # records the losses at validation time, so keep the running mean here.
         self._train_sum += float(loss.detach()) * len(batch["label"])
@@ -148,15 +149,26 @@ class EmotionModule(L.LightningModule):
         return model_loss(out, batch, self.mse_weight, self.class_weights)
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val:
+        parts, train = self._val, (self._train_sum, self._train_n)
+        self._val = []
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            # Distributed: each process scored its own share of the validation rows (run.py gives each
+            # a share without repeats), so the metrics are computed on all of them, and are the same on
+            # every process: early stopping and BestWeights then decide alike everywhere. Gathered before
+            # any early return: a process left without rows must still take part.
+            shares = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shares, (parts, train))
+            parts = [v for share, _ in shares for v in share]
+            train = (sum(t[0] for _, t in shares), sum(t[1] for _, t in shares))
+        if not parts:
             return
-        y = np.concatenate([v[0] for v in self._val])
-        p = np.concatenate([v[1] for v in self._val])
-        loss = sum(v[2] for v in self._val) / len(y)
-        self._val.clear()
+        y = np.concatenate([v[0] for v in parts])
+        p = np.concatenate([v[1] for v in parts])
+        loss = sum(v[2] for v in parts) / len(y)
         m = multilabel_metrics(y, p) if self.multi_label else classification_metrics(y, p, self.model.n_classes)
+        # already the same on every process: no sync_dist (its mean would only repeat them)
         self.log_dict({f"val_{k}": v for k, v in m.items()} | {"val_loss": loss}, prog_bar=False)
-        self.epoch_train_loss = self._train_sum / self._train_n if self._train_n else None
+        self.epoch_train_loss = train[0] / train[1] if train[1] else None
 
     def configure_optimizers(self):
         opt = make_optimizer(self.model, self.optimizer, self.lr, self.weight_decay)
@@ -177,7 +189,9 @@ class EmotionModule(L.LightningModule):
 
 class BestWeights(L.Callback):
     """Keeps the best weights in memory by the monitored validation metric (Lightning's
-    ModelCheckpoint would pickle a .ckpt per improvement; we save safetensors once at the end)."""
+    ModelCheckpoint would pickle a .ckpt per improvement; we save safetensors once at the end).
+    Distributed: the monitored metric is computed on the whole validation split on every process
+    (EmotionModule gathers it), so every process keeps the same epoch; process 0 holds its weights."""
 
     def __init__(self, monitor: str, mode: str):
         self.monitor, self.mode = monitor, mode
@@ -199,7 +213,11 @@ class BestWeights(L.Callback):
         better = self.best is None or (v > self.best if self.mode == "max" else v < self.best)
         if better:
             self.best, self.best_epoch, self.best_step = v, trainer.current_epoch, trainer.global_step
-            self.state = copy.deepcopy(module.model.state_dict())
+            # The strategy's state dict, not the module's: under ddp the same weights on every process,
+            # under fsdp the shards gathered to process 0 (a collective: every process gets here, as
+            # the gathered metrics make `better` the same everywhere). Keys "model.*" are the model's.
+            state = trainer.strategy.lightning_module_state_dict()
+            self.state = {k.removeprefix("model."): copy.deepcopy(v) for k, v in state.items() if k.startswith("model.")}
             # what the sweep tables report for the kept weights
             self.record = {k: float(x) for k, x in trainer.callback_metrics.items() if k.startswith("val_")}
             self.record["train_loss"] = getattr(module, "epoch_train_loss", None)

@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from emofuse.config import RunConfig, dump_config, validate
+from emofuse.config import RunConfig, TrainConfig, dump_config, validate
 from emofuse.corpora.base import Manifest
 from emofuse.data.dataset import FeatureDataset, collate, per_speaker_keys
 from emofuse.data.raw import RawDataset
@@ -51,6 +51,53 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def placement(train: TrainConfig) -> dict:
+    """The Trainer's accelerator, processes and precision from train.accelerator, devices, num_nodes,
+    strategy and precision: cpu when no GPU is present, and 32-bit there (bf16-mixed on GPU)."""
+    gpu = train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    # ddp (and auto with more than one process, which Lightning would make ddp): with the search for
+    # unused parameters, which most models here have (an attention pool per input that vectors skip,
+    # Top-N candidates left out, late fusion's members on absent inputs); without it DDP stops at the
+    # first step. ddp_find_unused_parameters_false skips the search.
+    several = train.devices != 1 or train.num_nodes > 1
+    strategy = train.strategy
+    if strategy == "ddp" or (strategy == "auto" and several):
+        strategy = "ddp_find_unused_parameters_true"
+    return {"accelerator": "gpu" if gpu else "cpu", "devices": train.devices, "num_nodes": train.num_nodes,
+            "strategy": strategy, "precision": train.precision or ("bf16-mixed" if gpu else "32-true")}
+
+
+def process_rank(train: TrainConfig) -> int:
+    """This process's rank among those that train together (0 when one process trains). The launch
+    decides it (Lightning's ddp re-runs the command with LOCAL_RANK set, torchrun sets RANK, SLURM
+    SLURM_PROCID, a machine of several NODE_RANK), and a Trainer built with the run's settings reads
+    it before anything is launched."""
+    if train.devices == 1 and train.num_nodes == 1:
+        return 0
+    return L.Trainer(**placement(train), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False).global_rank
+
+
+def _sharded(strategy) -> bool:
+    """Whether the strategy wraps the model's own layers in place (fsdp, deepspeed, model parallel), so
+    that the model object is not usable as it was after the fit."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(strategy, (DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy))
+
+
+def _from_rank_zero(metrics: dict | None) -> dict | None:
+    """Process 0's metrics on every process of a distributed run (the others trained but neither
+    predicted nor wrote), so that what calls train_run decides alike on all of them."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return metrics
+    box = [metrics]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: torch.device,
@@ -202,6 +249,9 @@ def _select_and_refit(cfg: RunConfig, data, plan: dict, seed: int, unit_dir: Pat
     for k, held in enumerate(folds):
         sub = {"name": f"cv{k}", "train": np.setdiff1d(pool, held), "val": held, "test": held}
         _, _, _, val_m, info = _fit_one(cfg, data, sub, seed, unit_dir / "cv" / f"fold{k}", n_classes, tb_dir)
+        if val_m is None:  # not process 0: it took part in the fit only (its best epoch is process 0's)
+            fold_info.append({"best_epoch": info["best_epoch"]})
+            continue
         pred, true = info.pop("val_prediction")
         oof.append(pred)
         oof_true.append(true)
@@ -212,6 +262,8 @@ def _select_and_refit(cfg: RunConfig, data, plan: dict, seed: int, unit_dir: Pat
     refit_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_epochs": epochs})})
     whole = {"name": plan["name"], "train": pool, "val": plan["val"], "test": plan["test"]}
     model, test_pred, y_true, _, info = _fit_one(refit_cfg, data, whole, seed, unit_dir, n_classes, tb_dir, refit=True)
+    if model is None:  # not process 0
+        return None, None, None, None, info
     merged = _concat_predictions(oof)
     oof_y = np.concatenate(oof_true)
     info["val_prediction"] = (merged, oof_y)
@@ -222,16 +274,24 @@ def _select_and_refit(cfg: RunConfig, data, plan: dict, seed: int, unit_dir: Pat
 
 def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_dir: Path, n_classes: int, tb_dir: Path,
              refit: bool = False):
-    """Train one (fold, seed) unit; returns (model, test prediction, val metrics, info). refit: train
-    for exactly train.max_epochs and keep the last weights (no early stopping, no best-epoch pick:
-    its validation rows are among its training rows)."""
+    """Train one (fold, seed) unit; returns (model, test prediction, test truth, val metrics, info).
+    refit: train for exactly train.max_epochs and keep the last weights (no early stopping, no
+    best-epoch pick: its validation rows are among its training rows).
+
+    Distributed (train.devices x train.num_nodes > 1): every process runs this, builds the same
+    initial weights (seeded before the model is built; ddp also broadcasts process 0's) and fits on
+    its share of each epoch's training rows (Lightning shards the sampler, the length-grouped one
+    too); validation is shared out without repeats and gathered (EmotionModule). Then process 0
+    alone predicts the whole val and test splits with the best weights and writes the unit; the
+    others return (None, None, None, None, {"best_epoch": ...}) and go on to the next fit, where
+    they wait for process 0."""
     train_ds, val_ds, test_ds = (data.subset(plan[s]) for s in ("train", "val", "test"))
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         if len(ds) == 0:
             raise ValueError(f"split {name!r} of {cfg.data.manifest} is empty{' in ' + plan['name'] if plan['name'] else ''}")
     stats = train_ds.fit_standardiser()  # training rows only: val and test never leak into it
     train_ds, val_ds, test_ds = (ds.standardised(stats) for ds in (train_ds, val_ds, test_ds))
-    gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    where = placement(cfg.train)
     mode = "min" if cfg.train.monitor == "val_loss" else "max"
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
@@ -251,10 +311,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         version = "_".join(x for x in (plan["name"], f"seed{seed}") if x)
         logger = TensorBoardLogger(str(tb_dir), name="", version=version, default_hp_metric=False)
     trainer = L.Trainer(
+        **where,
         max_epochs=cfg.train.max_epochs,
-        accelerator="gpu" if gpu else "cpu",
-        devices=1,
-        precision=cfg.train.precision or ("bf16-mixed" if gpu else "32-true"),
         callbacks=[] if refit else [L.pytorch.callbacks.EarlyStopping(cfg.train.monitor, patience=cfg.train.patience,
                                                                        mode=mode), best],
         logger=logger,
@@ -278,15 +336,33 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     else:
         train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate_fn, generator=g)
     val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate_fn)
+    fit_val_dl = val_dl
+    if trainer.world_size > 1:
+        if refit and _sharded(trainer.strategy):
+            raise ValueError(f"train.cross_validation: speaker refits and keeps the last weights, which strategy "
+                             f"{cfg.train.strategy} leaves sharded: use strategy ddp")
+        # each process validates its own share of the rows, none twice: Lightning's default sampler
+        # would pad the shares with repeated rows, which the gathered metrics would count twice
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        share = UnrepeatedDistributedSampler(val_ds, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                             shuffle=False)
+        fit_val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, sampler=share, collate_fn=collate_fn)
     t0 = time.perf_counter()
     trainable = any(p.requires_grad for p in model.parameters())
     with warnings.catch_warnings():
         # tiny in-memory datasets: worker and batch-count advice does not apply
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        # distributed: EmotionModule gathers the validation rows itself, so its metrics need no sync_dist
+        warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
         if trainable:  # a zero-shot model has nothing to fit: straight to validation and test
-            trainer.fit(module, train_dl, val_dl)
+            trainer.fit(module, train_dl, fit_val_dl)
+    if trainer.global_rank != 0:  # the other processes of a distributed fit: process 0 predicts and writes
+        return None, None, None, None, {"best_epoch": best.best_epoch}
     if best.state is not None:
+        if trainer.world_size > 1 and _sharded(trainer.strategy):  # its layers were wrapped in place: a fresh copy
+            model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
         model.load_state_dict(best.state)
     fitted = {}
     if hasattr(model, "fit_validation") and not refit:  # e.g. late-fusion weights, fitted on val only
@@ -300,7 +376,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(unit_dir / "model.safetensors"))
     save_file({f"{k}.{part}": torch.from_numpy(a) for k, (mean, std) in stats.items() for part, a in (("mean", mean), ("std", std))},
               str(unit_dir / "standardiser.safetensors"))
-    device = torch.device("cuda" if gpu else "cpu")
+    device = torch.device("cuda" if where["accelerator"] == "gpu" else "cpu")
     multi = cfg.train.multi_label
     val_pred = predict(model, val_ds, cfg.data.batch_size, device, multi)
     test_pred = predict(model, test_ds, cfg.data.batch_size, device, multi)
@@ -312,7 +388,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
             "best_step": best.best_step, "validation_checks": best.checks,
             f"best_{cfg.train.monitor}": best.best, "epochs_run": trainer.current_epoch if trainable else 0,
             "at_best_epoch": best.record, "fit_time_s": fit_s, "fitted_on_val": fitted,
-            "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)},
+            "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, "processes": trainer.world_size,
             "val_prediction": (val_pred, truth(val_ds, multi))}  # written beside the test predictions, then dropped
     return model, test_pred, truth(test_ds, multi), val_metrics, info
 
@@ -364,17 +440,27 @@ def train_run(cfg: RunConfig) -> dict:
 
     Writes <out>/<name>/: config.yaml, labels.json, encoders.json, versions.json, metrics.json,
     predictions.csv, confusion.png, tb/ and, per unit (fold/seed sub-folders when more than one),
-    model.safetensors and predictions.csv."""
+    model.safetensors and predictions.csv.
+
+    Distributed (train.devices, train.num_nodes, train.strategy; docs/distributed.md): every process
+    runs this and takes part in every fit, units one after the other as with one process; process 0
+    alone predicts and writes the run folder, and every process returns its metrics. Lightning's ddp
+    starts the other processes by re-running the command (sys.argv), so call this from the CLI
+    (`emofuse train C --set train.devices=2 --set train.strategy=ddp`), from torchrun, or from a script
+    run as `python script.py` — never in-process from a test runner or a notebook, whose command is
+    not this run."""
     from emofuse.evaluation.report import save_confusion_png
 
     _quiet_lightning()
+    lead = process_rank(cfg.train) == 0  # process 0 writes; any others only train
     run_dir = Path(cfg.out) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
     manifest = Manifest.load(cfg.data.manifest)
     manifest.df = manifest.df.reset_index(drop=True)
     classes = list(manifest.label_set.classes)
-    (run_dir / "labels.json").write_text(json.dumps(manifest.label_set.to_dict(), indent=2))
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
+        (run_dir / "labels.json").write_text(json.dumps(manifest.label_set.to_dict(), indent=2))
     if getattr(MODELS.get(cfg.model.name), "raw_inputs", False):  # fine-tuning / zero-shot: the media themselves
         data = RawDataset.from_manifest(manifest, cfg.data.features, cfg.data.raw, label_smoothing=cfg.data.label_smoothing)
     else:
@@ -385,12 +471,13 @@ def train_run(cfg: RunConfig) -> dict:
         keys = per_speaker_keys(cfg.data.standardise, data.features)
         if keys:  # label-free: each speaker's rows by that speaker's own statistics
             data = data.per_speaker_standardised(keys=keys)
-    _warn_absent(data, manifest)
-    (run_dir / "encoders.json").write_text(json.dumps(
-        {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim,
-             **({"decoding": f.decoding} if getattr(f, "decoding", None) else {})} for k, f in data.features.items()},
-        indent=2))
-    (run_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2))
+    if lead:
+        _warn_absent(data, manifest)
+        (run_dir / "encoders.json").write_text(json.dumps(
+            {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim,
+                 **({"decoding": f.decoding} if getattr(f, "decoding", None) else {})} for k, f in data.features.items()},
+            indent=2))
+        (run_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2))
 
     plans = _plans(manifest, cfg.train.cross_validation is True)
     units = [(p, s) for p in plans for s in cfg.train.seeds]
@@ -405,6 +492,8 @@ def train_run(cfg: RunConfig) -> dict:
                                                                  run_dir / "tb", manifest.df)
         else:
             model, pred, y_true, val_m, info = _fit_one(cfg, data, plan, seed, unit_dir, len(classes), run_dir / "tb")
+        if not lead:
+            continue
         val_pred, val_true = info.pop("val_prediction")
         # validation predictions too: late fusion of runs and sweeps fit and select on them, never on test
         write_predictions(unit_dir / "predictions_val.csv", model, val_pred, val_true, classes)
@@ -419,6 +508,8 @@ def train_run(cfg: RunConfig) -> dict:
         if seed == cfg.train.seeds[0]:  # the run's own predictions: first seed, every fold
             pooled_true.append(y_true)
             pooled_pred.append(pred)
+    if not lead:
+        return _from_rank_zero(None)
     wall = time.perf_counter() - t0
     y_true = np.concatenate(pooled_true)
     y_pred = np.concatenate([decide(p) for p in pooled_pred])
@@ -452,4 +543,4 @@ def train_run(cfg: RunConfig) -> dict:
         metrics["calibration"] = write_calibration(run_dir, classes, title=title)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_selection(run_dir, getattr(model, "candidate_names", None))  # Top-N models: how often each was kept
-    return metrics
+    return _from_rank_zero(metrics)
