@@ -181,13 +181,15 @@ def train(
     """Train one run (early stopping on validation) and evaluate it on the test split."""
     from emofuse.config import ConfigError, RunConfig, load_config
     from emofuse.registry import UnknownNameError
-    from emofuse.training.run import train_run
+    from emofuse.training.run import process_rank, train_run
 
     try:
         cfg = load_config(RunConfig, config, set_)
         metrics = train_run(cfg)
     except (ConfigError, UnknownNameError, FileNotFoundError, KeyError, ValueError) as e:
         _fail(str(e))
+    if process_rank(cfg.train) != 0:  # several processes train together: process 0 speaks for them
+        return
     t = metrics["test"]
     console.print(f"[green]{cfg.name}[/]: test accuracy {100 * t['accuracy']:.1f}, weighted F1 {100 * t['weighted_f1']:.1f} "
                   f"-> {Path(cfg.out) / cfg.name}")
