@@ -122,6 +122,22 @@ class EmotionModule(L.LightningModule):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return self.model(batch)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """A dict batch's tensors moved (non-blocking from pinned memory); its lists of ids and texts
+        left alone. Lightning's generic move walks every string of them, every step: a tenth of a
+        small model's training time on CPU (emofuse speed train)."""
+        if not isinstance(batch, dict):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                out[k] = v.to(device, non_blocking=True)
+            elif isinstance(v, (list, tuple)) and v and not isinstance(v[0], (str, list, tuple)):
+                out[k] = super().transfer_batch_to_device(v, device, dataloader_idx)
+            else:  # ids, texts, lists of context turns
+                out[k] = v
+        return out
+
     def on_train_epoch_start(self) -> None:
         self._train_sum, self._train_n = 0.0, 0
 

@@ -332,10 +332,10 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         sampler = LengthGroupedSampler(cfg.data.batch_size, lengths=lengths, generator=g)
-        train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate_fn)
+        train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate_fn, pin_memory=torch.cuda.is_available())
     else:
-        train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate_fn, generator=g)
-    val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate_fn)
+        train_dl = DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate_fn, generator=g, pin_memory=torch.cuda.is_available())
+    val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, collate_fn=collate_fn, pin_memory=torch.cuda.is_available())
     fit_val_dl = val_dl
     if trainer.world_size > 1:
         if refit and _sharded(trainer.strategy):
@@ -347,7 +347,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
 
         share = UnrepeatedDistributedSampler(val_ds, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                              shuffle=False)
-        fit_val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, sampler=share, collate_fn=collate_fn)
+        fit_val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, sampler=share, collate_fn=collate_fn, pin_memory=torch.cuda.is_available())
     t0 = time.perf_counter()
     trainable = any(p.requires_grad for p in model.parameters())
     with warnings.catch_warnings():
