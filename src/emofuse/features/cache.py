@@ -8,6 +8,9 @@ with their ids and the identity of the media they came from.
         shard-00000.npz      ids (N,) unicode, keys (N,) the media identity of each row (media_key),
         shard-00001.npz      vectors (N, D) float32, present (N,) bool and, for encoders that give
                              sequences, sequences (sum T, D) float32 + offsets (N+1,)
+        shard-00002-r001.npz a shard written by rank 1 of a distributed extract (torchrun)
+        errors-r001.json     rank 1's row errors and no-face ids while a distributed extract runs;
+                             rank 0 merges them into meta.json at the end (or the next run does)
 
 A row's key is the identity of what its features were computed from: the path, size and
 modification time of the file the decoder reads (the text itself for text), with the row's id. So
@@ -18,7 +21,9 @@ read by id, and extract computes their rows again.
 Every file is written to a temporary name and moved into place (os.replace), so a killed run leaves
 whole shards only; the next run reads the ids already stored and computes the rest. Rows are always
 found by id, never by position. When an id occurs in more than one shard (a row retried after an
-error), the later shard wins. One writer per folder at a time, enforced by a lock file.
+error), the later shard wins (shards are ordered by number, then rank). One writer per folder at a
+time, enforced by a lock file; a distributed extract is one writer: rank 0 holds the lock, every rank
+writes shards named by its rank, and the ranks' rows are disjoint.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 META = "meta.json"
-_SHARD = re.compile(r"^shard-(\d{5,})\.npz$")
+_SHARD = re.compile(r"^shard-(\d{5,})(?:-r(\d{3,}))?\.npz$")
+_REPORT = re.compile(r"^errors-r(\d{3,})\.json$")
 
 
 class MissingFeaturesError(KeyError):
@@ -264,7 +270,9 @@ class CacheEntry:
     # -- shards ----------------------------------------------------------------------------------
 
     def shard_paths(self) -> list[Path]:
-        found = [(int(m.group(1)), p) for p in self.path.iterdir() if (m := _SHARD.match(p.name))]
+        """The shards in the order they were written: by number, then rank (ranks of one run hold
+        disjoint rows, so their relative order does not matter)."""
+        found = [((int(m.group(1)), int(m.group(2) or -1)), p) for p in self.path.iterdir() if (m := _SHARD.match(p.name))]
         return [p for _, p in sorted(found)]
 
     def write_shard(
@@ -274,9 +282,11 @@ class CacheEntry:
         present: np.ndarray,
         sequences: list[np.ndarray] | None = None,
         keys: list[str] | None = None,
+        rank: int | None = None,
     ) -> Path:
         """Store rows as the next shard (atomically). vectors (N, D); sequences N arrays (T_i, D);
-        keys: the media_key of each row (rows without one are read by id and extracted again)."""
+        keys: the media_key of each row (rows without one are read by id and extracted again);
+        rank: the writer's rank in a distributed extract (in the file name, so ranks never collide)."""
         dim = int(self.meta["dim"])
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), dim)
         arrays: dict[str, np.ndarray] = {
@@ -298,10 +308,39 @@ class CacheEntry:
                 if sum(lengths) else np.zeros((0, dim), np.float32)
             )
         paths = self.shard_paths()
-        index = int(_SHARD.match(paths[-1].name).group(1)) + 1 if paths else 0
-        path = self.path / f"shard-{index:05d}.npz"
+        index = max(int(_SHARD.match(p.name).group(1)) for p in paths) + 1 if paths else 0
+        path = self.path / (f"shard-{index:05d}" + (f"-r{rank:03d}" if rank is not None else "") + ".npz")
         atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
         return path
+
+    # -- the ranks' reports (distributed extract) ------------------------------------------------
+
+    def rank_reports(self) -> list[Path]:
+        return sorted(p for p in self.path.iterdir() if _REPORT.match(p.name))
+
+    def write_rank_report(self, rank: int, report: dict) -> None:
+        """report: {"errors": [{id, message}] new this run, "fixed": ids of earlier errors computed
+        again without one, "no_face": ids}. Replaced at each write; merged by merge_rank_reports."""
+        _write_json(self.path / f"errors-r{rank:03d}.json", report)
+
+    def merge_rank_reports(self) -> bool:
+        """Fold the ranks' reports into meta.json (errors: the earlier ones not computed again, then
+        the new ones; no_face likewise) and delete them. False when there were none."""
+        paths = self.rank_reports()
+        if not paths:
+            return False
+        reports = [json.loads(p.read_text()) for p in paths]
+        new = [e for r in reports for e in r.get("errors", [])]
+        redone = {e["id"] for e in new} | {k for r in reports for k in r.get("fixed", [])}
+        no_face = [k for r in reports for k in r.get("no_face", [])]
+        updates: dict[str, Any] = {"errors": [e for e in self.meta.get("errors", []) if e["id"] not in redone] + new}
+        if no_face:
+            seen = set(no_face)
+            updates["no_face"] = [k for k in self.meta.get("no_face", []) if k not in seen] + no_face
+        self.save_meta(**updates)
+        for p in paths:
+            p.unlink(missing_ok=True)
+        return True
 
     def cached_ids(self) -> set[str]:
         """Ids stored in the shards (with or without a media key)."""

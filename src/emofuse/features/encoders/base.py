@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -51,3 +52,16 @@ class Encoder(ABC):
     @abstractmethod
     def encode(self, items: list) -> list[Encoded]:
         """Encode a batch of utterances; one Encoded per item, in order."""
+
+    def submit(self, items: list) -> Callable[[], list[Encoded]]:
+        """Start encoding one batch, as one pass; returns a function that waits for it and gives
+        what encode(items) gives. An encoder on a GPU starts the pass and returns before it is done,
+        so that its caller prepares the next batch meanwhile (features.extract keeps one batch in
+        flight). This default encodes at once."""
+        out = self.encode(items)
+        return lambda: out
+
+    def to(self, device: str) -> "Encoder":
+        """Run on `device` ('cpu', 'cuda:1'); an encoder without a device choice ignores it. Called
+        before the fingerprint is taken: a device may change the precision, which is part of it."""
+        return self

