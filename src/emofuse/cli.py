@@ -5,6 +5,7 @@ and evaluate (a trained run scored on another corpus) -> inference."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -126,21 +127,26 @@ def extract(
     manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV from `emofuse prepare`."),
     encoder: list[str] = typer.Option(..., "--encoder", "-e", help="Encoder name or hf:<id-or-folder> (repeatable)."),
     cache: Path = typer.Option(..., "--cache", help="Feature cache folder."),
-    batch_size: int = typer.Option(16, help="Utterances per encoder batch."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per encoder pass (default: the encoder's own; hf: 256 text / 32 audio and video on a GPU, 32 / 16 on CPU)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N for encoders with a device option (under torchrun with GPUs each rank takes cuda:LOCAL_RANK)."),
     shard_size: int = typer.Option(512, "--shard-size", help="Rows per shard written (an interruption loses at most one shard's work)."),
     flush_every: float = typer.Option(120.0, "--flush-every", help="Also write a shard every this many seconds."),
 ) -> None:
-    """Encode every manifest row with each encoder into the feature cache (skips what is cached)."""
+    """Encode every manifest row with each encoder into the feature cache (skips what is cached).
+    Under torchrun (`torchrun --no-python --nproc_per_node N emofuse extract ...`) each process takes
+    its share of the rows; see docs/distributed.md."""
     from emofuse.corpora.base import Manifest
     from emofuse.features.extract import extract as _extract
     from emofuse.registry import UnknownNameError
 
     try:
         m = Manifest.load(manifest)
-        entries = _extract(m, list(encoder), cache, batch_size=batch_size, shard_size=shard_size,
+        entries = _extract(m, list(encoder), cache, batch_size=batch_size, device=device, shard_size=shard_size,
                            flush_every_s=flush_every)
     except (UnknownNameError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun, rank 0 speaks for all
+        return
     for e in entries:
         console.print(f"[green]cached[/] {e}")
 

@@ -12,7 +12,7 @@ from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
 from emofuse.features import extract, load_features
 from emofuse.features.encoders.base import Encoded
 from emofuse.features.encoders.hf import build_encoder
-from emofuse.features.extract import _read_wav
+from emofuse.media.audio import ffmpeg_audio, read_pcm_wav
 from emofuse.labels import MER6
 from emofuse.media.audio import load_audio, write_wav
 from tests.features import tiny_hf
@@ -77,7 +77,7 @@ def test_audio_extraction_equals_encoding_each_item_alone(media, tmp_path, spec)
 def test_wavs_read_through_libsndfile_are_what_load_audio_decodes(tmp_path):
     rng = np.random.default_rng(1)
     w = write_wav(tmp_path / "a.wav", (0.3 * rng.standard_normal(5000)).astype(np.float32))
-    np.testing.assert_array_equal(_read_wav(str(w)), load_audio(w, sr=16000))
+    np.testing.assert_array_equal(read_pcm_wav(str(w)), ffmpeg_audio(w, sr=16000))
     import soundfile as sf
 
     sf.write(tmp_path / "stereo.wav", rng.standard_normal((800, 2)) * 0.1, 16000, subtype="PCM_16")
@@ -85,7 +85,7 @@ def test_wavs_read_through_libsndfile_are_what_load_audio_decodes(tmp_path):
     sf.write(tmp_path / "float.wav", rng.standard_normal(800) * 0.1, 16000, subtype="FLOAT")
     (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
     for name in ("stereo.wav", "hi.wav", "float.wav", "bad.wav"):  # FFmpeg's (load_audio's) business
-        assert _read_wav(str(tmp_path / name)) is None
+        assert read_pcm_wav(str(tmp_path / name)) is None
 
 
 class Recording(CountingEncoder):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,10 +147,17 @@ def test_fine_tuning_and_llama_topn_on_two_processes(corpus, tmp_path):
         "from emofuse.training.run import train_run\n"
         f"for path in sys.argv[1:]:\n"
         f"    m = train_run(load_config(RunConfig, path, {DDP!r}))\n"
-        "    print('RESULT', json.dumps({'name': m['name'], 'test': m['test']}), flush=True)\n")
+        "    sys.stdout.write('RESULT ' + json.dumps({'name': m['name'], 'test': m['test']}) + '\\n')\n"
+        "    sys.stdout.flush()\n")
     proc = _launch(str(script), str(ft), str(llama))
-    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert len(results) == 4 and results[0] == results[1] and results[2] == results[3]  # every process: process 0's
+    # two processes share the pipe: each result is one write (atomic below the pipe's 4 KB), read wherever it lands
+    dec = json.JSONDecoder()
+    results = [dec.raw_decode(proc.stdout, m.end())[0] for m in re.finditer(r"RESULT ", proc.stdout)]
+    assert len(results) == 4, proc.stdout[-3000:] + proc.stderr[-3000:]
+    by_name = {}
+    for r in results:
+        by_name.setdefault(r["name"], []).append(r)
+    assert all(len(v) == 2 and v[0] == v[1] for v in by_name.values()), by_name  # every process: process 0's
 
     m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     u = m["units"][0]

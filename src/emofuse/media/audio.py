@@ -22,6 +22,12 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
     Raises MediaError when the file is missing, empty, unreadable or has no audio track."""
     if sr <= 0:
         raise ValueError(f"sr must be positive, got {sr}")
+    wave = read_pcm_wav(path, sr)
+    return wave if wave is not None else ffmpeg_audio(path, sr)
+
+
+def ffmpeg_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
+    """load_audio through FFmpeg, whatever the file (load_audio skips it for plain PCM wavs)."""
     with open_container(path) as container:
         if not container.streams.audio:
             kinds = ", ".join(s.type for s in container.streams) or "none"
@@ -61,6 +67,23 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
                 " the header lists"
             )
     return audio
+
+
+def read_pcm_wav(path: str | Path, sr: int = 16000) -> np.ndarray | None:
+    """A mono 16-bit PCM wav already at `sr` Hz through libsndfile, None for any other file (FFmpeg
+    decodes those, and says what is wrong with a broken one). The samples are FFmpeg's (x / 32768 as
+    float32: identical on RAVDESS's 720 clips); opening costs 0.2 ms instead of FFmpeg's 6.5 ms
+    probe, which was most of the time of a fast audio encoder (MFCC: 2 ms a clip)."""
+    if not str(path).lower().endswith(".wav"):
+        return None
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if (f.format, f.subtype, f.channels, f.samplerate) != ("WAV", "PCM_16", 1, sr) or f.frames <= 0:
+                return None
+            wave = f.read(dtype="float32")  # (n_samples,)
+    except Exception:
+        return None
+    return wave if len(wave) else None
 
 
 def _mono(frame: av.AudioFrame) -> np.ndarray:
