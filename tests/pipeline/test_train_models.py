@@ -92,7 +92,7 @@ def test_grid_ranks_on_validation_and_renders_table(demo_run, monkeypatch):
     assert "synthetic" in table
 
     # a grid run again resumes: every cell and baseline finished with the same config is kept, none trained
-    def no_training(cfg):
+    def no_training(cfg, **kw):
         raise AssertionError(f"{cfg.name} trained again")
 
     monkeypatch.setattr(run_mod, "train_run", no_training)

@@ -168,3 +168,13 @@ def test_fine_tuning_and_llama_topn_on_two_processes(corpus, tmp_path):
     assert len(pd.read_csv(tmp_path / "ft" / "predictions.csv")) == N["test"]
     m = json.loads((tmp_path / "llama" / "metrics.json").read_text())
     assert m["units"][0]["processes"] == 2 and len(pd.read_csv(tmp_path / "llama" / "predictions.csv")) == N["test"]
+
+
+def test_sweeps_grids_and_ablations_refuse_a_distributed_run(corpus, tmp_path):
+    """They write their own tables around the runs, in every process ddp would start: refused, with
+    the command that does train on several devices."""
+    path = _config(corpus, "multi", "attention", {}, {"audio": "a"}, tmp_path / "runs")
+    cfg = load_config(RunConfig, path, DDP)
+    with pytest.raises(ValueError, match=r"a sweep trains one process per run.*emofuse train CONFIG --set train.devices=N"):
+        run.train_run(cfg, one_process_as="a sweep")
+    assert not (tmp_path / "runs" / "multi").exists()

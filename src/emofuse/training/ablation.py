@@ -92,7 +92,7 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
                 rows.append(previous[variant])
             continue
         t0 = time.perf_counter()
-        metrics = train_run(cfg.variant_config(variant))
+        metrics = train_run(cfg.variant_config(variant), one_process_as="an ablation")
         row = _row(variant, overrides, metrics, time.perf_counter() - t0)
         rows.append(row)
         if progress:

@@ -102,7 +102,7 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     # shortest budgets first, so a grid stopped part-way has whole epoch columns; the table keeps grid order
     for i, run in enumerate(sorted(runs, key=lambda r: r.train.max_epochs), 1):
         done = finished_run(run)  # a grid stopped part-way resumes: finished cells are not trained again
-        m = done if done is not None else train_run(run)
+        m = done if done is not None else train_run(run, one_process_as="a grid")
         if progress:
             print(f"[{i}/{len(runs)}] {run.name}: weighted F1 {100 * m['test']['weighted_f1']:.1f} "
                   f"accuracy {100 * m['test']['accuracy']:.1f} ({m['wall_time_s']:.0f} s"

@@ -170,7 +170,7 @@ def run_late_runs(cfg: LateRunsConfig, progress: bool = True) -> dict:
             if progress:
                 print(f"  {key}: reusing {run_dirs[key]}")
             continue
-        m = train_run(rc)
+        m = train_run(rc, one_process_as="late fusion (emofuse fuse)")
         if progress:
             print(f"  {key}: test weighted F1 {100 * m['test']['weighted_f1']:.1f} ({m['wall_time_s']:.0f} s) -> {run_dirs[key]}")
 

@@ -37,7 +37,7 @@ def rank_encoders(
                 train=train,
                 out=str(out),
             )
-            m = finished_run(cfg) or train_run(cfg)  # a resumed grid keeps finished baselines
+            m = finished_run(cfg) or train_run(cfg, one_process_as="the encoder ranking")  # a resumed grid keeps finished baselines
             rows.append({
                 "encoder": enc,
                 "val_weighted_f1": m["val"]["weighted_f1"],

@@ -437,7 +437,7 @@ def finished_run(run: RunConfig) -> dict | None:
     return metrics if saved == run.model_dump(mode="json") else None
 
 
-def train_run(cfg: RunConfig) -> dict:
+def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
     """Fit cfg.model with early stopping on the validation metric and evaluate on test, for every
     seed (and every fold with train.cross_validation). Metrics are mean ± std over those units.
 
@@ -451,7 +451,14 @@ def train_run(cfg: RunConfig) -> dict:
     starts the other processes by re-running the command (sys.argv), so call this from the CLI
     (`emofuse train C --set train.devices=2 --set train.strategy=ddp`), from torchrun, or from a script
     run as `python script.py` — never in-process from a test runner or a notebook, whose command is
-    not this run."""
+    not this run. one_process_as: the caller runs many runs and writes around them (a sweep, a grid),
+    named so; a run configured for several processes is then refused."""
+    if one_process_as and (cfg.train.devices != 1 or cfg.train.num_nodes != 1):
+        # sweeps, grids, ablations and the like write their own tables around the runs, in every
+        # process that Lightning's ddp would start: distributed training is `emofuse train`'s
+        raise ValueError(f"{one_process_as} trains one process per run, but run {cfg.name!r} sets train.devices="
+                         f"{cfg.train.devices}, train.num_nodes={cfg.train.num_nodes}; train a run on several "
+                         "devices with `emofuse train CONFIG --set train.devices=N` (docs/distributed.md)")
     from emofuse.evaluation.report import save_confusion_png
 
     _quiet_lightning()

@@ -141,7 +141,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
     def trial(values: dict[str, Any]) -> float:
         name = f"t{len(rows):02d}"
         rc = cfg.trial_config(name, values, trials_dir)
-        train_run(rc)
+        train_run(rc, one_process_as="a sweep")
         row = _trial_row(trials_dir / name, values)
         rows.append(row)
         if progress:
@@ -169,7 +169,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
         final_dir = out / "best"
         if progress:
             print(f"best on {select}: {best['trial']} ({best['values']}); re-running over seeds {cfg.final_seeds}")
-        final = train_run(final_cfg)
+        final = train_run(final_cfg, one_process_as="a sweep")
     result = {
         "name": cfg.name, "method": cfg.method, "select": select, "keys": list(cfg.grid) + list(cfg.ranges),
         "trials": rows, "best": best["trial"], "best_values": best["values"],
