@@ -276,6 +276,7 @@ def _plain_hf_text(enc, texts: list[str], bs: int) -> tuple[float, int]:
 
 def _plain_encoder(enc, rows: list[dict], bs: int) -> tuple[float, int]:
     """Decode each row with the media functions, encode batches with the same encoder."""
+    from emofuse.features.extract import IMAGE_SUFFIXES
     from emofuse.media.audio import load_audio
     from emofuse.media.faces import FaceDetector, crop_image_file, face_track
 
@@ -290,7 +291,7 @@ def _plain_encoder(enc, rows: list[dict], bs: int) -> tuple[float, int]:
         path = r.get("video")
         if not path:
             return None
-        if Path(path).suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+        if Path(path).suffix.lower() in IMAGE_SUFFIXES:
             return crop_image_file(path, 224, detector=detector).image[None]
         return face_track(path, size=224, detector=detector, k_uniform=8).crops
 
@@ -403,6 +404,7 @@ def _plain_finetune(cfg, m: Manifest, warm_up: bool = False, fused: bool = False
 
     from emofuse.data.raw import dialogue_turns
     from emofuse.models.hf_backbone import hf_folder
+    from emofuse.training.module import class_weights
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -429,11 +431,7 @@ def _plain_finetune(cfg, m: Manifest, warm_up: bool = False, fused: bool = False
     n_steps = math.ceil(len(rows["train"]) / bs)
     warm = int(cfg.train.warmup * n_steps)
     sched = get_linear_schedule_with_warmup(opt, warm, n_steps) if cfg.train.lr_schedule == "linear" else None
-    counts = np.bincount(labels[rows["train"]], minlength=len(m.label_set)).astype(np.float64)
-    weight = None
-    if cfg.train.class_weights != "none":
-        w = counts.sum() / (len(counts) * np.maximum(counts, 1))
-        weight = torch.tensor(np.sqrt(w) if cfg.train.class_weights == "sqrt" else w, dtype=torch.float32)
+    weight = class_weights(labels[rows["train"]], len(m.label_set), cfg.train.class_weights)  # as the config means
     loss_fn = nn.CrossEntropyLoss(weight=weight)
 
     def batch_of(idx):
