@@ -36,6 +36,10 @@ def test_labels_csv_usages_and_ids(tmp_path):
     assert df.loc["train/angry/Training_0", "label"] == "angry" and df.loc["train/sad/Training_0", "label"] == "sad"
     assert df.loc["test/happy/PublicTest_3", "split"] == "val" and df.loc["test/happy/PrivateTest_3", "split"] == "test"
     assert df["video"].str.endswith(".jpg").all() and (df["audio"] == "").all()
+    # face crops: extract uses them whole at 64 px without being told (features.extract.decoding_for)
+    from emofuse.corpora.base import Manifest
+
+    assert Manifest.load(tmp_path / "m.csv").meta["decoding"]["images_are_faces"] is True
     only = prepare("fer2013", tmp_path, tmp_path / "o.csv", usage="PrivateTest", check_counts=False)
     assert set(only.df["split"]) == {"test"} and only.meta["rows_excluded"] == 15
 

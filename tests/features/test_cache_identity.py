@@ -106,3 +106,68 @@ def test_a_run_records_the_video_decoding_and_its_bundle_uses_it(tmp_path):
                         train=TrainConfig(max_epochs=1, progress=False, logger="none")))
     spec = read_spec(tmp_path / "runs" / "r")
     assert spec.decoding.face_size == 64 and spec.decoding.video_sampling == "k_uniform=2"
+
+
+def test_data_copied_elsewhere_keeps_its_features(tmp_path):
+    """The same bytes at a new path with new modification times (data copied, unpacked or deployed
+    again) are the same media: nothing is extracted again."""
+    import os
+    import shutil
+
+    a = _corpus(tmp_path / "a", 200.0)
+    (first,) = extract(a, ["mfcc"], tmp_path / "cache", progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")  # copytree keeps mtimes: touch them as a deploy would
+    for f in (tmp_path / "copy").glob("*.wav"):
+        os.utime(f, ns=(10**18, 10**18))
+    moved = a.df.assign(audio=[str(tmp_path / "copy" / os.path.basename(p)) for p in a.df["audio"]])
+    b = Manifest("csv", a.label_set, moved, {})
+    (again,) = extract(b, ["mfcc"], tmp_path / "cache", progress=False)
+    assert first.stats["computed"] == 4 and again.stats["computed"] == 0 and again.stats["cached"] == 4
+    assert np.array_equal(_features(b, tmp_path / "cache"), _features(a, tmp_path / "cache"))
+
+
+def test_a_large_files_fingerprint_reads_three_places_and_sees_an_edit_in_them(tmp_path):
+    from emofuse.features import cache
+
+    big = tmp_path / "big.bin"
+    data = bytearray(np.random.default_rng(0).integers(0, 255, 5 * (1 << 20), dtype=np.uint8).tobytes())
+    big.write_bytes(bytes(data))
+    base = cache.content_fingerprint(str(big))
+    assert base[0] == len(data)
+    data[-10] ^= 0xFF  # an edit in the last MiB
+    big.write_bytes(bytes(data))
+    assert cache.content_fingerprint(str(big)) != base
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"abc")
+    assert cache.content_fingerprint(str(small))[0] == 3
+
+
+def test_extract_decodes_as_the_manifest_records(tmp_path):
+    """A corpus of face crops records its decoding in the manifest (FER2013, CK+, bench paired), so a
+    plain extract (the CLI, a grid) uses the images whole at 64 px, as the benches do; options given
+    still win, and an unknown recorded option is refused."""
+    from PIL import Image
+
+    from emofuse.corpora.base import FACE_IMAGES
+    from emofuse.features.extract import decoding_for
+
+    img = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), np.uint8)).save(img)
+    rows = [{c: "" for c in MANIFEST_COLUMNS} | {"id": "f", "split": "train", "fold": -1, "label": "happy", "video": str(img)}]
+    faces = Manifest("faces", LabelSet("two", ("happy", "sad")), pd.DataFrame(rows, columns=MANIFEST_COLUMNS),
+                     {"decoding": FACE_IMAGES})
+    (e,) = extract(faces, ["hog"], tmp_path / "cache", progress=False)
+    assert e.meta["decoding"]["images_are_faces"] is True and e.meta["decoding"]["face_size"] == 64
+    assert decoding_for(faces, face_size=96)["face_size"] == 96
+    plain = Manifest("faces", faces.label_set, faces.df, {})
+    assert decoding_for(plain)["images_are_faces"] is False
+    with pytest.raises(ValueError, match="unknown options"):
+        decoding_for(Manifest("faces", faces.label_set, faces.df, {"decoding": {"fps": 3}}))
+
+
+def test_ckplus_records_the_face_image_decoding():
+    """(FER2013's prepared manifest is checked end to end in tests/corpora/test_fer2013.py.)"""
+    from emofuse.corpora.base import FACE_IMAGES
+    from emofuse.corpora.ckplus import CKPlus
+
+    assert CKPlus.decoding == FACE_IMAGES

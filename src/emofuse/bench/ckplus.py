@@ -31,7 +31,7 @@ from emofuse.bench.driver import (
     prepared,
     resolve_root,
 )
-from emofuse.corpora.base import Manifest
+from emofuse.corpora.base import FACE_IMAGES, Manifest
 from emofuse.corpora.ckplus import CKPLUS6
 
 # the CNN's (FER2013's) name for a CK+ class where they differ
@@ -92,7 +92,7 @@ def bench_ckplus(opts: BenchOptions, folds: int = 5) -> BenchSpec:
         targets = [Target("accuracy", None, "the face path at least matches the bundled CNN (no TTA) on faces it never saw",
                           versus="fer2013-cnn")]
         tasks.append(Task(f"ckplus-fold{k}", path, [*specs, hog], runs, baselines=baselines,
-                          extract={"images_are_faces": True, "face_size": 64, "video_sampling": None, "batch_size": 256},
+                          extract={**FACE_IMAGES, "batch_size": 256},
                           train={"lr": 1e-3, "max_epochs": 100, "patience": 15, "mse_weight": 0.0},
                           targets=targets, references=references, monitor="val_accuracy"))
     n_sub = full.df["speaker"].nunique()

@@ -21,7 +21,7 @@ from functools import partial
 
 import numpy as np
 
-from emofuse.corpora.base import Manifest
+from emofuse.corpora.base import FACE_IMAGES, Manifest
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -137,7 +137,7 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
     task = Task("fer2013", path, encoders, runs, baselines=baselines,
                 # images are face crops: used whole, at 64 px (what the CNN and HOG take), 256 per call so
                 # the CNN's fixed 32-frame chunks run full
-                extract={"images_are_faces": True, "face_size": 64, "video_sampling": None, "batch_size": 256},
+                extract={**FACE_IMAGES, "batch_size": 256},
                 train={"lr": 1e-3, "max_epochs": 60, "patience": 8, "mse_weight": 0.0},
                 targets=targets, notes=notes, references=references, monitor="val_accuracy")
     intro = ["FER2013 faces (48×48 grey, 7 expressions), accuracy on held-out images."]

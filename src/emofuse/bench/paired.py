@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
+from emofuse.corpora.base import FACE_IMAGES, MANIFEST_COLUMNS, Manifest
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -133,7 +133,8 @@ def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[st
     meta = {"root": str(Path(opts.data).resolve()), "seed": opts.seed, "train_pairs": train_pairs,
             "sources": {k: v.meta.get("root") for k, v in sources.items()},
             "eval_sources": {k: str(v) for k, v in evals.items()}, "reused_pools": info["reused_pools"],
-            "split_counts": df["split"].value_counts().to_dict(), "synthetic": False}
+            "split_counts": df["split"].value_counts().to_dict(), "synthetic": False,
+            "decoding": FACE_IMAGES}  # its video cells are FER2013 faces
     manifest = Manifest("paired", PAIRED7, df, meta)
     path = final_manifest(manifest, out / "paired" / "manifest.csv", opts)
     final = Manifest.load(path)
@@ -201,7 +202,7 @@ def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[st
                 baselines=[Baseline("baseline-linear", dict(enc), {"audio": "per_speaker"})],
                 # images are face crops: used whole, at 64 px (what the CNN and HOG take), 256 per call so
                 # the CNN's fixed 32-frame chunks run full
-                extract={"images_are_faces": True, "face_size": 64, "video_sampling": None, "batch_size": 256},
+                extract={**FACE_IMAGES, "batch_size": 256},
                 train={"lr": 1e-3, "max_epochs": 100, "patience": 15, "mse_weight": 0.0},
                 targets=[TARGET, OVER_BASELINE], notes=notes)
     intro = ["A tri-modal benchmark paired by class from real single-modality corpora "

@@ -36,6 +36,10 @@ MANIFEST_COLUMNS = [
     "soft_label",  # JSON list of per-class probabilities (annotator votes) or ""
 ]
 SPLITS = ("train", "val", "test", "unlabeled")
+# The video decoding of corpora whose video cells are face crops (FER2013's 48x48 faces, CK+): each
+# image used whole as a one-frame clip, at the CNN's 64 px. Recorded in the manifest's meta
+# ("decoding"), so that every extract on it (the CLI, grids, sweeps) decodes it so without being told.
+FACE_IMAGES = {"images_are_faces": True, "face_size": 64, "video_sampling": None}
 # "excluded" marks rows a corpus protocol leaves out on purpose (IEMOCAP's frustrated, fear, ... under
 # the 4-class protocol): they are counted and written to the rejects file, but are not errors.
 REJECT_REASONS = ("missing_file", "unknown_label", "duplicate_id", "unreadable_row", "bad_value", "excluded",
@@ -420,6 +424,8 @@ def prepare(
         "synthetic": bool(getattr(adapter, "synthetic", False))
         or ((root if root.is_dir() else root.parent) / "SYNTHETIC").exists(),
     }
+    if decoding := getattr(adapter, "decoding", None):  # how extract decodes its media (features.extract)
+        meta["decoding"] = dict(decoding)
     manifest = Manifest(corpus, adapter.label_set, df, meta)
     manifest.save(out)
     return manifest

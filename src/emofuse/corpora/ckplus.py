@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emofuse.corpora.base import CorpusAdapter, PrepareResult, Reject, read_table
+from emofuse.corpora.base import FACE_IMAGES, CorpusAdapter, PrepareResult, Reject, read_table
 from emofuse.labels import FER7, LabelSet
 from emofuse.registry import CORPORA
 
@@ -46,6 +46,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 class CKPlus(CorpusAdapter):
     name = "ckplus"
     label_set = CKPLUS7
+    decoding = FACE_IMAGES  # face crops: used whole (recorded in the manifest for extract)
 
     def __init__(self, *, labels: str = "ckplus7", all_test: bool = False, **common):
         """labels: "ckplus7" (its own seven classes), "ckplus6" (without contempt) or "fer7" (FER2013's

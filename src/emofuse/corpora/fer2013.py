@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from emofuse.corpora.base import CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, read_table
+from emofuse.corpora.base import FACE_IMAGES, CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, read_table
 from emofuse.labels import FER7
 from emofuse.registry import CORPORA
 
@@ -39,6 +39,7 @@ FOLDER_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "
 class FER2013(CorpusAdapter):
     name = "fer2013"
     label_set = FER7
+    decoding = FACE_IMAGES  # face crops: used whole (recorded in the manifest for extract)
 
     def __init__(self, *, holdout: bool = False, usage: str | None = None, check_counts: bool = True, **common):
         """holdout: split every kept image into seeded stratified folds (fold 0 test, 1 val) instead

@@ -12,10 +12,12 @@ with their ids and the identity of the media they came from.
         errors-r001.json     rank 1's row errors and no-face ids while a distributed extract runs;
                              rank 0 merges them into meta.json at the end (or the next run does)
 
-A row's key is the identity of what its features were computed from: the path, size and
-modification time of the file the decoder reads (the text itself for text), with the row's id. So
-two corpora with the same name and ids never share features, and an edited file is extracted
-again; the video decoding options are part of the folder. Shards written before keys existed are
+A row's key is the identity of what its features were computed from: the size and content of the
+file the decoder reads (the whole file up to 3 MiB, beyond that its first, middle and last MiB; the
+text itself for text), with the row's id. So two corpora with the same name and ids never share
+features and an edited file is extracted again, while data copied, moved or unpacked again (new
+paths and modification times, same bytes) keeps its features; the video decoding options are part
+of the folder. Shards written before keys existed are
 read by id, and extract computes their rows again.
 
 Every file is written to a temporary name and moved into place (os.replace), so a killed run leaves
@@ -68,16 +70,33 @@ def _media_path(row: dict, modality: str) -> str:
     return video
 
 
+_SAMPLE = 1 << 20  # bytes read at each of three places of a file larger than 3 of them
+
+
+def content_fingerprint(path: str) -> list:
+    """[size, sha1] of a file: all of it up to 3 MiB, beyond that its size with its first, middle and
+    last MiB (a long video costs three reads, not the whole file). Stable under copying and moving."""
+    size = os.path.getsize(path)
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        if size <= 3 * _SAMPLE:
+            h.update(f.read())
+        else:
+            for at in (0, size // 2 - _SAMPLE // 2, size - _SAMPLE):
+                f.seek(at)
+                h.update(f.read(_SAMPLE))
+    return [size, h.hexdigest()]
+
+
 def media_key(row: dict, modality: str) -> str:
     """The identity of what a row's `modality` features are computed from: its id and the text, or
-    the real path, size and modification time of its media file (16 hex characters)."""
+    the size and content of its media file (content_fingerprint; 16 hex characters)."""
     ident: list = [str(row.get("id", "")), modality]
     if modality == "text":
         ident.append(str(row.get("text") or "").strip())
     elif path := _media_path(row, modality):
         try:
-            st = os.stat(path)
-            ident += [os.path.realpath(path), st.st_size, st.st_mtime_ns]
+            ident += content_fingerprint(path)
         except OSError:
             ident += [os.path.realpath(path), "missing"]
     return hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:16]

@@ -495,6 +495,18 @@ def _cpus() -> int:
 # the driver
 
 
+class _Unset:
+    """An extract option not given (its value then comes from the manifest or DECODING_DEFAULTS)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+# the video decoding of a manifest that records none (clips of people, faces searched for)
+DECODING_DEFAULTS = {"video_sampling": "k_uniform=8", "face_size": 224, "no_face": "centre", "images_are_faces": False}
+
+
 def extract(
     manifest: Manifest,
     encoders: Sequence[str | Encoder],
@@ -503,10 +515,10 @@ def extract(
     batch_size: int | None = None,
     sort_window: int | None = None,
     device: str | None = None,
-    video_sampling: str | dict | None = "k_uniform=8",
-    face_size: int = 224,
-    no_face: str = "centre",
-    images_are_faces: bool = False,
+    video_sampling: str | dict | None | _Unset = UNSET,
+    face_size: int | _Unset = UNSET,
+    no_face: str | _Unset = UNSET,
+    images_are_faces: bool | _Unset = UNSET,
     retry_errors: bool = False,
     shard_size: int = 512,
     flush_every_s: float = 120.0,
@@ -523,6 +535,10 @@ def extract(
       rows by id, so the order is free); default 64 batches for text, 8 for audio, 1 for video.
     device: where encoders with a device choice run ('cpu', 'cuda', 'cuda:1'); default: each
       encoder's own, except under torchrun with GPUs, where a GPU encoder runs on cuda:LOCAL_RANK.
+    video_sampling, face_size, no_face, images_are_faces (the video decoding): each one not given is
+      taken from the manifest's meta "decoding" (written by corpora of face images: FER2013, CK+,
+      bench paired), else from DECODING_DEFAULTS; so every command extracting on a manifest decodes
+      it as its corpus says.
     video_sampling: frames per video clip, as face_track takes them: 'k_uniform=8' (8 frames spread
       evenly), 'fps=2' or 'every_n=5'.
     face_size: side of the face crops (224 suits most image models; fer2013 resizes to 64 itself).
@@ -540,8 +556,11 @@ def extract(
       at the end) before it gives up with an error; default $EMOFUSE_DIST_TIMEOUT_MIN, else 60.
     Returns one CacheEntry per encoder, with `.stats` saying what this run did (under torchrun:
     rank 0's, all ranks together; the other ranks', their own)."""
-    if no_face not in ("centre", "absent"):
-        raise ValueError(f"no_face must be 'centre' or 'absent', not {no_face!r}")
+    given = {k: v for k, v in (("video_sampling", video_sampling), ("face_size", face_size), ("no_face", no_face),
+                               ("images_are_faces", images_are_faces)) if not isinstance(v, _Unset)}
+    d = decoding_for(manifest, **given)
+    if d["no_face"] not in ("centre", "absent"):
+        raise ValueError(f"no_face must be 'centre' or 'absent', not {d['no_face']!r}")
     if (batch_size is not None and batch_size < 1) or shard_size < 1:
         raise ValueError("batch_size and shard_size must be positive")
     minutes = dist_timeout_min if dist_timeout_min is not None else float(os.environ.get("EMOFUSE_DIST_TIMEOUT_MIN", 60))
@@ -563,8 +582,8 @@ def extract(
         workers = workers if workers is not None else min(4, cpus)
         encs = _unique([_placed(build_encoder(e), device, gpu_only) for e in encoders])
         return _extract(manifest, encs, Path(cache_dir), dist, batch_size=batch_size, sort_window=sort_window,
-                        decode=dict(sampling=parse_sampling(video_sampling), face_size=face_size, no_face=no_face,
-                                    images_are_faces=images_are_faces),
+                        decode=dict(sampling=parse_sampling(d["video_sampling"]), face_size=d["face_size"],
+                                    no_face=d["no_face"], images_are_faces=d["images_are_faces"]),
                         retry_errors=retry_errors, shard_size=shard_size, flush_every_s=flush_every_s, workers=workers,
                         progress=progress)
     finally:
@@ -572,6 +591,16 @@ def extract(
             import torch
 
             torch.set_num_threads(threads)
+
+
+def decoding_for(manifest: Manifest, **given) -> dict:
+    """The video decoding extract uses on `manifest`: the options given, else the manifest's meta
+    "decoding", else DECODING_DEFAULTS."""
+    recorded = dict(manifest.meta.get("decoding") or {})
+    if unknown := sorted(set(recorded) - set(DECODING_DEFAULTS)):
+        raise ValueError(f"manifest {manifest.corpus!r}: meta decoding has unknown options {unknown}; "
+                         f"known: {', '.join(DECODING_DEFAULTS)}")
+    return {**DECODING_DEFAULTS, **recorded, **given}
 
 
 def _placed(enc: Encoder, device: str | None, gpu_only: bool) -> Encoder:
