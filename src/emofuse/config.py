@@ -186,6 +186,13 @@ class TrainConfig(StrictConfig):
     # fixed test split. For small, speaker-grouped validation splits, where one split's pick is noise.
     cross_validation: bool | Literal["speaker"] = False
     cv_folds: int = Field(5, ge=2)
+    # Epoch budgets read off one run (the grid's share_budgets): `budgets` keeps, at the end of each
+    # epoch k listed, the best weights of the first k epochs (each unit's budgets/ep<k>.safetensors +
+    # .json); a run with `replay_from` (that run's folder) trains nothing and takes the weights kept
+    # at its own max_epochs. Exactly what a run of k epochs would keep when nothing depends on the
+    # budget: constant learning rate without warm-up, one validation per epoch, no cross-validation.
+    budgets: list[int] = Field(default_factory=list)
+    replay_from: str = ""
     # In training, drop each input of each sample with this probability (its mask set to absent,
     # never all of a sample's inputs), so joint models cannot lean on one modality alone.
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -256,6 +263,11 @@ class GridConfig(StrictConfig):
     # scorer keeps the N it weighs highest, per sample (a model with a `top_n` parameter only).
     top_n_mode: list[Literal["ranked", "per_sample"]] = Field(default_factory=lambda: ["ranked"], min_length=1)
     epochs: list[int] = Field(default_factory=lambda: [2, 10, 100])
+    # One run per cell for all its epoch budgets: the longest is trained, and each shorter budget k
+    # takes the best weights of its first k epochs (train.budgets / train.replay_from): the same
+    # weights separate runs would keep, at the cost of the longest alone. Falls back to separate runs
+    # where something depends on the budget (a linear schedule, warm-up; see training.run.check_budgets).
+    share_budgets: bool = True
     batch_size: int = 32
     # how inputs are standardised, for the ranking baselines and every grid run (as data.standardise)
     standardise: Literal["train", "per_speaker"] | dict[str, Literal["train", "per_speaker"]] = "train"

@@ -164,7 +164,9 @@ def _selection_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_table(runs: list[Path], out: str | Path, unimodal: list[Path] = ()) -> Path:
+def write_table(runs: list[Path], out: str | Path, unimodal: list[Path] = (), note: str = "") -> Path:
+    """render_table to `out`, with `note` (how the table was made) below it."""
     out = Path(out)
-    out.write_text(render_table(runs, unimodal))
+    text = render_table(runs, unimodal)
+    out.write_text(text + (f"\n{note}\n" if note else ""))
     return out

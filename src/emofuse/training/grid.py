@@ -39,6 +39,7 @@ def grid_runs(cfg: GridConfig, ranking: dict) -> list[RunConfig]:
         inputs = [f"{m}:{e}" for m, es in cfg.candidates.items() for e in es]
         if unknown := sorted(set(segments) - set(inputs)):
             raise ConfigError(f"model.params.segments names {unknown}, not grid inputs; inputs: {', '.join(inputs)}")
+    shared = shared_budgets(cfg)
     runs = []
     for fs in cfg.fusion_sets:
         mods = fusion_modalities(fs)
@@ -61,17 +62,30 @@ def grid_runs(cfg: GridConfig, ranking: dict) -> list[RunConfig]:
                 model = cfg.model.model_copy(update={"params": {**params, **update}}) if update else cfg.model
                 # segments cut frame sequences, so their modalities are fed as sequences
                 sequence = {m: True for m, es in feats.items() if any(segs[f"{m}:{e}"] > 0 for e in es)}
+                budgets = sorted(set(cfg.epochs))
+                longest = f"{fs}-top{n}{MODE_TAG[mode]}-ep{budgets[-1]}"
                 for ep in cfg.epochs:
+                    update = {"max_epochs": ep}
+                    if shared and len(budgets) > 1:  # the longest run keeps every budget's weights
+                        update |= ({"budgets": budgets} if ep == budgets[-1]
+                                   else {"replay_from": str(Path(cfg.out) / "runs" / longest)})
                     runs.append(RunConfig(
                         name=f"{fs}-top{n}{MODE_TAG[mode]}-ep{ep}",
                         data=DataConfig(manifest=cfg.manifest, cache=cfg.cache, features=feats,
                                         sequence=sequence or False, batch_size=cfg.batch_size,
                                         standardise=cfg.standardise),
                         model=model,
-                        train=cfg.train.model_copy(update={"max_epochs": ep}),
+                        train=cfg.train.model_copy(update=update),
                         out=str(Path(cfg.out) / "runs"),
                     ))
     return runs
+
+
+def shared_budgets(cfg: GridConfig) -> bool:
+    """Whether the grid reads its shorter epoch budgets off its longest runs (GridConfig.share_budgets)."""
+    from emofuse.training.run import check_budgets
+
+    return cfg.share_budgets and not check_budgets(cfg.train)
 
 
 def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
@@ -99,8 +113,15 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
                         f"run {run.name}: segments cut {m} into frame segments, so each {m} encoder it feeds is read as "
                         f"frame sequences (per modality), but {', '.join(bad)} cached none; set segments only on "
                         f"modalities whose candidate encoders all give sequences")
-    # shortest budgets first, so a grid stopped part-way has whole epoch columns; the table keeps grid order
-    for i, run in enumerate(sorted(runs, key=lambda r: r.train.max_epochs), 1):
+    if cfg.share_budgets and not shared_budgets(cfg) and progress:
+        from emofuse.training.run import check_budgets
+
+        print(f"epoch budgets trained one by one, not shared: {check_budgets(cfg.train)}")
+    if shared_budgets(cfg):  # each cell's longest run, then the shorter budgets read off it
+        order = sorted(runs, key=lambda r: (r.train.replay_from or str(Path(r.out) / r.name), bool(r.train.replay_from)))
+    else:  # shortest budgets first, so a grid stopped part-way has whole epoch columns
+        order = sorted(runs, key=lambda r: r.train.max_epochs)
+    for i, run in enumerate(order, 1):  # the table keeps grid order
         done = finished_run(run)  # a grid stopped part-way resumes: finished cells are not trained again
         m = done if done is not None else train_run(run, one_process_as="a grid")
         if progress:
@@ -108,4 +129,7 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
                   f"accuracy {100 * m['test']['accuracy']:.1f} ({m['wall_time_s']:.0f} s"
                   f"{', finished before: kept' if done is not None else ''})")
     rank_runs = sorted((out / "ranking").glob("rank-*"))
-    return write_table([Path(r.out) / r.name for r in runs], out / "table.md", unimodal=rank_runs)
+    note = (f"Epoch budgets shared: each cell trained once for {max(cfg.epochs)} epochs (early stopping on validation), "
+            f"a shorter budget k kept the best weights of its first k epochs (what a k-epoch run keeps), and its "
+            f"time is that run's seconds to the end of epoch k.") if shared_budgets(cfg) and len(set(cfg.epochs)) > 1 else ""
+    return write_table([Path(r.out) / r.name for r in runs], out / "table.md", unimodal=rank_runs, note=note)

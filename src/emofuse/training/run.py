@@ -272,8 +272,69 @@ def _select_and_refit(cfg: RunConfig, data, plan: dict, seed: int, unit_dir: Pat
     return model, test_pred, y_true, score(oof_y, decide(merged), n_classes), info
 
 
+def check_budgets(train: TrainConfig) -> str:
+    """Why train.budgets / train.replay_from cannot stand for runs of those budgets ('' when they can)."""
+    if train.lr_schedule != "constant" or train.warmup > 0:
+        return "the learning-rate schedule depends on the budget (lr_schedule linear or warmup)"
+    if train.val_checks_per_epoch != 1:
+        return "budgets are whole epochs, so one validation check per epoch (val_checks_per_epoch 1)"
+    if train.cross_validation:
+        return "cross-validation chooses its own epochs"
+    return ""
+
+
+class BudgetSnapshots(L.Callback):
+    """At the end of epoch k of each budget k, what a run of k epochs would have kept: BestWeights'
+    state then (the best weights of the first k epochs) and its record, with the seconds so far."""
+
+    def __init__(self, best: BestWeights, budgets: list[int], t0: float):
+        self.best, self.budgets, self.t0 = best, sorted(set(budgets)), t0
+        self.kept: dict[int, dict] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch + 1
+        if epoch in self.budgets and epoch not in self.kept:
+            self.take(epoch, epoch)
+
+    def take(self, budget: int, epochs_run: int, seconds: float | None = None) -> None:
+        b = self.best
+        self.kept[budget] = {"state": b.state, "best_epoch": b.best_epoch, "best_step": b.best_step, "best": b.best,
+                             "checks": b.checks, "record": dict(b.record), "epochs_run": epochs_run,
+                             "fit_time_s": time.perf_counter() - self.t0 if seconds is None else seconds}
+
+    def finish(self, epochs_run: int, fit_s: float) -> None:
+        """A fit stopped early: the budgets it did not reach keep what it ended with and its time (as
+        would a longer run of theirs, stopped at the same epoch)."""
+        for k in self.budgets:
+            if k not in self.kept:
+                self.take(k, epochs_run, fit_s)
+
+    def save(self, unit_dir: Path) -> None:
+        folder = unit_dir / "budgets"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, snap in self.kept.items():
+            state = snap["state"] or {}
+            save_file({n: v.detach().cpu().contiguous() for n, v in state.items()}, str(folder / f"ep{k}.safetensors"))
+            (folder / f"ep{k}.json").write_text(json.dumps({n: v for n, v in snap.items() if n != "state"}, indent=2))
+
+
+def _replayed(cfg: RunConfig, unit_dir: Path, run_dir: Path) -> tuple[dict, dict]:
+    """The weights and record train.replay_from's run kept for this unit at budget max_epochs."""
+    from safetensors.torch import load_file
+
+    folder = Path(cfg.train.replay_from).joinpath(unit_dir.relative_to(run_dir), "budgets")
+    k = cfg.train.max_epochs
+    try:
+        return load_file(str(folder / f"ep{k}.safetensors")), json.loads((folder / f"ep{k}.json").read_text())
+    except OSError:
+        raise FileNotFoundError(f"run {cfg.name!r} replays the {k}-epoch budget of {cfg.train.replay_from}, which "
+                                f"kept none in {folder} (train it with train.budgets including {k})") from None
+
+
 def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_dir: Path, n_classes: int, tb_dir: Path,
-             refit: bool = False):
+             refit: bool = False, run_dir: Path | None = None):
     """Train one (fold, seed) unit; returns (model, test prediction, test truth, val metrics, info).
     refit: train for exactly train.max_epochs and keep the last weights (no early stopping, no
     best-epoch pick: its validation rows are among its training rows).
@@ -353,6 +414,17 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         fit_val_dl = DataLoader(val_ds, batch_size=cfg.data.batch_size, sampler=share, collate_fn=collate_fn, pin_memory=torch.cuda.is_available())
     t0 = time.perf_counter()
     trainable = any(p.requires_grad for p in model.parameters())
+    snaps = None
+    if cfg.train.budgets and not refit:
+        snaps = BudgetSnapshots(best, cfg.train.budgets, t0)
+        trainer.callbacks.append(snaps)  # after BestWeights: it reads what that has just kept
+    replayed = None
+    if cfg.train.replay_from:  # nothing to train: the longer run's weights at this budget
+        state, replayed = _replayed(cfg, unit_dir, run_dir or unit_dir)
+        best.state = state or None
+        best.best_epoch, best.best_step, best.best = replayed["best_epoch"], replayed["best_step"], replayed["best"]
+        best.checks, best.record = replayed["checks"], replayed["record"]
+        trainable = False
     with warnings.catch_warnings():
         # tiny in-memory datasets: worker and batch-count advice does not apply
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -373,6 +445,11 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         fitted = model.fit_validation(val_dl)
     fit_s = time.perf_counter() - t0
     unit_dir.mkdir(parents=True, exist_ok=True)
+    if snaps is not None:
+        snaps.finish(trainer.current_epoch, fit_s)
+        snaps.save(unit_dir)
+    if replayed is not None:
+        fit_s = replayed["fit_time_s"]  # the longer run's seconds to the end of this budget's last epoch
     if hasattr(model, "save_artifacts"):  # e.g. a fine-tuned encoder, saved for use as a feature encoder
         model.save_artifacts(unit_dir)
     # (a frozen pretrained LLM backbone leaves itself out of state_dict(): see llama_topn)
@@ -389,7 +466,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     val_metrics = score(truth(val_ds, multi), decide(val_pred), n_classes)
     info = {"seed": seed, "fold": plan["name"] or None, "best_epoch": best.best_epoch,
             "best_step": best.best_step, "validation_checks": best.checks,
-            f"best_{cfg.train.monitor}": best.best, "epochs_run": trainer.current_epoch if trainable else 0,
+            f"best_{cfg.train.monitor}": best.best,
+            "epochs_run": replayed["epochs_run"] if replayed else trainer.current_epoch if trainable else 0,
             "at_best_epoch": best.record, "fit_time_s": fit_s, "fitted_on_val": fitted,
             "n": {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, "processes": trainer.world_size,
             "val_prediction": (val_pred, truth(val_ds, multi))}  # written beside the test predictions, then dropped
@@ -434,7 +512,28 @@ def finished_run(run: RunConfig) -> dict | None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    return metrics if saved == run.model_dump(mode="json") else None
+    if saved != run.model_dump(mode="json"):
+        return None
+    return metrics if _same_features(run, run_dir) else None
+
+
+def _same_features(run: RunConfig, run_dir: Path) -> bool:
+    """Whether the features a finished run trained on (its encoders.json) are those its config would
+    load now: for each encoder, the newest complete cache entry has the same fingerprint and video
+    decoding (an encoder's defaults or a decoding changed since: the run is stale)."""
+    from emofuse.features.cache import list_entries
+
+    try:
+        used = json.loads((run_dir / "encoders.json").read_text())
+        corpus = Manifest.load(run.data.manifest).corpus
+    except (OSError, ValueError):
+        return False
+    for v in used.values():
+        complete = [e for e in list_entries(run.data.cache, corpus, v["encoder"]) if e.complete] if run.data.cache else []
+        if complete and (complete[-1].fingerprint != v["fingerprint"]
+                         or (complete[-1].meta.get("decoding") or {}) != v.get("decoding", {})):
+            return False
+    return True
 
 
 def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
@@ -461,6 +560,9 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
                          "devices with `emofuse train CONFIG --set train.devices=N` (docs/distributed.md)")
     from emofuse.evaluation.report import save_confusion_png
 
+    if (cfg.train.budgets or cfg.train.replay_from) and (why := check_budgets(cfg.train)):
+        raise ValueError(f"run {cfg.name!r}: train.budgets / train.replay_from cannot stand for runs of those "
+                         f"budgets here: {why}")
     _quiet_lightning()
     lead = process_rank(cfg.train) == 0  # process 0 writes; any others only train
     run_dir = Path(cfg.out) / cfg.name
@@ -493,6 +595,7 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
     units = [(p, s) for p in plans for s in cfg.train.seeds]
     t0 = time.perf_counter()
     per_unit, infos, val_per_unit = [], [], []
+    replayed_s = 0.0  # a replayed budget: the longer run's training seconds up to it count as this run's
     pooled_true, pooled_pred = [], []
     for plan, seed in units:
         parts = [x for x in (plan["name"], f"seed{seed}" if len(cfg.train.seeds) > 1 else "") if x]
@@ -501,7 +604,9 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
             model, pred, y_true, val_m, info = _select_and_refit(cfg, data, plan, seed, unit_dir, len(classes),
                                                                  run_dir / "tb", manifest.df)
         else:
-            model, pred, y_true, val_m, info = _fit_one(cfg, data, plan, seed, unit_dir, len(classes), run_dir / "tb")
+            model, pred, y_true, val_m, info = _fit_one(cfg, data, plan, seed, unit_dir, len(classes), run_dir / "tb",
+                                                        run_dir=run_dir)
+            replayed_s += info["fit_time_s"] if cfg.train.replay_from else 0.0
         if not lead:
             continue
         val_pred, val_true = info.pop("val_prediction")
@@ -520,7 +625,7 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
             pooled_pred.append(pred)
     if not lead:
         return _from_rank_zero(None)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + replayed_s
     y_true = np.concatenate(pooled_true)
     y_pred = np.concatenate([decide(p) for p in pooled_pred])
     if len(units) > 1:  # units wrote their own files in sub-folders; pool them at the top
@@ -546,6 +651,7 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
         "per_class": (multilabel_per_class if multi else per_class)(y_true, y_pred, classes),
         "confusion": cm.tolist(),
         "wall_time_s": wall,
+        **({"replayed_from": cfg.train.replay_from} if cfg.train.replay_from else {}),
     }
     if not multi:  # ECE before / after a temperature fitted on validation, and reliability.png
         from emofuse.evaluation.report import write_calibration
