@@ -43,6 +43,26 @@ def test_variants_over_seeds_in_one_table(corpus, tmp_path):  # noqa: F811
         run_ablation(cfg, only=["nope"], progress=False)
 
 
+def test_an_ablation_run_again_keeps_finished_variants(corpus, monkeypatch):  # noqa: F811
+    """Stopped part-way or run again, an ablation trains only what has not finished with its config."""
+    import emofuse.training.run as run_mod
+
+    cfg = AblationConfig.model_validate(_config(corpus, name="resume"))
+    first = run_ablation(cfg, progress=False)
+    (corpus / "ablations" / "resume" / "ablation.json").unlink()  # as if stopped before the table was written
+
+    def no_training(run, **kw):
+        raise AssertionError(f"{run.name} trained again")
+
+    monkeypatch.setattr(run_mod, "train_run", no_training)
+    again = run_ablation(cfg, progress=False)
+    for a, b in zip(first["rows"], again["rows"], strict=True):
+        assert a["test"] == b["test"] and a["val"] == b["val"] and a["variant"] == b["variant"]
+    changed = AblationConfig.model_validate(_config(corpus, name="resume", seeds=[0]))
+    with pytest.raises(AssertionError, match="trained again"):
+        run_ablation(changed, progress=False)
+
+
 def test_a_bad_variant_is_refused_before_training(corpus, tmp_path):  # noqa: F811
     path = tmp_path / "a.yaml"
     import yaml

@@ -74,8 +74,11 @@ def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict
 
 def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: bool = True) -> dict:
     """Train every variant (or those in `only`) over cfg.seeds; returns ablation.json's content.
-    Variants already in <out>/<name>/ablation.json and not re-run keep their rows."""
-    from emofuse.training.run import train_run
+    Variants not in `only` keep their rows from <out>/<name>/ablation.json; `only` trains its variants
+    again. Without `only`, a variant whose run already finished with exactly its config and features
+    (training.run.finished_run) is kept, not trained again, so an ablation stopped part-way resumes
+    where it stopped. ablation.json and table.md are written again after every variant."""
+    from emofuse.training.run import finished_run, train_run
 
     if unknown := sorted(set(only or []) - set(cfg.variants)):
         raise ValueError(f"unknown variant(s) {unknown}; this ablation has: {', '.join(cfg.variants)}")
@@ -83,26 +86,39 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "ablation.yaml")
     previous = {}
-    if only and (out / "ablation.json").is_file():
+    if (out / "ablation.json").is_file():
         previous = {r["variant"]: r for r in json.loads((out / "ablation.json").read_text())["rows"]}
-    rows = []
+    done = {}  # variant -> row, in the order trained; written in the config's order
+    result = {"name": cfg.name, "command": cfg.command, "seeds": cfg.seeds, "rows": []}
+
+    def write() -> None:
+        result["rows"] = [done[v] if v in done else previous[v] for v in cfg.variants if v in done or v in previous]
+        (out / "ablation.json").write_text(json.dumps(result, indent=2))
+        (out / "table.md").write_text(ablation_table(result) + "\n")
+
     for variant, overrides in cfg.variants.items():
         if only and variant not in only:
-            if variant in previous:
-                rows.append(previous[variant])
+            continue
+        run = cfg.variant_config(variant)
+        if not only and (kept := finished_run(run)) is not None:  # finished before: its row, or one from its metrics
+            old = previous.get(variant)
+            done[variant] = old if old and old.get("overrides") == list(overrides) else \
+                _row(variant, overrides, kept, kept["wall_time_s"])
+            if progress:
+                print(f"[{variant}] finished before with this config: kept", flush=True)
+            write()
             continue
         t0 = time.perf_counter()
-        metrics = train_run(cfg.variant_config(variant), one_process_as="an ablation")
+        metrics = train_run(run, one_process_as="an ablation")
         row = _row(variant, overrides, metrics, time.perf_counter() - t0)
-        rows.append(row)
+        done[variant] = row
+        write()
         if progress:
             several = len(cfg.seeds) > 1
             print(f"[{variant}] val weighted F1 {_pm(row['val'], 'weighted_f1', several)}, test weighted F1 "
                   f"{_pm(row['test'], 'weighted_f1', several)}, accuracy {_pm(row['test'], 'accuracy', several)} "
                   f"({row['wall_s']:.0f} s)", flush=True)
-    result = {"name": cfg.name, "command": cfg.command, "seeds": cfg.seeds, "rows": rows}
-    (out / "ablation.json").write_text(json.dumps(result, indent=2))
-    (out / "table.md").write_text(ablation_table(result) + "\n")
+    write()
     return result
 
 

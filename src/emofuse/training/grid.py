@@ -118,7 +118,10 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
 
         print(f"epoch budgets trained one by one, not shared: {check_budgets(cfg.train)}")
     if shared_budgets(cfg):  # each cell's longest run, then the shorter budgets read off it
-        order = sorted(runs, key=lambda r: (r.train.replay_from or str(Path(r.out) / r.name), bool(r.train.replay_from)))
+        first = {}  # each cell (its longest run's folder) in grid order
+        for r in runs:
+            first.setdefault(r.train.replay_from or str(Path(r.out) / r.name), len(first))
+        order = sorted(runs, key=lambda r: (first[r.train.replay_from or str(Path(r.out) / r.name)], bool(r.train.replay_from)))
     else:  # shortest budgets first, so a grid stopped part-way has whole epoch columns
         order = sorted(runs, key=lambda r: r.train.max_epochs)
     for i, run in enumerate(order, 1):  # the table keeps grid order
