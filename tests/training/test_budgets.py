@@ -104,6 +104,14 @@ def test_a_finished_run_is_stale_when_its_features_changed(corpus, tmp_path):
     run = _run(root, "r", 2, 2)
     m = train_run(run)
     assert finished_run(run) == m
+    # a config field added since (here: written without train.budgets), at its default: the same run
+    import yaml
+
+    path = root / "runs" / "r" / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["train"]["budgets"]
+    path.write_text(yaml.safe_dump(saved))
+    assert finished_run(run) == m
     ids = Manifest.load(root / "manifest.csv").df["id"].tolist()
     time.sleep(1.1)  # "newest" is by the entry's updated time, in whole seconds
     write_features(root / "cache", "toy", "a", ids, np.zeros((len(ids), 5)))  # "a" again, newer, another config

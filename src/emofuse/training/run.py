@@ -512,7 +512,11 @@ def finished_run(run: RunConfig) -> dict | None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    if saved != run.model_dump(mode="json"):
+    try:  # read by today's config: a field added since, at its default, is the run as it was
+        same = RunConfig.model_validate(saved).model_dump(mode="json") == run.model_dump(mode="json")
+    except ValueError:  # a field since removed or renamed
+        return None
+    if not same:
         return None
     return metrics if _same_features(run, run_dir) else None
 
