@@ -37,6 +37,11 @@ def test_subjects_never_straddle_splits_and_folds_are_seeded(tmp_path):
     assert df.groupby("speaker")["fold"].nunique().eq(1).all() and sorted(df["fold"].unique()) == [0, 1, 2, 3]
     assert set(df.loc[df["fold"] == 0, "split"]) == {"test"} and set(df.loc[df["fold"] == 1, "split"]) == {"val"}
     assert (df["dialogue"] == df["id"].str.split("/").str[1].str.rsplit("_", n=1).str[0]).all()
+    # face crops: the saved manifest tells extract to use them whole at 64 px (features.extract.decoding_for)
+    from emofuse.corpora.base import Manifest
+
+    assert Manifest.load(tmp_path / "m.csv").meta["decoding"] == {"images_are_faces": True, "face_size": 64,
+                                                                   "video_sampling": None}
     again = prepare("ckplus", tmp_path, tmp_path / "a.csv", n_folds=4).df
     other = prepare("ckplus", tmp_path, tmp_path / "b.csv", n_folds=4, seed=1).df
     assert again.equals(df) and not other["fold"].equals(df["fold"])

@@ -163,11 +163,3 @@ def test_extract_decodes_as_the_manifest_records(tmp_path):
     assert decoding_for(plain)["images_are_faces"] is False
     with pytest.raises(ValueError, match="unknown options"):
         decoding_for(Manifest("faces", faces.label_set, faces.df, {"decoding": {"fps": 3}}))
-
-
-def test_ckplus_records_the_face_image_decoding():
-    """(FER2013's prepared manifest is checked end to end in tests/corpora/test_fer2013.py.)"""
-    from emofuse.corpora.base import FACE_IMAGES
-    from emofuse.corpora.ckplus import CKPlus
-
-    assert CKPlus.decoding == FACE_IMAGES

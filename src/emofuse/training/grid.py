@@ -93,7 +93,7 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     from emofuse.corpora.base import Manifest
     from emofuse.evaluation.table import write_table
     from emofuse.features.extract import extract
-    from emofuse.training.run import finished_run, train_run
+    from emofuse.training.run import check_budgets, finished_run, train_run
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,15 +113,12 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
                         f"run {run.name}: segments cut {m} into frame segments, so each {m} encoder it feeds is read as "
                         f"frame sequences (per modality), but {', '.join(bad)} cached none; set segments only on "
                         f"modalities whose candidate encoders all give sequences")
-    if cfg.share_budgets and not shared_budgets(cfg) and progress:
-        from emofuse.training.run import check_budgets
-
-        print(f"epoch budgets trained one by one, not shared: {check_budgets(cfg.train)}")
-    if shared_budgets(cfg):  # each cell's longest run, then the shorter budgets read off it
-        first = {}  # each cell (its longest run's folder) in grid order
-        for r in runs:
-            first.setdefault(r.train.replay_from or str(Path(r.out) / r.name), len(first))
-        order = sorted(runs, key=lambda r: (first[r.train.replay_from or str(Path(r.out) / r.name)], bool(r.train.replay_from)))
+    shared = shared_budgets(cfg) and len(set(cfg.epochs)) > 1
+    if cfg.share_budgets and (why := check_budgets(cfg.train)) and progress:
+        print(f"epoch budgets trained one by one, not shared: {why}")
+    if shared:  # cell by cell (grid_runs makes each cell's runs adjacent): its longest run, then the replays
+        order = [r for i in range(0, len(runs), len(cfg.epochs)) for r in
+                 sorted(runs[i:i + len(cfg.epochs)], key=lambda r: bool(r.train.replay_from))]
     else:  # shortest budgets first, so a grid stopped part-way has whole epoch columns
         order = sorted(runs, key=lambda r: r.train.max_epochs)
     for i, run in enumerate(order, 1):  # the table keeps grid order
@@ -134,5 +131,5 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     rank_runs = sorted((out / "ranking").glob("rank-*"))
     note = (f"Epoch budgets shared: each cell trained once for {max(cfg.epochs)} epochs (early stopping on validation), "
             f"a shorter budget k kept the best weights of its first k epochs (what a k-epoch run keeps), and its "
-            f"time is that run's seconds to the end of epoch k.") if shared_budgets(cfg) and len(set(cfg.epochs)) > 1 else ""
+            f"time is that run's seconds to the end of epoch k.") if shared else ""
     return write_table([Path(r.out) / r.name for r in runs], out / "table.md", unimodal=rank_runs, note=note)
