@@ -54,9 +54,12 @@ def _same_tables(a, b) -> None:
     assert sorted(a.ids) == sorted(b.ids)
     b = b.lookup(a.ids)
     np.testing.assert_array_equal(a.present, b.present)
-    np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-5, atol=1e-6)
+    # Two processes with other threads and other batches (padding) sum in another float32 order, so values
+    # agree to rounding, not bit for bit: CI once saw an MFCC coefficient of 0.0316 differ by 3.3e-6 in a
+    # frame whose c0 is -117. A wrong or shifted row differs by orders of magnitude more than this.
+    np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-4, atol=1e-5)
     for sa, sb in zip(a.sequences or [], b.sequences or []):
-        np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sa, sb, rtol=1e-4, atol=1e-5)
 
 
 def test_torchrun_two_ranks_give_what_one_process_gives(corpus, tmp_path):
