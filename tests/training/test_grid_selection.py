@@ -257,6 +257,30 @@ def test_rows_of_different_budgets_share_one_column_group(tmp_path):
     assert "ep F1" not in table and "| Mode |" not in table
 
 
+def test_variants_of_one_cell_get_a_row_each(tmp_path):
+    # the paired bench's late-AVT and late-AVT-mean: same model, inputs and budget, other settings;
+    # the table once showed only the later of the two, under the other's name
+    feats = {"audio": "egemaps", "text": "minilm", "video": "fer2013"}
+    runs = [_fake_run(tmp_path, "late-AVT", "late", feats, 100, [9]),
+            _fake_run(tmp_path, "late-AVT-mean", "late", feats, 100, [4]),
+            _fake_run(tmp_path, "attention-AVT", "attention", feats, 100, [25]),
+            _fake_run(tmp_path, "llama_topn-AVT", "llama_topn", feats, 8, [6], {"top_n": 1}),
+            _fake_run(tmp_path, "early-AVT-cv", "early", feats, 100, [])]
+    # a refit after speaker-grouped CV has no best epoch: it trains the epochs the folds chose
+    m = json.loads((runs[-1] / "metrics.json").read_text())
+    m["units"] = [{"best_epoch": -1, "epochs_run": 11, "selection": {"mode": "speaker_cv"}}]
+    (runs[-1] / "metrics.json").write_text(json.dumps(m))
+    table = render_table(runs)
+    assert "| early-AVT-cv | early | AVT | 1 | egemaps | minilm | fer2013 | 100 | 11 (CV) |" in table
+    assert "| Run | Model | Fusion | Top | Audio | Text | Video | Epochs | Best ep |" in table
+    assert "| late-AVT | late | AVT | 1 | egemaps | minilm | fer2013 | 100 | 10 |" in table
+    assert "| late-AVT-mean | late | AVT | 1 | egemaps | minilm | fer2013 | 100 | 5 |" in table
+    assert "| attention-AVT | attention | AVT |" in table and "| llama_topn-AVT | llama_topn | AVT | 1 |" in table
+    assert table.count("| AVT |") == 5  # a row per run
+    # no variants: no Run column
+    assert "| Run |" not in render_table(runs[1:])
+
+
 def test_a_grid_keeps_one_column_group_per_budget(tmp_path):
     feats = {"audio": ["mfcc"], "text": ["minilm"]}
     runs = [_fake_run(tmp_path, f"AT-top1-ep{e}", "llama_topn", feats, e, [b], {"top_n": 1})

@@ -3,6 +3,7 @@ epoch budget the wall time, weighted F1, accuracy and the epoch whose weights we
 
 Runs that do not form a grid (each row trained at one budget, budgets differing between rows, as
 in the paired benchmark) get one column group instead, with each row's budget and kept epoch.
+Variants of one cell at one budget (other settings, same inputs) get a Run column, a row each.
 Top-N models that keep their candidates per sample get a Mode column and, below the table, how
 often each candidate was kept (selection.csv of each run, see evaluation/selection.py)."""
 
@@ -54,7 +55,9 @@ def _kept_epochs(units: list[dict]) -> str:
     """The epoch (1-based) whose weights each unit kept: one number, or the range over seeds/folds."""
     best = sorted(u["best_epoch"] + 1 for u in units if u.get("best_epoch", -1) >= 0)
     if not best:
-        return "–"
+        # a refit after speaker-grouped cross-validation trains the epochs the folds chose, no validation
+        refit = sorted(u["epochs_run"] for u in units if (u.get("selection") or {}).get("mode") == "speaker_cv")
+        return "–" if not refit else f"{refit[0]} (CV)" if refit[0] == refit[-1] else f"{refit[0]}–{refit[-1]} (CV)"
     return str(best[0]) if best[0] == best[-1] else f"{best[0]}–{best[-1]}"
 
 
@@ -90,17 +93,24 @@ def render_table(runs: list[Path], unimodal: list[Path] = ()) -> str:
     # column only when some run keeps its Top-N per sample
     by_model = len({r["model"] for r in rows}) > 1
     by_mode = any(r["mode"] == "per_sample" for r in rows)
+
+    def key_of(r: dict, run: bool) -> tuple:
+        return (r["name"] if run else "", r["model"] if by_model else "", MODE_NAMES[r["mode"]] if by_mode else "",
+                r["fusion"], r["top"], json.dumps(r["encoders"], sort_keys=True))
+
+    # Two runs of one cell at one budget are variants (e.g. the paired bench's late-AVT and late-AVT-mean):
+    # each gets its own row, named by a Run column, instead of the later one overwriting the other.
+    by_run = len({(key_of(r, False), r["epochs"]) for r in rows}) < len(rows)
     cells: dict[tuple, dict] = defaultdict(dict)
     for r in rows:
-        key = (r["model"] if by_model else "", MODE_NAMES[r["mode"]] if by_mode else "", r["fusion"], r["top"],
-               json.dumps(r["encoders"], sort_keys=True))
-        cells[key][r["epochs"]] = r
+        cells[key_of(r, by_run)][r["epochs"]] = r
     # A grid trains each row at several budgets: one column group per budget. Rows that were each
     # trained at one budget, different between rows, would leave every group mostly empty: one
     # group then, with each row's budget.
     grid = len(epochs) == 1 or any(len(by_ep) > 1 for by_ep in cells.values())
-    lead = ("| Model " if by_model else "") + "| Fusion | Top " + ("| Mode " if by_mode else "") + "| Audio | Text | Video | "
-    lead_sep = ("|---" if by_model else "") + "|---|---:" + ("|---" if by_mode else "") + "|---|---|---|"
+    lead = (("| Run " if by_run else "") + ("| Model " if by_model else "") + "| Fusion | Top "
+            + ("| Mode " if by_mode else "") + "| Audio | Text | Video | ")
+    lead_sep = ("|---" if by_run else "") + ("|---" if by_model else "") + "|---|---:" + ("|---" if by_mode else "") + "|---|---|---|"
     if grid:
         head = lead + " | ".join(f"{e} ep time (s) | {e} ep F1 | {e} ep Acc | {e} ep best" for e in epochs) + " |"
         sep = lead_sep + "---:|---:|---:|---:|" * len(epochs)
@@ -111,9 +121,9 @@ def render_table(runs: list[Path], unimodal: list[Path] = ()) -> str:
     if any(r["synthetic"] for r in rows):
         lines += ["Corpus: **synthetic** demo corpus (figures show the pipeline works, not human-emotion accuracy).", ""]
     lines += [head, sep]
-    for (model, mode, fusion, top, enc_json), by_ep in cells.items():
+    for (run, model, mode, fusion, top, enc_json), by_ep in cells.items():
         enc = json.loads(enc_json)
-        row = ([model] if by_model else []) + [fusion, str(top)] + ([mode] if by_mode else []) + [
+        row = ([run] if by_run else []) + ([model] if by_model else []) + [fusion, str(top)] + ([mode] if by_mode else []) + [
             ", ".join(enc.get(m, [])) or "–" for m in ("audio", "text", "video")]
         if grid:
             for e in epochs:
@@ -125,7 +135,8 @@ def render_table(runs: list[Path], unimodal: list[Path] = ()) -> str:
             row += [str(r["epochs"]), r["kept_epoch"], f"{r['time']:.0f}", f"{100 * r['f1']:.2f}", f"{100 * r['acc']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Best ep: the epoch whose weights were kept (best on validation; early stopping can end a run "
-              "before its budget), a range over seeds or folds."]
+              "before its budget), a range over seeds or folds; (CV): the epochs a refit trained, chosen by "
+              "speaker-grouped cross-validation."]
     lines += _selection_lines(rows)
     if unimodal:
         lines += ["", "Unimodal baselines (encoder ranking, ranked on validation weighted F1):", "",
