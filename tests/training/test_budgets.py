@@ -116,3 +116,24 @@ def test_a_finished_run_is_stale_when_its_features_changed(corpus, tmp_path):
     time.sleep(1.1)  # "newest" is by the entry's updated time, in whole seconds
     write_features(root / "cache", "toy", "a", ids, np.zeros((len(ids), 5)))  # "a" again, newer, another config
     assert finished_run(run) is None
+
+
+def test_a_fit_writes_its_learning_curve(corpus):
+    # history.csv: one row per epoch run, train loss and validation metrics; the epoch kept is the best
+    # one by the monitored metric; curves.png beside it. A replayed budget trained nothing: no curve.
+    m = train_run(_run(corpus, "curve", 9, 3))
+    unit = corpus / "runs" / "curve"
+    hist = pd.read_csv(unit / "history.csv")
+    (info,) = m["units"]
+    assert list(hist["epoch"]) == list(range(1, info["epochs_run"] + 1))
+    assert {"train_loss", "val_loss", "val_weighted_f1", "val_accuracy"} <= set(hist.columns)
+    assert hist["train_loss"].notna().all() and (hist["step"].diff().dropna() > 0).all()
+    monitor = TrainConfig().monitor
+    kept = hist.loc[hist[monitor].idxmax(), "epoch"]  # the first of equal bests, as BestWeights keeps
+    assert kept == info["best_epoch"] + 1
+    assert hist.loc[hist["epoch"] == kept, "val_weighted_f1"].item() == pytest.approx(m["val"]["weighted_f1"], abs=1e-6)
+    assert (unit / "curves.png").stat().st_size > 5000
+    train_run(_run(corpus, "curve-long", 6, 20, budgets=[3, 6]))
+    train_run(_run(corpus, "curve-read", 3, 20, replay_from=str(corpus / "runs" / "curve-long")))
+    assert (corpus / "runs" / "curve-long" / "history.csv").is_file()
+    assert not (corpus / "runs" / "curve-read" / "history.csv").exists()

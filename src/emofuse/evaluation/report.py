@@ -1,4 +1,4 @@
-"""Reports people read: markdown tables, confusion-matrix and reliability pictures."""
+"""Reports people read: markdown tables, confusion-matrix, reliability and learning-curve pictures."""
 
 from __future__ import annotations
 
@@ -23,6 +23,44 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, tit
     plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_history(history: list[dict], folder: str | Path, kept_epoch: int, monitor: str, title: str = "") -> Path:
+    """A fit's learning curve: history.csv (one row per validation check: epoch, optimiser steps,
+    train loss, every val_* metric) and curves.png (losses; validation weighted F1 and accuracy;
+    the epoch whose weights were kept, by `monitor`, marked). Returns the picture's path."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    df = pd.DataFrame(history)
+    df.to_csv(folder / "history.csv", index=False)
+    # several checks per epoch: place each at its fraction of the epochs
+    x = df["step"] / df["step"].max() * df["epoch"].max() if df["epoch"].duplicated().any() else df["epoch"]
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for col, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
+        if col in df and df[col].notna().any():
+            ax_loss.plot(x, df[col], marker=".", label=label)
+    scores = [c for c in ("val_weighted_f1", "val_accuracy", "val_micro_f1", "val_macro_f1") if c in df][:2]
+    for col in scores:
+        ax_score.plot(x, 100 * df[col], marker=".", label=col.removeprefix("val_").replace("_f1", " F1").replace("_", " "))
+    for ax in (ax_loss, ax_score):
+        if kept_epoch > 0:
+            ax.axvline(kept_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept (epoch {kept_epoch}, {monitor})")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_loss.set_title("loss")
+    ax_score.set_title("validation (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = folder / "curves.png"
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

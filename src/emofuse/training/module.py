@@ -221,6 +221,7 @@ class BestWeights(L.Callback):
         self.checks = 0  # validation checks seen (more than epochs with train.val_checks_per_epoch)
         self.state: dict | None = None
         self.record: dict = {}
+        self.history: list[dict] = []  # one row per validation check: the learning curve (history.csv)
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -230,6 +231,9 @@ class BestWeights(L.Callback):
             return
         v = float(v)
         self.checks += 1
+        self.history.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
+                             "train_loss": getattr(module, "epoch_train_loss", None)}
+                            | {k: float(x) for k, x in trainer.callback_metrics.items() if k.startswith("val_")})
         better = self.best is None or (v > self.best if self.mode == "max" else v < self.best)
         if better:
             self.best, self.best_epoch, self.best_step = v, trainer.current_epoch, trainer.global_step

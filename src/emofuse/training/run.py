@@ -448,6 +448,11 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     if snaps is not None:
         snaps.finish(trainer.current_epoch, fit_s)
         snaps.save(unit_dir)
+    if best.history and replayed is None:  # the learning curve, as a table and a picture
+        from emofuse.evaluation.report import save_history
+
+        save_history(best.history, unit_dir, best.best_epoch + 1, cfg.train.monitor,
+                     title=f"{cfg.name}{' ' + plan['name'] if plan['name'] else ''} (seed {seed})")
     if replayed is not None:
         fit_s = replayed["fit_time_s"]  # the longer run's seconds to the end of this budget's last epoch
     if hasattr(model, "save_artifacts"):  # e.g. a fine-tuned encoder, saved for use as a feature encoder
@@ -546,7 +551,8 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
 
     Writes <out>/<name>/: config.yaml, labels.json, encoders.json, versions.json, metrics.json,
     predictions.csv, confusion.png, tb/ and, per unit (fold/seed sub-folders when more than one),
-    model.safetensors and predictions.csv.
+    model.safetensors, predictions.csv, and the learning curve: history.csv (train loss and validation
+    metrics per validation check) and curves.png (the kept epoch marked).
 
     Distributed (train.devices, train.num_nodes, train.strategy; docs/distributed.md): every process
     runs this and takes part in every fit, units one after the other as with one process; process 0
