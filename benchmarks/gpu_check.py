@@ -57,7 +57,7 @@ def build_llama(folder: Path, geometry: dict) -> Path:
     return folder
 
 
-def plans(demo: Path, tmp: Path, llama7b: Path) -> dict[str, dict]:
+def plans(tmp: Path, llama7b: Path) -> dict[str, dict]:
     """name -> RunConfig fields (data, model, train overrides) of each row."""
     from tests.features.tiny_hf import build
     from tests.models.tiny_media import build_clip, build_speech
@@ -112,7 +112,7 @@ def main() -> None:
     print(f"built {'tiny' if args.tiny else 'LLaMA-2-7B'}-geometry LLaMA at {llama7b} in {time.perf_counter() - t:.0f} s",
           flush=True)
     results = []
-    for name, (data, model, train) in plans(args.demo, tmp, llama7b).items():
+    for name, (data, model, train) in plans(tmp, llama7b).items():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         cfg = validate(RunConfig, {

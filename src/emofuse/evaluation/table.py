@@ -53,12 +53,15 @@ def _mode(cfg: dict, as_lists: dict[str, list[str]]) -> tuple[str, int | None]:
 
 def _kept_epochs(units: list[dict]) -> str:
     """The epoch (1-based) whose weights each unit kept: one number, or the range over seeds/folds."""
+    def span(xs: list[int]) -> str:
+        return str(xs[0]) if xs[0] == xs[-1] else f"{xs[0]}–{xs[-1]}"
+
     best = sorted(u["best_epoch"] + 1 for u in units if u.get("best_epoch", -1) >= 0)
-    if not best:
-        # a refit after speaker-grouped cross-validation trains the epochs the folds chose, no validation
-        refit = sorted(u["epochs_run"] for u in units if (u.get("selection") or {}).get("mode") == "speaker_cv")
-        return "–" if not refit else f"{refit[0]} (CV)" if refit[0] == refit[-1] else f"{refit[0]}–{refit[-1]} (CV)"
-    return str(best[0]) if best[0] == best[-1] else f"{best[0]}–{best[-1]}"
+    if best:
+        return span(best)
+    # a refit after speaker-grouped cross-validation trains the epochs the folds chose, no validation
+    refit = sorted(u["epochs_run"] for u in units if (u.get("selection") or {}).get("mode") == "speaker_cv")
+    return f"{span(refit)} (CV)" if refit else "–"
 
 
 def _load(run: Path) -> dict:

@@ -231,9 +231,10 @@ class BestWeights(L.Callback):
             return
         v = float(v)
         self.checks += 1
-        self.history.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
-                             "train_loss": getattr(module, "epoch_train_loss", None)}
-                            | {k: float(x) for k, x in trainer.callback_metrics.items() if k.startswith("val_")})
+        # what the sweep tables report for the kept weights: the validation metrics and the train loss
+        scores = {k: float(x) for k, x in trainer.callback_metrics.items() if k.startswith("val_")}
+        scores["train_loss"] = getattr(module, "epoch_train_loss", None)
+        self.history.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step} | scores)
         better = self.best is None or (v > self.best if self.mode == "max" else v < self.best)
         if better:
             self.best, self.best_epoch, self.best_step = v, trainer.current_epoch, trainer.global_step
@@ -242,6 +243,4 @@ class BestWeights(L.Callback):
             # the gathered metrics make `better` the same everywhere). Keys "model.*" are the model's.
             state = trainer.strategy.lightning_module_state_dict()
             self.state = {k.removeprefix("model."): copy.deepcopy(v) for k, v in state.items() if k.startswith("model.")}
-            # what the sweep tables report for the kept weights
-            self.record = {k: float(x) for k, x in trainer.callback_metrics.items() if k.startswith("val_")}
-            self.record["train_loss"] = getattr(module, "epoch_train_loss", None)
+            self.record = scores

@@ -448,7 +448,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     if snaps is not None:
         snaps.finish(trainer.current_epoch, fit_s)
         snaps.save(unit_dir)
-    if best.history and replayed is None:  # the learning curve, as a table and a picture
+    if best.history:  # the learning curve, as a table and a picture (a replayed budget fits nothing: none)
         from emofuse.evaluation.report import save_history
 
         save_history(best.history, unit_dir, best.best_epoch + 1, cfg.train.monitor,
