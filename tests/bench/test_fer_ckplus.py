@@ -53,3 +53,21 @@ def test_fer2013_tested_on_ckplus_with_tta(data_root, tmp_path):
     assert "CK+" in report and "not measurable" not in report
     with pytest.raises(ValueError, match="eval_corpus"):
         run_bench("fer2013", opts, eval_corpus="meld")
+
+
+def test_fer2013_validated_on_half_of_ckplus(data_root, tmp_path):
+    need(data_root, "fer2013_train"), need(data_root, "ckplus48")
+    opts = BenchOptions(data=data_root, out=tmp_path, limit=60, max_epochs=2, bootstrap=50, progress=False,
+                        encoders={"video": "fer2013@tta=none"}, models=["unimodal(fer2013@tta=none)"])
+    metrics = run_bench("fer2013", opts, eval_corpus="ckplus", target_val=True)
+    assert {"unimodal(fer2013@tta=none)", "fer2013-cnn"} <= set(metrics)
+    full = pd.read_csv(tmp_path / "prepared" / "eval.csv", dtype=str, keep_default_na=False)
+    assert set(full["split"]) == {"val", "test"}  # CK+ in two subject halves, none of it trains
+    assert not set(full.loc[full["split"] == "val", "speaker"]) & set(full.loc[full["split"] == "test", "speaker"])
+    df = pd.read_csv(tmp_path / "fer2013" / "manifest.csv", dtype=str, keep_default_na=False)
+    held = df[df["split"] != "train"]
+    assert held["id"].str.startswith("eval:").all() and {"val", "test"} <= set(held["split"])
+    assert not df.loc[df["split"] == "train", "id"].str.startswith("eval:").any()
+    assert "other half validates" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="target_val needs eval_corpus"):
+        run_bench("fer2013", opts, target_val=True)

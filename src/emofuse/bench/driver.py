@@ -158,6 +158,25 @@ def with_eval_rows(manifest: Manifest, evaluation: Manifest) -> Manifest:
     return Manifest(manifest.corpus, manifest.label_set, df, meta)
 
 
+def with_target_validation(manifest: Manifest, evaluation: Manifest) -> Manifest:
+    """Cross-corpus with validation in the target corpus: every row of `manifest` trains; the
+    evaluation corpus keeps its own val / test split (by subject or speaker, so validation and test
+    never share a person). Epochs and the reported model are then chosen on target-domain images the
+    test never holds. Evaluation ids get the `eval:` prefix, as in with_eval_rows."""
+    if list(evaluation.label_set.classes) != list(manifest.label_set.classes):
+        raise ValueError(f"the evaluation corpus has classes {evaluation.label_set.classes}, --data has {manifest.label_set.classes}")
+    own = manifest.df.copy()
+    own.loc[own["split"].isin(["val", "test"]), "split"] = "train"
+    ev = evaluation.df[evaluation.df["split"].isin(["val", "test"])].copy()
+    if not {"val", "test"} <= set(ev["split"]):
+        raise ValueError(f"the evaluation corpus needs val and test rows, has {sorted(set(ev['split']))}")
+    ev["id"] = "eval:" + ev["id"].astype(str)
+    df = pd.concat([own, ev], ignore_index=True)
+    meta = dict(manifest.meta, eval_root=evaluation.meta.get("root"), target_validation=True,
+                split_counts=df["split"].value_counts().to_dict())
+    return Manifest(manifest.corpus, manifest.label_set, df, meta)
+
+
 def drop_classes(manifest: Manifest, classes: list[str], name: str) -> Manifest:
     """The manifest without the rows of `classes`, under a label set without them."""
     from emofuse.labels import LabelSet

@@ -33,6 +33,7 @@ from emofuse.bench.driver import (
     prepared,
     resolve_root,
     with_eval_rows,
+    with_target_validation,
 )
 
 CNN = "fer2013"
@@ -68,10 +69,14 @@ def _tta(spec: str) -> str:
     return build_encoder(spec).tta
 
 
-def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None = None) -> BenchSpec:
+def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None = None,
+                  target_val: bool = False) -> BenchSpec:
     """n_folds: when only training images are at hand they are cut into this many seeded
     stratified folds, one test, one validation (10: 80/10/10). eval_corpus: "ckplus" tests on CK+
-    (all its subjects, contempt excluded) instead of held-out FER2013 images."""
+    (all its subjects, contempt excluded) instead of held-out FER2013 images. target_val (with
+    eval_corpus): CK+'s subjects are cut in two seeded stratified halves, one validation (epochs and
+    the reported model are chosen there), one test; all of FER2013 trains. FER2013 validation images
+    are ones the CNN was trained on, so they cannot tell which model does better on faces it never saw."""
     out = opts.out
     root = resolve_root(opts.data, "fer2013_train", "fer2013")
     manifest = prepared("fer2013", root, out / "prepared" / "fer2013.csv", opts, n_folds=n_folds)
@@ -79,12 +84,18 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
         ev = prepared("fer2013", resolve_root(opts.eval_data, "fer2013_test", "fer2013"), out / "prepared" / "eval.csv",
                       opts, check_counts=False)
         manifest = with_eval_rows(manifest, ev)
+    if target_val and not eval_corpus:
+        raise ValueError("target_val needs eval_corpus (validation on the corpus the test comes from)")
     if eval_corpus:
         if eval_corpus not in EVAL_CORPORA or opts.eval_data:
             raise ValueError(f"eval_corpus must be one of {', '.join(EVAL_CORPORA)}, without --eval-data; not {eval_corpus!r}")
-        ev = prepared("ckplus", resolve_root(opts.data, "ckplus48", "ckplus"), out / "prepared" / "eval.csv", opts,
-                      labels="fer7", all_test=True)
-        manifest = with_eval_rows(manifest, ev)
+        root_ck = resolve_root(opts.data, "ckplus48", "ckplus")
+        if target_val:  # two subject folds: fold 0 test, fold 1 validation
+            ev = prepared("ckplus", root_ck, out / "prepared" / "eval.csv", opts, labels="fer7", n_folds=2)
+            manifest = with_target_validation(manifest, ev)
+        else:
+            ev = prepared("ckplus", root_ck, out / "prepared" / "eval.csv", opts, labels="fer7", all_test=True)
+            manifest = with_eval_rows(manifest, ev)
     path = final_manifest(manifest, out / "fer2013" / "manifest.csv", opts)
     face = opts.encoders.get("video", CNN)
     is_cnn = face.split("@")[0] == CNN
@@ -100,7 +111,9 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
     baselines = [Baseline("baseline-linear-hog", {"video": "hog"})]
     if face != "hog":
         baselines.append(Baseline(f"baseline-linear-{face}", {"video": face}))
-    test_usage = ("--eval-data" if opts.eval_data else "CK+ (all subjects; anger -> angry, sadness -> sad, contempt "
+    ck = ("CK+ (half of its subjects; the other half validates (epochs and the reported model are chosen on "
+          "them), all of FER2013 trains" if target_val else "CK+ (all subjects")
+    test_usage = ("--eval-data" if opts.eval_data else f"{ck}; anger -> angry, sadness -> sad, contempt "
                   "excluded; 95% intervals resample images, not subjects, so they are too narrow for CK+'s "
                   "near-duplicate frames)" if eval_corpus else "held-out training images")
     seen = not (opts.eval_data or eval_corpus)
