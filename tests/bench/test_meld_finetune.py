@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from emofuse.bench.meld_text import _finetune_lines, finetune_run, seed_summary
+from emofuse.bench.meld_text import _finetune_lines, _turns, finetune_run, seed_summary
 from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 CLASSES = ["neutral", "joy", "anger"]
@@ -22,13 +22,27 @@ def _write(folder, ids, y, probs, name):
     df.to_csv(folder / name, index=False)
 
 
-def test_recipe_is_a_valid_run_with_context_on_both_sides_and_three_seeds():
-    run = finetune_run()
-    cfg = RunConfig(name="x", data=DataConfig(manifest="m.csv", features=run.features, **run.data),
-                    model=ModelConfig(name=run.model, params=run.params), train=TrainConfig(**run.train))
-    assert cfg.data.raw.context > 0 and cfg.data.raw.context_after > 0 and cfg.data.raw.group_by_length
-    assert cfg.train.seeds == [0, 1, 2] and cfg.train.class_weights != "none"
+def _config(run):
+    return RunConfig(name="x", data=DataConfig(manifest="m.csv", features=run.features, **run.data),
+                     model=ModelConfig(name=run.model, params=run.params), train=TrainConfig(**run.train))
+
+
+def test_default_recipe_reads_the_utterance_alone_over_three_seeds():
+    cfg = _config(finetune_run())
+    assert cfg.data.raw.context == 0 and cfg.data.raw.context_after == 0 and cfg.data.raw.group_by_length
+    assert cfg.train.seeds == [0, 1, 2] and cfg.train.class_weights == "none" and cfg.data.batch_size == 32
+    assert finetune_run().params["pooling"] == "mean"
+
+
+def test_emoberta_recipe_has_context_on_both_sides():
+    run = finetune_run(*_turns("2+1"))
+    cfg = _config(run)
+    assert (cfg.data.raw.context, cfg.data.raw.context_after) == (2, 1) and cfg.train.class_weights == "sqrt"
     assert run.params["pooling"] == "utterance"  # a context-diluted mean lost 13 points of dev F1
+    assert run.name == "finetune_text+context2+1"
+    for bad in ("2", "a+b", "-1+0"):
+        with pytest.raises(ValueError, match="finetune_context"):
+            _turns(bad)
 
 
 def test_seed_summary_mean_and_ensemble(tmp_path):
