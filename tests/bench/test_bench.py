@@ -110,3 +110,17 @@ def test_eval_data_takes_the_test_set_from_another_folder(data_root, tmp_path, c
     assert not set(df.loc[df.split != "test", "speaker"]) & {"Actor_11", "Actor_12"}
     # --data's own test actors (09, 10) joined training; its validation actors stay
     assert set(df.loc[df.split == "val", "speaker"]) <= {"Actor_07", "Actor_08"}
+
+
+def test_a_run_over_seeds_is_chosen_by_the_seed_it_reports(data_root, tmp_path, cache):
+    # test figures of a several-seed run are its first seed's; so must be the validation figure it is chosen by
+    opts = _opts(need(data_root, "meld"), tmp_path, cache, 60, ["unimodal"])
+    opts.seeds = [0, 1]
+    metrics = run_bench("meld-text", opts, context=0)
+    entry = json.loads((tmp_path / "meld-text" / "results.json").read_text())["results"]["unimodal"]
+    run = json.loads((tmp_path / "meld-text" / "runs" / "unimodal" / "metrics.json").read_text())
+    assert [u["seed"] for u in run["units"]] == [0, 1]
+    assert entry["val"] == {k: run["units"][0]["val"][k] for k in METRIC_NAMES}
+    assert entry["val"]["weighted_f1"] != run["val"]["weighted_f1"]  # the seeds' mean differs from seed 0's
+    assert metrics["unimodal"]["weighted_f1"] == pytest.approx(run["units"][0]["test"]["weighted_f1"], abs=1e-6)
+    assert entry["seeds"]["weighted_f1"][0] == pytest.approx(run["test"]["weighted_f1"])

@@ -447,17 +447,23 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         wall = time.perf_counter() - t
         ids, y_true, y_pred = _read_predictions(task_dir / "runs" / cfg.name / "predictions.csv", classes, task.multi_label)
         entry = score_entry(y_true, y_pred, classes, opts)
+        units = m.get("units", [])
+        seeds = cfg.train.seeds
+        # a run over several seeds predicts test with its first seed (its predictions.csv); its validation
+        # figure, by which the reported model is chosen, is then that seed's too, not the seeds' mean
+        first_seed = len(seeds) > 1 and bool(units) and all(u.get("fold") is None for u in units)
+        val = units[0]["val"] if first_seed else m["val"]
         entry.update(kind="project", model=run.model, features=run.features, inputs=describe_inputs(run.features, run.data),
                      wall_time_s=wall,
-                     best_epochs=[u.get("best_epoch") for u in m.get("units", [])],
-                     val={k: m["val"][k] for k in METRIC_NAMES},  # what the best model is chosen by
+                     best_epochs=[u.get("best_epoch") for u in units],
+                     val={k: val[k] for k in METRIC_NAMES},  # what the best model is chosen by
                      run_dir=str(Path("runs") / cfg.name),
                      calibration=None if task.multi_label else
                      m.get("calibration") or write_calibration(task_dir / "runs" / cfg.name, classes))
         fitted = [u["fitted_on_val"] for u in m.get("units", []) if u.get("fitted_on_val")]
         if fitted:  # e.g. late fusion's weights and temperatures (the first unit's)
             entry["fitted_on_val"] = fitted[0]
-        if len(opts.seeds) > 1:  # the point figures are the first seed's; the spread over seeds too
+        if len(seeds) > 1:  # the point figures are the first seed's; the seeds' mean and spread too
             entry["seeds"] = {k: [m["test"][k], m["test"][f"{k}_std"]] for k in METRIC_NAMES}
         results[run.name] = entry
         if opts.progress:
