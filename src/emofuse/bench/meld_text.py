@@ -3,7 +3,7 @@ test. Frozen sentence embeddings (MiniLM by default) with the project's models, 
 the preceding utterances of the dialogue as context (data.context: their embeddings, newest first,
 each marked same-speaker or not); `finetune=True` adds MiniLM fine-tuned end to end
 (the finetune_text model), which takes far longer on CPU: by default the utterance alone, plain
-cross-entropy, length-grouped dynamically padded batches of 32, three seeds (about 25 minutes on 2
+cross-entropy, length-grouped dynamically padded batches of 32, three seeds (about 30 minutes on 2
 cores); `finetune_context=2+1` gives it EmoBERTa's input instead (past and following turns with speaker
 names, the utterance never truncated, sqrt class weights; about 66 minutes). The report adds the
 seeds' mean and the 3-seed ensemble (averaged probabilities of the seeds' dev-chosen epochs)."""
@@ -30,7 +30,7 @@ from emofuse.bench.driver import (
 )
 
 # The fine-tuning recipe (issue 12): 3 epochs with the linear schedule, the epoch chosen on dev, seeds
-# 0-2. Default: the utterance alone (seeds' test wF1 60.7 / 61.5 / 61.4, 3-seed ensemble 61.5, 25 min).
+# 0-2. Default: the utterance alone (seeds' test wF1 60.7 / 61.5 / 61.4, 3-seed ensemble 61.5; the bench took 30 min).
 # EmoBERTa's 2 past + 1 future turns had the higher dev score (58.7 +- 1.1 vs 57.5 +- 0.4 over seeds, within
 # their spread) but take 66 min here, over the issue's 40; docs/benchmarks.md.
 FINETUNE_SEEDS = [0, 1, 2]
@@ -44,7 +44,8 @@ def finetune_run(before: int = FINETUNE_BEFORE, after: int = FINETUNE_AFTER, see
         # utterance pooling: averaging the context's states in too diluted the utterance (dev weighted F1
         # after 1 epoch on 3,000 rows: 40.7 utterance vs 27.8 mean; docs/benchmarks.md)
         name, pooling, weights = f"finetune_text+context{before}+{after}", "utterance", "sqrt"
-    else:  # MiniLM was trained for the mean over its tokens; class weights did not help on dev (58.8 vs 58.4)
+    else:  # MiniLM was trained for the mean over its tokens; sqrt class weights vs none on dev, one seed at
+        # batch 16: 58.8 vs 58.4, within the seeds' spread; none is the setting measured over three seeds
         name, pooling, weights = "finetune_text", "mean", "none"
     return ModelRun(
         name, "finetune_text", {"text": "raw"},
