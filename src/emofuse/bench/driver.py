@@ -142,38 +142,30 @@ def limit_manifest(manifest: Manifest, n: int | None, seed: int) -> Manifest:
                     dict(manifest.meta, limit=n, split_counts=df["split"].value_counts().to_dict()))
 
 
-def with_eval_rows(manifest: Manifest, evaluation: Manifest) -> Manifest:
+def with_eval_rows(manifest: Manifest, evaluation: Manifest, validate: bool = False) -> Manifest:
     """--eval-data: every labelled row of `evaluation` is test; the manifest's own test rows join
     its training rows, so all of --data trains and validates. Evaluation ids get an `eval:`
-    prefix, so the same folder given twice cannot collide with itself."""
+    prefix, so the same folder given twice cannot collide with itself.
+    validate: validation in the target corpus instead. `evaluation` keeps its own val / test split
+    (by subject or speaker, so validation and test never share a person) and every row of
+    `manifest` trains: epochs and the reported model are chosen on target-domain rows the test
+    never holds."""
     if list(evaluation.label_set.classes) != list(manifest.label_set.classes):
         raise ValueError(f"--eval-data has classes {evaluation.label_set.classes}, --data has {manifest.label_set.classes}")
     own = manifest.df.copy()
-    own.loc[own["split"] == "test", "split"] = "train"
-    ev = evaluation.df[evaluation.df["split"] != "unlabeled"].copy()
-    ev["split"], ev["fold"], ev["id"] = "test", -1, "eval:" + ev["id"].astype(str)
-    df = pd.concat([own, ev], ignore_index=True)
-    meta = dict(manifest.meta, eval_root=evaluation.meta.get("root"),
-                split_counts=df["split"].value_counts().to_dict())
-    return Manifest(manifest.corpus, manifest.label_set, df, meta)
-
-
-def with_target_validation(manifest: Manifest, evaluation: Manifest) -> Manifest:
-    """Cross-corpus with validation in the target corpus: every row of `manifest` trains; the
-    evaluation corpus keeps its own val / test split (by subject or speaker, so validation and test
-    never share a person). Epochs and the reported model are then chosen on target-domain images the
-    test never holds. Evaluation ids get the `eval:` prefix, as in with_eval_rows."""
-    if list(evaluation.label_set.classes) != list(manifest.label_set.classes):
-        raise ValueError(f"the evaluation corpus has classes {evaluation.label_set.classes}, --data has {manifest.label_set.classes}")
-    own = manifest.df.copy()
-    own.loc[own["split"].isin(["val", "test"]), "split"] = "train"
-    ev = evaluation.df[evaluation.df["split"].isin(["val", "test"])].copy()
-    if not {"val", "test"} <= set(ev["split"]):
-        raise ValueError(f"the evaluation corpus needs val and test rows, has {sorted(set(ev['split']))}")
+    own.loc[own["split"].isin(["val", "test"] if validate else ["test"]), "split"] = "train"
+    if validate:
+        ev = evaluation.df[evaluation.df["split"].isin(["val", "test"])].copy()
+        if not {"val", "test"} <= set(ev["split"]):
+            raise ValueError(f"the evaluation corpus needs val and test rows, has {sorted(set(ev['split']))}")
+    else:
+        ev = evaluation.df[evaluation.df["split"] != "unlabeled"].copy()
+        ev["split"], ev["fold"] = "test", -1
     ev["id"] = "eval:" + ev["id"].astype(str)
     df = pd.concat([own, ev], ignore_index=True)
-    meta = dict(manifest.meta, eval_root=evaluation.meta.get("root"), target_validation=True,
-                split_counts=df["split"].value_counts().to_dict())
+    meta = dict(manifest.meta, eval_root=evaluation.meta.get("root"), split_counts=df["split"].value_counts().to_dict())
+    if validate:
+        meta["target_validation"] = True
     return Manifest(manifest.corpus, manifest.label_set, df, meta)
 
 
@@ -460,7 +452,7 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
                      run_dir=str(Path("runs") / cfg.name),
                      calibration=None if task.multi_label else
                      m.get("calibration") or write_calibration(task_dir / "runs" / cfg.name, classes))
-        fitted = [u["fitted_on_val"] for u in m.get("units", []) if u.get("fitted_on_val")]
+        fitted = [u["fitted_on_val"] for u in units if u.get("fitted_on_val")]
         if fitted:  # e.g. late fusion's weights and temperatures (the first unit's)
             entry["fitted_on_val"] = fitted[0]
         if len(seeds) > 1:  # the point figures are the first seed's; the seeds' mean and spread too

@@ -33,7 +33,6 @@ from emofuse.bench.driver import (
     prepared,
     resolve_root,
     with_eval_rows,
-    with_target_validation,
 )
 
 CNN = "fer2013"
@@ -89,13 +88,11 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
     if eval_corpus:
         if eval_corpus not in EVAL_CORPORA or opts.eval_data:
             raise ValueError(f"eval_corpus must be one of {', '.join(EVAL_CORPORA)}, without --eval-data; not {eval_corpus!r}")
-        root_ck = resolve_root(opts.data, "ckplus48", "ckplus")
-        if target_val:  # two subject folds: fold 0 test, fold 1 validation
-            ev = prepared("ckplus", root_ck, out / "prepared" / "eval.csv", opts, labels="fer7", n_folds=2)
-            manifest = with_target_validation(manifest, ev)
-        else:
-            ev = prepared("ckplus", root_ck, out / "prepared" / "eval.csv", opts, labels="fer7", all_test=True)
-            manifest = with_eval_rows(manifest, ev)
+        # target_val: two subject folds, fold 0 test and fold 1 validation; else every image is test
+        split = {"n_folds": 2} if target_val else {"all_test": True}
+        ev = prepared("ckplus", resolve_root(opts.data, "ckplus48", "ckplus"), out / "prepared" / "eval.csv", opts,
+                      labels="fer7", **split)
+        manifest = with_eval_rows(manifest, ev, validate=target_val)
     path = final_manifest(manifest, out / "fer2013" / "manifest.csv", opts)
     face = opts.encoders.get("video", CNN)
     is_cnn = face.split("@")[0] == CNN
