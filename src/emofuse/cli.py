@@ -298,8 +298,8 @@ def predict(
     subtitles: Optional[Path] = typer.Option(None, "--subtitles", help="Transcript from a .srt/.vtt/.txt file; for a folder, a CSV of name,text."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="An audio file (alone or with --image, instead of CLIP)."),
     image: Optional[Path] = typer.Option(None, "--image", help="A face image (with --audio, instead of CLIP)."),
-    asr: bool = typer.Option(False, "--asr", help="Transcribe the speech where no transcript is given (needs a local recogniser)."),
-    asr_model: str = typer.Option("openai/whisper-small", "--asr-model", help="Speech recogniser: a local folder or a hub id already in the HF cache."),
+    asr: bool = typer.Option(False, "--asr", help="Transcribe the speech where no transcript is given (Whisper-base, offline, by default)."),
+    asr_model: str = typer.Option("whisper-base", "--asr-model", help="Speech recogniser: whisper-base (the packaged weights), a local folder or a hub id already in the HF cache."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON: label, probabilities, modality weights, Top-N selections, warnings."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV for a folder or manifest, one row per clip (default: stdout)."),
     submission: Optional[Path] = typer.Option(None, "--submission", help="Also write the MER2025 submission CSV (name, discrete)."),
@@ -585,10 +585,10 @@ def compare(
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: meld-text, ravdess, fer2013, goemotions or paired."),
-    data: Path = typer.Option(..., "--data", help="The corpus folder (or the shared data folder holding it; paired: the folder holding meld/, ravdess_speech/, fer2013_train/)."),
+    name: str = typer.Argument(..., help="Benchmark: meld-text, ravdess, fer2013, goemotions, paired, ckplus or speech-xcorpus."),
+    data: Path = typer.Option(..., "--data", help="The corpus folder (or the shared data folder holding it; paired: the folder holding meld/, ravdess_speech/, fer2013_train/; speech-xcorpus: the one holding ravdess_speech/, nemo/, urdu/)."),
     out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, report.md, per-task runs; the feature cache goes to <out>/cache."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="A separate folder of the same corpus: all its rows are the test set, and all of --data trains and validates."),
+    eval_data: list[Path] = typer.Option([], "--eval-data", help="A separate folder of the same corpus: all its rows are the test set, and all of --data trains and validates (speech-xcorpus: a folder of labels.csv path,label,speaker and its audio, tested as one more left-out corpus; repeatable)."),
     baseline: str = typer.Option("none", "--baseline", help="linear: also fit logistic regression on the same features, in the same run."),
     encoder: list[str] = typer.Option([], "--encoder", "-e", help="modality=encoder over the defaults, e.g. text=hf:/models/roberta-base (repeatable)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder (default <out>/cache)."),
@@ -598,7 +598,7 @@ def bench(
     model: list[str] = typer.Option([], "--model", help="Run only these of the benchmark's models (row or model name; repeatable)."),
     extra_model: list[str] = typer.Option([], "--extra-model", help="Also train this registered model on the benchmark's first inputs (repeatable)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the test set for the 95% intervals."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value: meld-text context=3, finetune=true, finetune_context=2+1; ravdess protocol=cv|split, test_actors=11,12; fer2013 n_folds=10, eval_corpus=ckplus, target_val=true; ckplus folds=5; paired train_pairs=3, llm_backbone=tiny, fusion_ablation=true (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value: meld-text context=3, finetune=true, finetune_context=2+1; ravdess protocol=cv|split, test_actors=11,12; fer2013 n_folds=10, eval_corpus=ckplus, target_val=true; ckplus folds=5; paired train_pairs=3, llm_backbone=tiny, fusion_ablation=true; speech-xcorpus corpora=ravdess,nemo,urdu, within=false (repeatable)."),
     eval_source: list[str] = typer.Option([], "--eval-source", help="paired: source=folder, a source's own evaluation folder (meld, ravdess, fer2013; repeatable)."),
 ) -> None:
     """Real-data benchmark: prepare, extract, train the project's models (and a linear baseline), report with bootstrap intervals."""
@@ -618,7 +618,8 @@ def bench(
     opts = {k: yaml.safe_load(v) for k, v in pairs["--option"].items()}
     if pairs["--eval-source"]:
         opts["eval_sources"] = {k: Path(v) for k, v in pairs["--eval-source"].items()}
-    options = BenchOptions(data=data, out=out, eval_data=eval_data, cache=cache, encoders=pairs["--encoder"],
+    options = BenchOptions(data=data, out=out, eval_data=eval_data[0] if eval_data else None,
+                           extra_eval_data=list(eval_data[1:]), cache=cache, encoders=pairs["--encoder"],
                            baseline=baseline, limit=limit, seeds=list(seed), max_epochs=max_epochs,
                            models=list(model) or None, extra_models=list(extra_model), bootstrap=bootstrap, seed=seed[0])
     try:

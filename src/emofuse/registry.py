@@ -61,9 +61,12 @@ class Registry(Generic[T]):
 CORPORA: Registry = Registry(
     "corpus",
     ["emofuse.corpora.mer2025", "emofuse.corpora.meld", "emofuse.corpora.iemocap",
-     "emofuse.corpora.ravdess", "emofuse.corpora.csv", "emofuse.corpora.fer2013", "emofuse.corpora.goemotions", "emofuse.corpora.ckplus"],
+     "emofuse.corpora.ravdess", "emofuse.corpora.csv", "emofuse.corpora.fer2013", "emofuse.corpora.goemotions", "emofuse.corpora.ckplus",
+     "emofuse.corpora.nemo", "emofuse.corpora.urdu"],
 )
-ENCODERS: Registry = Registry("encoder", ["emofuse.features.encoders.builtin"])
+ENCODERS: Registry = Registry(
+    "encoder", ["emofuse.features.encoders.builtin", "emofuse.features.encoders.whisper", "emofuse.features.encoders.mpnet"]
+)
 MODELS: Registry = Registry(
     "model",
     ["emofuse.models.unimodal", "emofuse.models.early", "emofuse.models.late",

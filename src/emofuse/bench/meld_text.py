@@ -37,8 +37,14 @@ FINETUNE_SEEDS = [0, 1, 2]
 FINETUNE_BEFORE, FINETUNE_AFTER = 0, 0  # dialogue turns before / after the utterance
 
 
-def finetune_run(before: int = FINETUNE_BEFORE, after: int = FINETUNE_AFTER, seeds: list[int] = FINETUNE_SEEDS) -> ModelRun:
-    """finetune_text (MiniLM), on the utterance alone or with past and following turns."""
+# Per backbone: the learning rate. MPNet-base (110M) takes the smaller step usual for base-size encoders
+# fine-tuned on MELD (2e-5..3e-5 in EmoBERTa and the MELD baselines); MiniLM-L6's was tuned on dev (issue 12).
+FINETUNE_LR = {"minilm": 5e-5, "mpnet": 3e-5}
+
+
+def finetune_run(before: int = FINETUNE_BEFORE, after: int = FINETUNE_AFTER, seeds: list[int] = FINETUNE_SEEDS,
+                 encoder: str = "minilm") -> ModelRun:
+    """finetune_text (MiniLM by default), on the utterance alone or with past and following turns."""
     if before or after:
         # 128 tokens hold 2 past + 1 future MELD turns for >99% of rows; context is cut before the utterance.
         # utterance pooling: averaging the context's states in too diluted the utterance (dev weighted F1
@@ -47,11 +53,13 @@ def finetune_run(before: int = FINETUNE_BEFORE, after: int = FINETUNE_AFTER, see
     else:  # MiniLM was trained for the mean over its tokens; sqrt class weights vs none on dev, one seed at
         # batch 16: 58.8 vs 58.4, within the seeds' spread; none is the setting measured over three seeds
         name, pooling, weights = "finetune_text", "mean", "none"
+    if encoder != "minilm":  # the row names its backbone; MiniLM's keeps the name earlier reports use
+        name += f"({encoder})"
     return ModelRun(
         name, "finetune_text", {"text": "raw"},
-        {"encoder": "minilm", "max_length": 128, "pooling": pooling, "freeze_layers": 0},
+        {"encoder": encoder, "max_length": 128, "pooling": pooling, "freeze_layers": 0},
         data={"batch_size": 32, "raw": {"context": before, "context_after": after, "group_by_length": True}},
-        train={"max_epochs": 3, "patience": 2, "lr": 5e-5, "weight_decay": 0.01, "lr_schedule": "linear",
+        train={"max_epochs": 3, "patience": 2, "lr": FINETUNE_LR.get(encoder, 3e-5), "weight_decay": 0.01, "lr_schedule": "linear",
                "warmup": 0.1, "gradient_clip": 1.0, "mse_weight": 0.0, "class_weights": weights,
                "seeds": list(seeds)},
     )
@@ -122,11 +130,21 @@ TARGET = Target("weighted_f1", 0.58, "≥ 58.0 weighted F1 (issue's linear basel
 
 
 def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False,
-                    finetune_context: str = f"{FINETUNE_BEFORE}+{FINETUNE_AFTER}") -> BenchSpec:
+                    finetune_context: str = f"{FINETUNE_BEFORE}+{FINETUNE_AFTER}", finetune_encoder: str = "minilm",
+                    finetune_seeds: int | None = None) -> BenchSpec:
     """context: preceding utterances given to the context runs (0: no context runs).
     finetune: also fine-tune the text encoder (finetune_text). finetune_context: the dialogue turns
-    it reads before and after the utterance, "BEFORE+AFTER" (default 0+0; EmoBERTa's is 2+1)."""
+    it reads before and after the utterance, "BEFORE+AFTER" (default 0+0; EmoBERTa's is 2+1).
+    finetune_encoder: its backbone (minilm, mpnet, hf:<id-or-folder>). finetune_seeds: how many seeds
+    (default 3; 1 for a backbone other than MiniLM without a GPU, where one MPNet-base seed alone takes
+    most of an hour: docs/benchmarks.md has the measured time)."""
+    import torch
+
     turns = _turns(finetune_context)
+    if finetune_seeds is None:
+        finetune_seeds = 3 if finetune_encoder == "minilm" or torch.cuda.is_available() else 1
+    if int(finetune_seeds) < 1:
+        raise ValueError(f"finetune_seeds must be at least 1, not {finetune_seeds}")
     task_dir = opts.out / "meld-text"
     root = resolve_root(opts.data, "meld")
     manifest = prepared("meld", root, task_dir / "prepared" / "meld.csv", opts, text_only=True)
@@ -151,7 +169,7 @@ def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False
                      data=tokens | {"context": {"text": context}}),
         ]
     if finetune:
-        runs.append(finetune_run(*turns))
+        runs.append(finetune_run(*turns, seeds=list(range(int(finetune_seeds))), encoder=finetune_encoder))
     notes = [
         f"Protocol: MELD's official split, text only; models select their epoch on dev weighted F1; test is "
         f"scored once. Inputs: frozen `{text}` features, as the sentence embedding or (`tokens`) as the sequence of "

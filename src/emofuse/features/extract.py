@@ -324,7 +324,7 @@ class _Job:
                     except Exception as e1:
                         results.append(f"{type(e1).__name__}: {e1}")
         self.seconds += time.perf_counter() - t0
-        if not any(isinstance(r, Encoded) for r in results) and not self.done_ok:
+        if not any(isinstance(r, Encoded) or r is None for r in results) and not self.done_ok:
             self.head_failures += results  # type: ignore[arg-type]
             if len(self.head_failures) >= 2 and len(set(self.head_failures)) == 1:
                 self.flush()
@@ -336,6 +336,9 @@ class _Job:
             if isinstance(r, str):
                 self.rows.append((rid, self.zero, False))
                 self.errors[rid] = r
+            elif r is None:
+                self.rows.append((rid, self.zero, False))
+                self.n_absent += 1
             else:
                 self.rows.append((rid, r, True))
                 self.done_ok.add(rid)
@@ -362,12 +365,16 @@ class _Job:
         if len(self.rows) >= self.shard_size or time.monotonic() - self.last_flush > self.flush_every_s:
             self.flush()
 
-    def _checked(self, results: list[Encoded], n: int) -> list[Encoded | str]:
-        """The encoder's results, with each one that breaks the interface replaced by its message."""
+    def _checked(self, results: list[Encoded | None], n: int) -> list[Encoded | str | None]:
+        """The encoder's results, with each one that breaks the interface replaced by its message
+        (None, an item the encoder found nothing in, passes as it is)."""
         if len(results) != n:
             raise ValueError(f"encode returned {len(results)} results for {n} items")
         d, out = self.encoder.dim, []
         for r in results:
+            if r is None:  # the encoder found nothing to describe (a clip under one frame): absent
+                out.append(None)
+                continue
             v = np.asarray(r.vector, dtype=np.float32)
             s = None if r.sequence is None else np.asarray(r.sequence, dtype=np.float32)
             if v.shape != (d,):

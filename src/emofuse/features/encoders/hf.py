@@ -643,7 +643,17 @@ def build_encoder(spec: str | Encoder) -> Encoder:
     return _call_with_options(factory, f"encoder {name!r}", opts)
 
 
-def _build_hf(source: str, opts: dict[str, str], **fixed) -> HFEncoder:
+def _build_hf(source: str, opts: dict[str, str], **fixed) -> Encoder:
+    folder = resolve_folder(source)
+    if json.loads((folder / "config.json").read_text()).get("model_type") == "whisper":
+        # Whisper's encoder reads log-mel, not waveforms, and has no padding mask: its own encoder class.
+        from emofuse.features.encoders.whisper import DEFAULT_LAYER, WhisperEncoder
+
+        def whisper(*, layer: int = DEFAULT_LAYER, stats: str = "mean_std", device: str = "auto", name=None):
+            return WhisperEncoder(folder, layer=layer, stats=stats, device=device, name=name)
+
+        return _call_with_options(whisper, f"whisper encoder {source!r}", opts, **fixed)
+
     def factory(**kw):
         return HFEncoder(source, **kw)
 
