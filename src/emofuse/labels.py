@@ -72,8 +72,17 @@ FER7 = LabelSet(
     ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"),
     {"anger": "angry", "fearful": "fear", "joy": "happy", "sadness": "sad", "surprised": "surprise"},
 )
+# The speech corpora's shared space (RAVDESS without calm, nEMO, URDU, a user's English-labelled
+# folder): one class list across corpora, so cross-corpus models and metrics line up; a corpus that
+# lacks a class (nEMO has no disgust, URDU only four classes) simply has no rows of it.
+SPEECH7 = LabelSet(
+    "speech7",
+    ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+    {"fear": "fearful", "surprise": "surprised", "anger": "angry", "sadness": "sad", "joy": "happy",
+     "happiness": "happy", "disgusted": "disgust"},
+)
 
-LABEL_SETS: dict[str, LabelSet] = {ls.name: ls for ls in (MER6, MELD7, IEMOCAP4, RAVDESS8, FER7)}
+LABEL_SETS: dict[str, LabelSet] = {ls.name: ls for ls in (MER6, MELD7, IEMOCAP4, RAVDESS8, FER7, SPEECH7)}
 
 
 def get_label_set(name: str) -> LabelSet:

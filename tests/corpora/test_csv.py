@@ -105,7 +105,7 @@ def test_option_errors(tmp_path):
         prepare("csv", table, tmp_path / "m.csv", id_col="utt")
     with pytest.raises(KeyError, match="unknown label set 'nope'; valid: .*meld7"):
         prepare("csv", table, tmp_path / "m.csv", label_set="nope", **COLS)
-    with pytest.raises(TypeError, match="valid options: allow_outside_root, audio_col, check_media, dialogue_col, file, id_col, label_col, label_set"):
+    with pytest.raises(TypeError, match="valid options: all_test, allow_outside_root, audio_col, check_media, dialogue_col, file, id_col, label_col, label_set"):
         prepare("csv", table, tmp_path / "m.csv", labels="x")
     with pytest.raises(FileNotFoundError, match="not a folder or a table file"):
         prepare("csv", tmp_path / "nowhere.csv", tmp_path / "m.csv")

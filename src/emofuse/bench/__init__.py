@@ -9,6 +9,7 @@ macro_f1 with seeded bootstrap 95% intervals), report.md, per-class scores and c
     fer2013     FER2013 faces through the video pipeline's face path
     goemotions  GoEmotions text, Ekman 7-class (single-label rows) and the 28-label multi-label task
     paired      a tri-modal set paired by class from MELD text, RAVDESS speech and FER2013 faces
+    speech-xcorpus  speech across corpora: leave one of RAVDESS, nEMO and URDU out, 7 shared classes
 
 One function per benchmark (in its own module) builds the tasks; `driver` runs them."""
 
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "goemotions": "emofuse.bench.goemotions:bench_goemotions",
     "paired": "emofuse.bench.paired:bench_paired",
     "ckplus": "emofuse.bench.ckplus:bench_ckplus",
+    "speech-xcorpus": "emofuse.bench.speech_xcorpus:bench_speech_xcorpus",
 }
 
 
@@ -49,6 +51,8 @@ def run_bench(name: str, opts: BenchOptions, **options) -> dict:
     opts.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     build = get_benchmark(name)
+    if opts.extra_eval_data and not getattr(build, "many_eval_data", False):
+        raise ValueError(f"--eval-data given {len(opts.eval_folders)} times; bench {name} takes one folder")
     spec = build(opts, **options)  # prepares the manifests; returns tasks and report text
     timings = {"prepare": time.perf_counter() - t0}
     outs = []

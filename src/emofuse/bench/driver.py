@@ -37,6 +37,8 @@ class BenchOptions:
     data: Path  # the corpus folder (or the shared data folder holding it)
     out: Path
     eval_data: Path | None = None  # a separate folder of the same corpus: all its rows are the test set
+    # more such folders (--eval-data given again): only benchmarks marked many_eval_data take them
+    extra_eval_data: list[Path] = field(default_factory=list)
     cache: Path | None = None  # feature cache; default <out>/cache, reused by later runs
     encoders: dict[str, str] = field(default_factory=dict)  # modality -> encoder spec, over the defaults
     baseline: str | None = None  # "linear": logistic regression on the same features, in the same run
@@ -48,6 +50,11 @@ class BenchOptions:
     bootstrap: int = 1000  # resamples of the test set for the 95% intervals
     seed: int = 0  # of the splits, pairings, subsamples and the bootstrap
     progress: bool = True
+
+    @property
+    def eval_folders(self) -> list[Path]:
+        """Every --eval-data folder, in the order given."""
+        return ([Path(self.eval_data)] if self.eval_data else []) + [Path(p) for p in self.extra_eval_data]
 
     @property
     def cache_dir(self) -> Path:

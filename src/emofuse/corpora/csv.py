@@ -75,6 +75,7 @@ class CSVCorpus(CorpusAdapter):
         sep: str | None = None,
         allow_outside_root: bool = False,
         check_media: bool = True,
+        all_test: bool = False,
         **common,
     ):
         """file: the table, relative to the root folder. *_col: the column holding each manifest
@@ -82,10 +83,13 @@ class CSVCorpus(CorpusAdapter):
         a label set name (mer6, meld7, ...) or a comma-separated class list; default: the sorted
         distinct labels of the table. sep: the delimiter (default: tab for .tsv/.tab, else comma).
         allow_outside_root: accept media paths outside the table's folder. check_media: open each
-        media file at prepare and reject those that hold no audio / video / image."""
+        media file at prepare and reject those that hold no audio / video / image. all_test: every
+        labelled row without a split is test and no folds are drawn (a folder kept for evaluation,
+        e.g. a benchmark's --eval-data, which may hold fewer speakers than folds)."""
         super().__init__(**common)
         self.allow_outside_root = str(allow_outside_root).lower() in ("1", "true", "yes", "on")
         self.check_media = str(check_media).lower() in ("1", "true", "yes", "on")
+        self.all_test = str(all_test).lower() in ("1", "true", "yes", "on")
         self.file = file
         self.cols = {
             "id": id_col or None, "label": label_col, "text": text_col, "video": video_col, "audio": audio_col,
@@ -156,6 +160,9 @@ class CSVCorpus(CorpusAdapter):
                 "dialogue": get["dialogue"],
                 "soft_label": soft,
             })
+        if self.all_test:
+            for r in rows:
+                r["split"] = r["split"] or "test"
         given = [r for r in rows if r["split"]]
         assign_stratified_splits(rows, self.label_set, self.n_folds, self.seed)
         # assign_stratified_splits gave a fold (>= 0) to exactly the rows to split that will pass the
@@ -163,7 +170,7 @@ class CSVCorpus(CorpusAdapter):
         todo = [r for r in rows if r["fold"] >= 0]
         if todo and self.cols["speaker"]:
             try:
-                _speaker_folds(todo, self.label_set, self.n_folds, self.seed, self.cols["speaker"])
+                speaker_folds(todo, self.label_set, self.n_folds, self.seed, self.cols["speaker"])
             except ValueError as e:
                 raise ValueError(f"{table}: {e}") from None
         elif todo:
@@ -205,7 +212,7 @@ class CSVCorpus(CorpusAdapter):
         return tables[0]
 
 
-def _speaker_folds(rows: list[dict], label_set: LabelSet, n_folds: int, seed: int, column: str) -> None:
+def speaker_folds(rows: list[dict], label_set: LabelSet, n_folds: int, seed: int, column: str) -> None:
     """Seeded stratified group folds by speaker (sklearn's StratifiedGroupKFold) for `rows`, in
     place, and the split each fold implies. A row without a speaker is a group of its own."""
     from sklearn.model_selection import StratifiedGroupKFold

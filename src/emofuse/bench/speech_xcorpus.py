@@ -1,0 +1,272 @@
+"""speech-xcorpus: speech emotion across corpora, leave one corpus out, in one 7-class space.
+
+Corpora: RAVDESS speech (English, acted; calm dropped, as bench ravdess's 7-class task does),
+nEMO (Polish, acted; no disgust) and URDU (Urdu, natural; four classes), labels in labels.SPEECH7
+(neutral, happy, sad, angry, fearful, disgust, surprised). A corpus lacking a class has no rows of
+it: nothing is invented, and a model trained without a class simply never sees it.
+
+Tasks (one per protocol, each a manifest of the one corpus "speech-xcorpus", so features are
+extracted once per clip and shared):
+
+    loco-<corpus>  train on the other corpora (their train and test speakers), validate on their
+                   held-out val speakers (each adapter's seeded speaker split), test on every clip
+                   of <corpus>. Nothing of the left-out corpus is trained on or chosen with.
+    eval-<folder>  per --eval-data (repeatable): all corpora train and validate as above, every
+                   clip of the folder (labels.csv: path,label,speaker) is test. Labels outside the
+                   7-class space are counted in the report and never scored.
+    all            every corpus split by speaker as its adapter splits it (train / val / test):
+                   the within-corpus reference, and the model to keep (trained on all corpora,
+                   chosen on validation), for `emofuse evaluate` and `emofuse predict --model`.
+
+Metrics are over the classes present in each test corpus (weighted F1 weights by support; UAR and
+macro F1 average the classes that occur); predicting a class the test corpus lacks counts as an
+error. Inputs: --encoder audio=A+B (default whisper-base+egemaps), each speaker's inputs
+standardised by that speaker's own statistics (label-free; data.standardise: per_speaker), with
+one train-standardised row and baseline to check on validation that it helps."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emofuse.bench.driver import (
+    Baseline,
+    BenchOptions,
+    BenchSpec,
+    ModelRun,
+    Target,
+    Task,
+    choose,
+    final_manifest,
+    prepared,
+    resolve_root,
+)
+from emofuse.corpora.base import Manifest
+from emofuse.labels import SPEECH7
+
+CORPUS = "speech-xcorpus"  # the tasks' manifests: one corpus name, so the feature cache is shared
+ROOTS = {"ravdess": ("ravdess_speech", "ravdess"), "nemo": ("nemo",), "urdu": ("urdu",)}
+DEFAULT_AUDIO = "whisper-base+egemaps"
+# A speaker with fewer clips than this is standardised with the statistics of its corpus's other
+# few-clip speakers (URDU has 15 speakers of 2-6 clips): the dataset's own fallback for such speakers
+# pools every corpus, which would normalise a 2-clip Urdu speaker by mostly Polish statistics.
+MIN_SPEAKER_CLIPS = 10
+TARGET_MARGIN = 0.03
+TARGET_TEXT = (f"beat the strongest linear baseline on every left-out corpus, mean margin ≥ {100 * TARGET_MARGIN:.0f} "
+               "weighted-F1 points (issue 23)")
+
+
+def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess,nemo,urdu",
+                         check_counts: bool = True, within: bool = True) -> BenchSpec:
+    """corpora: those to use (at least two). check_counts: nEMO and URDU must hold their release's
+    counts (false for a subset or a synthetic copy). within: also run the `all` task, whose chosen
+    run is the model kept for later use."""
+    names = corpora.split(",") if isinstance(corpora, str) else list(corpora)
+    unknown = sorted(set(names) - set(ROOTS))
+    if unknown or len(names) < 2:
+        raise ValueError(f"corpora: at least two of {', '.join(ROOTS)}, not {names}")
+    out = Path(opts.out)
+    parts: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+    for name in names:
+        root = resolve_root(opts.data, *ROOTS[name])
+        kw = {"vocal_channel": "speech"} if name == "ravdess" else {"check_counts": check_counts}
+        m = prepared(name, root, out / "prepared" / f"{name}.csv", opts, **kw)
+        parts[name], note = _in_space(m, name)
+        notes.append(note)
+    evals = []
+    for i, folder in enumerate(opts.eval_folders):
+        tag = _unique_tag(Path(folder).name or f"eval{i}", [t for t, *_ in evals] + names)
+        df, unknown_labels = _eval_rows(Path(folder), tag, out, opts)
+        evals.append((tag, df, unknown_labels))
+
+    audio = opts.encoders.get("audio", DEFAULT_AUDIO)
+    specs = [s for s in audio.split("+") if s.strip()]
+    encs = [_feature_name(s) for s in specs]
+    runs, baselines = _rows(encs)
+    train = {"lr": 1e-3, "max_epochs": 100, "patience": 15, "mse_weight": 0.0}
+    tasks = []
+
+    def task(name: str, df: pd.DataFrame, target: Target, task_notes: list[str]) -> Task:
+        m = Manifest(CORPUS, SPEECH7, df.reset_index(drop=True), {"corpora": sorted(set(df["id"].str.split(":").str[0]))})
+        path = final_manifest(m, out / name / "manifest.csv", opts)
+        return Task(name, path, specs, runs, baselines=baselines, train=train, targets=[target], notes=task_notes)
+
+    loco = Target("weighted_f1", None, TARGET_TEXT)
+    for name in names:
+        others = pd.concat([_as_training(parts[o]) for o in names if o != name], ignore_index=True)
+        test = parts[name].assign(split="test", fold=-1)
+        tasks.append(task(f"loco-{name}", pd.concat([others, test], ignore_index=True), loco,
+                          [f"Left out: {name} (every clip is test); trained on {', '.join(o for o in names if o != name)}: "
+                           "their train and test speakers train, their val speakers validate."]))
+    everyone = pd.concat([_as_training(parts[o]) for o in names], ignore_index=True)
+    reference = Target("weighted_f1", None, "beat the linear baselines (reference task, no figure set)")
+    for tag, df, unknown_labels in evals:
+        counts = "; ".join(f"{k}: {v}" for k, v in unknown_labels.most_common()) or "none"
+        tasks.append(task(f"eval-{tag}", pd.concat([everyone, df], ignore_index=True), reference,
+                          [f"--eval-data {tag}: every clip is test, never trained on; trained on {', '.join(names)}. "
+                           f"Labels outside the 7-class space (not scored): {counts}."]))
+    if within:
+        tasks.append(task("all", pd.concat([parts[o] for o in names], ignore_index=True), reference,
+                          ["Every corpus split by speaker as its adapter splits it: a within-corpus reference "
+                           "(test speakers unseen, corpora seen), and the model kept for later use."]))
+    encs_text = " + ".join(encs)
+    intro = [
+        f"Speech emotion across corpora ({', '.join(names)}), leave one corpus out, 7 classes "
+        f"({', '.join(SPEECH7.classes)}); inputs: {encs_text}.",
+        *notes,
+        "Metrics are over the classes present in each test corpus: weighted F1 weights each class by its "
+        "test support, UAR and macro F1 average the classes that occur; predicting a class the test corpus "
+        "lacks is an error. Validation (held-out speakers of the training corpora) chooses every epoch, C "
+        "and the project's row; the left-out corpus chooses nothing.",
+        "Each speaker's inputs are standardised by its own statistics (label-free), speakers with fewer than "
+        f"{MIN_SPEAKER_CLIPS} clips by their corpus's few-clip speakers pooled; rows marked train-standardised "
+        "skip this, to check on validation that it helps.",
+    ]
+    return BenchSpec(tasks, intro, after=lambda ts, outs: _summary(ts, outs, names, opts))
+
+
+bench_speech_xcorpus.many_eval_data = True  # --eval-data may be given more than once
+
+
+def _rows(encs: list[str]) -> tuple[list[ModelRun], list[Baseline]]:
+    """The project's rows and the linear baselines on the same features."""
+    per_speaker = {"standardise": "per_speaker", "batch_size": 64}
+    mlp = {"hidden": 256, "dropout": 0.3}
+    runs = [ModelRun(f"unimodal({e})", "unimodal", {"audio": e}, mlp, data=per_speaker) for e in encs]
+    runs.append(ModelRun(f"unimodal({encs[0]}, train-standardised)", "unimodal", {"audio": encs[0]}, mlp,
+                         data={"batch_size": 64}))
+    both = "+".join(encs)
+    baselines = [Baseline(f"baseline-linear({e})", {"audio": e}, "per_speaker") for e in encs]
+    if len(encs) > 1:
+        runs.append(ModelRun(f"ensemble({both})", "ensemble", {"audio": list(encs)}, mlp, data=per_speaker))
+        baselines.append(Baseline(f"baseline-linear({both})", {"audio": list(encs)}, "per_speaker"))
+    feats = {"audio": list(encs) if len(encs) > 1 else encs[0]}
+    baselines.append(Baseline(f"baseline-linear({both}, train-standardised)", feats, "train"))
+    return runs, baselines
+
+
+def _feature_name(spec: str) -> str:
+    """The cache name of an encoder spec ("mfcc@stats=mean_std" -> "mfcc-mean_std"), as training reads it."""
+    spec = spec.strip()
+    if spec.startswith("hf:") or "@" in spec:
+        from emofuse.features.encoders.hf import build_encoder
+
+        return build_encoder(spec).name
+    return spec
+
+
+def _in_space(m: Manifest, corpus: str) -> tuple[pd.DataFrame, str]:
+    """A corpus's rows in the 7-class space, ids and speakers prefixed by the corpus, and a line
+    that says what was dropped."""
+    df = m.df[m.df["split"] != "unlabeled"].copy()
+    dropped = Counter(lab for lab in df["label"] if not SPEECH7.is_known(lab))  # RAVDESS's calm
+    df = df[df["label"].map(SPEECH7.is_known)].copy()
+    df["label"] = df["label"].map(SPEECH7.normalise)
+    df = _prefixed(df, corpus)
+    classes = Counter(df["label"])
+    absent = [c for c in SPEECH7.classes if not classes.get(c)]
+    note = (f"{corpus}: {len(df)} clips of {df['speaker'].nunique()} normalisation groups"
+            + (f", {sum(dropped.values())} dropped ({', '.join(f'{k} {v}' for k, v in dropped.items())})" if dropped else "")
+            + (f"; no {', '.join(absent)} clips" if absent else "")
+            + f"; rejected at prepare: {m.meta.get('rows_rejected', 0)}.")
+    return df, note
+
+
+def _prefixed(df: pd.DataFrame, corpus: str) -> pd.DataFrame:
+    """Ids and speakers named by their corpus, so neither can collide across corpora; a speaker with
+    fewer than MIN_SPEAKER_CLIPS clips joins the group of such speakers of its corpus and split (see
+    the constant; by split, so that a group never holds both training and validation speakers)."""
+    df = df.copy()
+    n = df["speaker"].map(df["speaker"].value_counts())
+    few = corpus + ":few-clip speakers (" + df["split"].astype(str) + ")"
+    df["speaker"] = np.where((df["speaker"] == "") | (n < MIN_SPEAKER_CLIPS), few, corpus + ":" + df["speaker"].astype(str))
+    df["id"] = corpus + ":" + df["id"].astype(str)
+    return df
+
+
+def _as_training(df: pd.DataFrame) -> pd.DataFrame:
+    """A training corpus's rows: its val speakers validate, all the others (test speakers too) train."""
+    return df.assign(split=np.where(df["split"] == "val", "val", "train"))
+
+
+def _eval_rows(folder: Path, tag: str, out: Path, opts: BenchOptions) -> tuple[pd.DataFrame, Counter]:
+    """An --eval-data folder's labelled rows (all test), and the count of each label outside the space."""
+    from emofuse.corpora.base import read_table
+
+    table = folder / "labels.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"--eval-data {folder}: no labels.csv (columns path,label,speaker)")
+    raw, _ = read_table(table, required=("path", "label", "speaker"))
+    unknown = Counter(lab.strip().lower() for lab in raw["label"] if lab.strip() and not SPEECH7.is_known(lab))
+    m = prepared("csv", table, out / "prepared" / f"eval-{tag}.csv", opts, label_set=SPEECH7.name, audio_col="path",
+                 speaker_col="speaker", id_col="path", all_test=True)
+    df = m.df[m.df["split"] == "test"].assign(fold=-1)
+    return _prefixed(df, f"eval-{tag}"), unknown
+
+
+def _unique_tag(name: str, taken: list[str]) -> str:
+    tag, i = name, 2
+    while tag in taken:
+        tag, i = f"{name}{i}", i + 1
+    return tag
+
+
+def _summary(tasks: list[Task], outs: list[dict], names: list[str], opts: BenchOptions) -> list[str]:
+    """The cross-corpus table (every row's test weighted F1 per task, and its validation figure),
+    the chosen row against the strongest baseline per left-out corpus, the target, and the kept model."""
+    rows = list(dict.fromkeys(r for out in outs for r in out["results"]))
+    head = "| model | kind | " + " | ".join(t.name for t in tasks) + " | mean (loco) |"
+    lines = ["## Across corpora (test weighted F1; val in parentheses)", "", head,
+             "|---|---|" + "---:|" * (len(tasks) + 1)]
+    loco = [(t, o) for t, o in zip(tasks, outs) if t.name.startswith("loco-")]
+    for r in rows:
+        kind = next(o["results"][r]["kind"] for o in outs if r in o["results"])
+        if kind == "reference":
+            continue
+        cells, scores = [], []
+        for t, o in zip(tasks, outs):
+            e = o["results"].get(r)
+            if e is None:
+                cells.append("")
+                continue
+            val = f" ({100 * e['val']['weighted_f1']:.1f})" if e.get("val") else ""
+            cell = f"{100 * e['weighted_f1']:.1f}{val}"
+            cells.append(f"**{cell}**" if r == o["best"] else cell)
+            if t.name.startswith("loco-"):
+                scores.append(e["weighted_f1"])
+        mean = f"{100 * np.mean(scores):.1f}" if len(scores) == len(loco) and scores else ""
+        lines.append(f"| {r} | {kind} | " + " | ".join(cells) + f" | {mean} |")
+    lines += ["", "Bold: the project row chosen on validation in that task.", ""]
+    margins = []
+    lines += ["| left out | chosen on validation | test wF1 | strongest baseline (on test) | test wF1 | margin |",
+              "|---|---|---:|---|---:|---:|"]
+    for t, o in loco:
+        res, best = o["results"], o["best"]
+        bases = {n: e for n, e in res.items() if e["kind"] == "baseline"}
+        if best is None or not bases:
+            continue
+        top = max(bases, key=lambda n: bases[n]["weighted_f1"])
+        margin = res[best]["weighted_f1"] - bases[top]["weighted_f1"]
+        margins.append(margin)
+        lines.append(f"| {t.name.removeprefix('loco-')} | {best} | {100 * res[best]['weighted_f1']:.1f} | {top} | "
+                     f"{100 * bases[top]['weighted_f1']:.1f} | {100 * margin:+.1f} |")
+    if margins:
+        met = all(m > 0 for m in margins) and np.mean(margins) >= TARGET_MARGIN
+        lines += ["", f"Target ({TARGET_TEXT}): mean margin {100 * np.mean(margins):+.1f} points, "
+                      f"beats on {sum(m > 0 for m in margins)} of {len(margins)} left-out corpora: "
+                      f"{'met' if met else '**not met**'}. The baseline compared is the strongest on test, which favours it."]
+    kept = next(((t, o) for t, o in zip(tasks, outs) if t.name == "all"), None)
+    if kept is None:
+        kept = next(((t, o) for t, o in zip(tasks, outs) if t.name.startswith("eval-")), None)
+    if kept is not None and kept[1]["best"]:
+        t, o = kept
+        path = (Path(opts.out) / t.name / o["results"][o["best"]]["run_dir"]).resolve()
+        (Path(opts.out) / "chosen_model.txt").write_text(f"{path}\n")
+        lines += ["", f"Kept model (task {t.name}, chosen on validation: {o['best']}, trained on "
+                      f"{', '.join(names)}): `{path}`; use it with `emofuse evaluate '{path}' --data MANIFEST --out DIR` "
+                      f"or `emofuse predict CLIP --model '{path}'` (its path is also in chosen_model.txt)."]
+    return lines
