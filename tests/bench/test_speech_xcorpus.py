@@ -4,6 +4,7 @@ URDU-style tables) with eGeMAPS features: leave-one-corpus-out splits, classes a
 
 from __future__ import annotations
 
+import re
 import zlib
 from pathlib import Path
 
@@ -111,6 +112,8 @@ def test_eval_data_reports_labels_outside_the_space(xcorpus):
     assert len(test) == 6 and set(test.label) == {"sad", "happy", "angry"}  # "Anger" is angry
     assert metrics["eval-mine/unimodal(egemaps)"]["n_test"] == 6
     assert "## Across corpora" in report and "| loco-ravdess | loco-nemo | loco-urdu | eval-mine |" in report
+    # baselines show the validation figure their C was chosen on, beside the project's rows
+    assert re.search(r"\| baseline-linear\(egemaps\) \| baseline \| \d+\.\d \(\d+\.\d\) \|", report)
 
 
 def test_the_kept_run_folder_loads_and_evaluates(xcorpus, tmp_path):
@@ -131,3 +134,19 @@ def test_other_benchmarks_take_one_eval_folder(tmp_path):
     opts = BenchOptions(data=tmp_path, out=tmp_path / "o", eval_data=tmp_path / "a", extra_eval_data=[tmp_path / "b"])
     with pytest.raises(ValueError, match="--eval-data given 2 times; bench ravdess takes one folder"):
         run_bench("ravdess", opts)
+
+
+def test_normalisation_groups_never_mix_corpora_or_splits():
+    import pandas as pd
+
+    from emofuse.bench.speech_xcorpus import _prefixed
+
+    df = pd.DataFrame({"id": [f"c{i}" for i in range(26)], "split": ["train"] * 13 + ["val"] * 13,
+                       "speaker": ["big"] * 10 + ["a", "b", "c"] + ["v"] * 12 + [""]})
+    by_speaker = _prefixed(df, "urdu")
+    assert by_speaker.id.str.startswith("urdu:").all()
+    assert set(by_speaker.speaker) == {"urdu:big", "urdu:few-clip speakers (train)", "urdu:v",
+                                       "urdu:few-clip speakers (val)"}
+    assert by_speaker.speaker.iloc[25] == "urdu:few-clip speakers (val)"  # no speaker: pooled, in its own split
+    by_corpus = _prefixed(df, "urdu", "corpus")
+    assert set(by_corpus.speaker) == {"urdu:all speakers (train)", "urdu:all speakers (val)"}

@@ -60,10 +60,15 @@ TARGET_TEXT = (f"beat the strongest linear baseline on every left-out corpus, me
 
 
 def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess,nemo,urdu",
-                         check_counts: bool = True, within: bool = True) -> BenchSpec:
+                         check_counts: bool = True, within: bool = True, normalise: str = "speaker") -> BenchSpec:
     """corpora: those to use (at least two). check_counts: nEMO and URDU must hold their release's
     counts (false for a subset or a synthetic copy). within: also run the `all` task, whose chosen
-    run is the model kept for later use."""
+    run is the model kept for later use. normalise: the groups the standardised rows standardise
+    by, each with its own statistics (label-free): speaker (default), or corpus (all clips of one
+    corpus and split together: removes the corpus's recording and language offset but keeps the
+    differences between its speakers, which in URDU go with the class)."""
+    if normalise not in ("speaker", "corpus"):
+        raise ValueError(f"normalise must be speaker or corpus, not {normalise!r}")
     names = corpora.split(",") if isinstance(corpora, str) else list(corpora)
     unknown = sorted(set(names) - set(ROOTS))
     if unknown or len(names) < 2:
@@ -75,12 +80,12 @@ def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess
         root = resolve_root(opts.data, *ROOTS[name])
         kw = {"vocal_channel": "speech"} if name == "ravdess" else {"check_counts": check_counts}
         m = prepared(name, root, out / "prepared" / f"{name}.csv", opts, **kw)
-        parts[name], note = _in_space(m, name)
+        parts[name], note = _in_space(m, name, normalise)
         notes.append(note)
     evals = []
     for i, folder in enumerate(opts.eval_folders):
         tag = _unique_tag(Path(folder).name or f"eval{i}", [t for t, *_ in evals] + names)
-        df, unknown_labels = _eval_rows(Path(folder), tag, out, opts)
+        df, unknown_labels = _eval_rows(Path(folder), tag, out, opts, normalise)
         evals.append((tag, df, unknown_labels))
 
     audio = opts.encoders.get("audio", DEFAULT_AUDIO)
@@ -122,9 +127,11 @@ def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess
         "test support, UAR and macro F1 average the classes that occur; predicting a class the test corpus "
         "lacks is an error. Validation (held-out speakers of the training corpora) chooses every epoch, C "
         "and the project's row; the left-out corpus chooses nothing.",
-        "Each speaker's inputs are standardised by its own statistics (label-free), speakers with fewer than "
-        f"{MIN_SPEAKER_CLIPS} clips by their corpus's few-clip speakers pooled; rows marked train-standardised "
-        "skip this, to check on validation that it helps.",
+        ("Each speaker's inputs are standardised by its own statistics (label-free), speakers with fewer than "
+         f"{MIN_SPEAKER_CLIPS} clips by their corpus's few-clip speakers pooled"
+         if normalise == "speaker" else
+         "Each corpus's inputs are standardised by that corpus's own statistics, per split (label-free; normalise=corpus)")
+        + "; rows marked train-standardised skip this, to check on validation that it helps.",
     ]
     return BenchSpec(tasks, intro, after=lambda ts, outs: _summary(ts, outs, names, opts))
 
@@ -159,14 +166,14 @@ def _feature_name(spec: str) -> str:
     return spec
 
 
-def _in_space(m: Manifest, corpus: str) -> tuple[pd.DataFrame, str]:
+def _in_space(m: Manifest, corpus: str, normalise: str = "speaker") -> tuple[pd.DataFrame, str]:
     """A corpus's rows in the 7-class space, ids and speakers prefixed by the corpus, and a line
     that says what was dropped."""
     df = m.df[m.df["split"] != "unlabeled"].copy()
     dropped = Counter(lab for lab in df["label"] if not SPEECH7.is_known(lab))  # RAVDESS's calm
     df = df[df["label"].map(SPEECH7.is_known)].copy()
     df["label"] = df["label"].map(SPEECH7.normalise)
-    df = _prefixed(df, corpus)
+    df = _prefixed(df, corpus, normalise)
     classes = Counter(df["label"])
     absent = [c for c in SPEECH7.classes if not classes.get(c)]
     note = (f"{corpus}: {len(df)} clips of {df['speaker'].nunique()} normalisation groups"
@@ -176,14 +183,18 @@ def _in_space(m: Manifest, corpus: str) -> tuple[pd.DataFrame, str]:
     return df, note
 
 
-def _prefixed(df: pd.DataFrame, corpus: str) -> pd.DataFrame:
+def _prefixed(df: pd.DataFrame, corpus: str, normalise: str = "speaker") -> pd.DataFrame:
     """Ids and speakers named by their corpus, so neither can collide across corpora; a speaker with
     fewer than MIN_SPEAKER_CLIPS clips joins the group of such speakers of its corpus and split (see
-    the constant; by split, so that a group never holds both training and validation speakers)."""
+    the constant; by split, so that a group never holds both training and validation speakers).
+    normalise="corpus": every speaker of a corpus and split is one group."""
     df = df.copy()
     n = df["speaker"].map(df["speaker"].value_counts())
     few = corpus + ":few-clip speakers (" + df["split"].astype(str) + ")"
-    df["speaker"] = np.where((df["speaker"] == "") | (n < MIN_SPEAKER_CLIPS), few, corpus + ":" + df["speaker"].astype(str))
+    if normalise == "corpus":
+        df["speaker"] = corpus + ":all speakers (" + df["split"].astype(str) + ")"
+    else:
+        df["speaker"] = np.where((df["speaker"] == "") | (n < MIN_SPEAKER_CLIPS), few, corpus + ":" + df["speaker"].astype(str))
     df["id"] = corpus + ":" + df["id"].astype(str)
     return df
 
@@ -193,7 +204,7 @@ def _as_training(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(split=np.where(df["split"] == "val", "val", "train"))
 
 
-def _eval_rows(folder: Path, tag: str, out: Path, opts: BenchOptions) -> tuple[pd.DataFrame, Counter]:
+def _eval_rows(folder: Path, tag: str, out: Path, opts: BenchOptions, normalise: str = "speaker") -> tuple[pd.DataFrame, Counter]:
     """An --eval-data folder's labelled rows (all test), and the count of each label outside the space."""
     from emofuse.corpora.base import read_table
 
@@ -205,7 +216,7 @@ def _eval_rows(folder: Path, tag: str, out: Path, opts: BenchOptions) -> tuple[p
     m = prepared("csv", table, out / "prepared" / f"eval-{tag}.csv", opts, label_set=SPEECH7.name, audio_col="path",
                  speaker_col="speaker", id_col="path", all_test=True)
     df = m.df[m.df["split"] == "test"].assign(fold=-1)
-    return _prefixed(df, f"eval-{tag}"), unknown
+    return _prefixed(df, f"eval-{tag}", normalise), unknown
 
 
 def _unique_tag(name: str, taken: list[str]) -> str:
@@ -233,7 +244,8 @@ def _summary(tasks: list[Task], outs: list[dict], names: list[str], opts: BenchO
             if e is None:
                 cells.append("")
                 continue
-            val = f" ({100 * e['val']['weighted_f1']:.1f})" if e.get("val") else ""
+            v = e["val"]["weighted_f1"] if e.get("val") else (e.get("fitted") or {}).get("val_weighted_f1")
+            val = "" if v is None else f" ({100 * v:.1f})"
             cell = f"{100 * e['weighted_f1']:.1f}{val}"
             cells.append(f"**{cell}**" if r == o["best"] else cell)
             if t.name.startswith("loco-"):
