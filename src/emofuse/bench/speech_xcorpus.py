@@ -133,6 +133,7 @@ def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess
          "Each corpus's inputs are standardised by that corpus's own statistics, per split (label-free; normalise=corpus)")
         + "; rows marked train-standardised skip this, to check on validation that it helps.",
     ]
+    intro = [x for line in intro for x in (line, "")][:-1]  # paragraphs, not one run-on paragraph in markdown
     return BenchSpec(tasks, intro, after=lambda ts, outs: _summary(ts, outs, names, opts))
 
 
