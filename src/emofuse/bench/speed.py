@@ -214,9 +214,15 @@ def speed_extract(encoder: str, manifest: str | Path, limit: int | None = 2000, 
     say(f"{enc.name} ({enc.modality}) on {len(rows)} rows of {m.corpus}, batch {bs}"
         + (f", device {enc.device}" if hasattr(enc, "device") else ""))
 
+    from emofuse.features.encoders.whisper import WhisperEncoder
+
     if isinstance(enc, HFEncoder) and enc.modality == "text":
         plain_s, n_plain = _plain_hf_text(enc, [str(r.get("text") or "") for r in rows], bs)
         what = "plain loop (transformers: length-sorted batches, inference mode, mean pooling)"
+    elif isinstance(enc, WhisperEncoder):
+        plain_s, n_plain = _plain_hf_whisper(enc, rows)
+        what = ("plain loop (transformers: WhisperFeatureExtractor + WhisperModel's encoder as documented, input "
+                "padded to its 30 s window, the layer's states over the clip's frames, mean and std)")
     else:
         plain_s, n_plain = _plain_encoder(enc, rows, bs)
         what = "plain loop (same decoding and encoder, file order, one thread, no cache)"
@@ -272,6 +278,34 @@ def _plain_hf_text(enc, texts: list[str], bs: int) -> tuple[float, int]:
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, len(texts)
+
+
+def _plain_hf_whisper(enc, rows: list[dict]) -> tuple[float, int]:
+    """transformers' Whisper encoder as its documentation runs it: the feature extractor pads every clip to
+    30 s (the encoder refuses any other length), hidden_states[layer], then the clip's own frames pooled."""
+    import numpy as np
+    import torch
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    from emofuse.media.audio import load_audio
+
+    fe = WhisperFeatureExtractor.from_pretrained(enc.folder)
+    model = WhisperModel.from_pretrained(enc.folder, dtype=torch.float32).get_encoder().to(enc.device).eval()
+    paths = [r.get("audio") or r.get("video") for r in rows if r.get("audio") or r.get("video")]
+
+    def run(items) -> None:
+        with torch.inference_mode():
+            for path in items:
+                w = load_audio(path, sr=16000)  # decoded inside the clock, as extract does
+                x = fe(w, sampling_rate=16000, return_tensors="pt").input_features.to(enc.device)
+                h = model(x, output_hidden_states=True).hidden_states[enc.layer][0]  # (1500, d)
+                h = h[: max(1, -(-len(w) // 320))].float()  # the clip's own 20 ms frames
+                np.concatenate([h.mean(0).cpu().numpy(), h.std(0).cpu().numpy()])
+
+    run(paths[:1])  # warm-up
+    t0 = time.perf_counter()
+    run(paths)
+    return time.perf_counter() - t0, len(paths)
 
 
 def _plain_encoder(enc, rows: list[dict], bs: int) -> tuple[float, int]:
