@@ -148,5 +148,91 @@ def test_normalisation_groups_never_mix_corpora_or_splits():
     assert set(by_speaker.speaker) == {"urdu:big", "urdu:few-clip speakers (train)", "urdu:v",
                                        "urdu:few-clip speakers (val)"}
     assert by_speaker.speaker.iloc[25] == "urdu:few-clip speakers (val)"  # no speaker: pooled, in its own split
-    by_corpus = _prefixed(df, "urdu", "corpus")
-    assert set(by_corpus.speaker) == {"urdu:all speakers (train)", "urdu:all speakers (val)"}
+    assert set(by_speaker.corpus_group) == {"urdu:all speakers (train)", "urdu:all speakers (val)"}
+
+
+def test_rows_standardised_per_speaker_and_per_corpus_share_each_task(xcorpus):
+    """normalise=both (the default): every row and baseline in both forms, the per-corpus ones on a
+    second manifest of the same rows whose groups are corpus and split; validation chooses among all."""
+    out, metrics = xcorpus
+    for task in ("loco-urdu", "eval-mine"):
+        own, per_corpus = (Manifest.load(out / task / f).df for f in ("manifest.csv", "manifest-per-corpus.csv"))
+        assert own[["id", "split", "label"]].equals(per_corpus[["id", "split", "label"]])
+        assert (per_corpus.speaker.str.split(":").str[0] == per_corpus.id.str.split(":").str[0]).all()
+        assert per_corpus.speaker.str.fullmatch(r"[\w-]+:all speakers \((train|val|test)\)").all()
+        assert not own.speaker.str.contains("all speakers").any()  # the task's own manifest: speaker groups
+        for row in ("unimodal(egemaps)", "unimodal(egemaps, per corpus)", "baseline-linear(egemaps)",
+                    "baseline-linear(egemaps, per corpus)"):
+            assert f"{task}/{row}" in metrics
+    import yaml
+
+    cfg = yaml.safe_load((out / "loco-urdu" / "runs" / "unimodal(egemaps, per corpus)" / "config.yaml").read_text())
+    assert cfg["data"]["manifest"].endswith("loco-urdu/manifest-per-corpus.csv")
+    baseline = out / "loco-urdu" / "runs" / "baseline-linear(egemaps, per corpus)" / "predictions.csv"
+    assert baseline.is_file()
+    report = (out / "report.md").read_text()
+    assert "| baseline chosen on validation | test wF1 | margin |" in report
+
+
+def test_rows_of_both_forms_with_two_encoders():
+    from emofuse.bench.speech_xcorpus import _rows
+
+    runs, baselines = _rows(["whisper-base", "egemaps"], "both", Path("m.csv"))
+    names = {r.name: r for r in runs}
+    for n in ("ensemble(whisper-base+egemaps{})", "ensemble(whisper-base+egemaps{}, whisper-base linear)",
+              "ensemble(whisper-base+egemaps{}, balanced classes)", "unimodal(egemaps{})"):
+        assert names[n.format("")].manifest is None and names[n.format(", per corpus")].manifest == Path("m.csv")
+    assert names["ensemble(whisper-base+egemaps, whisper-base linear)"].params["linear"] == ["whisper-base"]
+    assert names["ensemble(whisper-base+egemaps, balanced classes)"].train == {"class_weights": "balanced"}
+    assert {b.name for b in baselines if b.manifest} == {"baseline-linear(whisper-base, per corpus)",
+                                                         "baseline-linear(egemaps, per corpus)",
+                                                         "baseline-linear(whisper-base+egemaps, per corpus)"}
+    single, _ = _rows(["whisper-base", "egemaps"], "speaker")
+    assert not any(r.manifest or "per corpus" in r.name for r in single)
+    with pytest.raises(ValueError, match="normalise must be one of both, speaker, corpus"):
+        run_bench("speech-xcorpus", BenchOptions(data=Path("."), out=Path(".")), normalise="group")
+
+
+def test_a_row_manifest_must_hold_the_tasks_rows(tmp_path):
+    import pandas as pd
+
+    from emofuse.bench.driver import row_manifest
+    from emofuse.labels import SPEECH7
+
+    from emofuse.corpora.base import MANIFEST_COLUMNS
+
+    df = pd.DataFrame({c: ["", ""] for c in MANIFEST_COLUMNS}).assign(
+        id=["a", "b"], split=["train", "test"], fold=[-1, -1], label=["happy", "sad"], speaker=["x", "y"])
+    task = Manifest("c", SPEECH7, df)
+    regrouped = tmp_path / "same.csv"
+    Manifest("c", SPEECH7, df.assign(speaker="all")).save(regrouped)
+    assert list(row_manifest(task, regrouped).df.speaker) == ["all", "all"]
+    assert row_manifest(task, None) is task
+    other = tmp_path / "other.csv"
+    Manifest("c", SPEECH7, df.assign(split=["train", "val"])).save(other)
+    with pytest.raises(ValueError, match="not the task's rows"):
+        row_manifest(task, other)
+
+
+def test_select_corpus_chooses_within_the_training_corpora_only(tmp_path):
+    """select=corpus: select-<L>-<H> tasks leave each training corpus H of loco-<L> out in turn and never
+    hold a clip of L; the report adds the row they choose for each left-out corpus, with its verdict."""
+    data = make_corpora(tmp_path / "data")
+    out = tmp_path / "out"
+    opts = BenchOptions(data=data, out=out, encoders={"audio": "egemaps"}, baseline="linear", max_epochs=2,
+                        bootstrap=10, progress=False, models=["unimodal(egemaps)", "unimodal(egemaps, per corpus)"])
+    metrics = run_bench("speech-xcorpus", opts, check_counts=False, within=False, select="corpus")
+    for left in ("ravdess", "nemo", "urdu"):
+        for held in {"ravdess", "nemo", "urdu"} - {left}:
+            df = Manifest.load(out / f"select-{left}-{held}" / "manifest.csv").df
+            assert left not in _corpus(df.id)
+            assert _corpus(df[df.split == "test"].id) == {held} and held not in _corpus(df[df.split != "test"].id)
+            assert not any(k.startswith(f"select-{left}-{held}/baseline") for k in metrics)  # no baselines there
+    report = (out / "report.md").read_text()
+    section = report[report.index("## Chosen across the training corpora"):]
+    assert len(re.findall(r"^\| (ravdess|nemo|urdu) \| unimodal\(egemaps(, per corpus)?\) \|", section, re.M)) == 3
+    assert "the row chosen across the training corpora: mean margin" in section
+    across = report[report.index("## Across corpora"):report.index("Bold:")]
+    assert "select-" not in across  # the selection tasks stay out of the cross-corpus table
+    with pytest.raises(ValueError, match="needs three corpora"):
+        run_bench("speech-xcorpus", opts, check_counts=False, corpora="ravdess,nemo", select="corpus")

@@ -71,6 +71,9 @@ class ModelRun:
     params: dict[str, Any] = field(default_factory=dict)  # the model's own config
     data: dict[str, Any] = field(default_factory=dict)  # more DataConfig fields (context, standardise, ...)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields over the task's
+    # another manifest of the task's rows (same ids and splits), e.g. other speaker groups for
+    # per-speaker standardisation, so rows normalised differently share one task and one choice
+    manifest: Path | None = None
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Baseline:
     # inverse regularisation strengths tried, the best on validation kept; few, because one fit on
     # 10,000-40,000 rows takes tens of seconds on two cores (28 of them for a 28-label task)
     cs: tuple[float, ...] = (0.01, 0.1, 1.0)
+    manifest: Path | None = None  # as ModelRun.manifest
 
 
 @dataclass
@@ -185,6 +189,18 @@ def drop_classes(manifest: Manifest, classes: list[str], name: str) -> Manifest:
     aliases = {k: v for k, v in manifest.label_set.aliases.items() if v in keep}
     return Manifest(manifest.corpus, LabelSet(name, tuple(keep), aliases), df,
                     dict(manifest.meta, dropped_classes=list(classes), split_counts=df["split"].value_counts().to_dict()))
+
+
+def row_manifest(task_manifest: Manifest, path: Path | None) -> Manifest:
+    """The manifest a run or baseline reads: the task's, or its own copy of the task's rows (refused
+    when its ids or splits differ, so every row of a task is scored and chosen on the same samples)."""
+    if path is None:
+        return task_manifest
+    own = Manifest.load(path)
+    cols = ["id", "split"]
+    if not own.df[cols].reset_index(drop=True).equals(task_manifest.df[cols].reset_index(drop=True)):
+        raise ValueError(f"{path}: not the task's rows (ids and splits must match {task_manifest.corpus}'s manifest)")
+    return own
 
 
 def resolve_root(data: Path, *names: str) -> Path:
@@ -428,6 +444,7 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         base = runs[0] if runs else task.runs[0]
         runs.append(ModelRun(extra, extra, dict(base.features), data=dict(base.data)))
     for run in runs:
+        row_manifest(manifest, run.manifest)
         train = {"max_epochs": 100, "patience": 15, "seeds": list(opts.seeds), "monitor": task.monitor,
                  "progress": False, "logger": "none", "multi_label": task.multi_label, **task.train, **run.train}
         if opts.max_epochs:
@@ -436,7 +453,8 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
             train["mse_weight"] = 0.0
         cfg = RunConfig(
             name=run.name.replace("/", "_"),
-            data=DataConfig(manifest=str(task.manifest), cache=str(opts.cache_dir), features=run.features, **run.data),
+            data=DataConfig(manifest=str(task.manifest if run.manifest is None else run.manifest),
+                            cache=str(opts.cache_dir), features=run.features, **run.data),
             model=ModelConfig(name=run.model, params=run.params),
             train=TrainConfig(**train),
             out=str(task_dir / "runs"),
@@ -482,7 +500,7 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         raise ValueError(f"unknown baseline {opts.baseline!r}; valid: linear, none")
     for b in task.baselines if opts.baseline == "linear" else []:
         t = time.perf_counter()
-        info, y_true, y_pred = linear_baseline(task, b, manifest, opts, task_dir / "runs" / b.name)
+        info, y_true, y_pred = linear_baseline(task, b, row_manifest(manifest, b.manifest), opts, task_dir / "runs" / b.name)
         entry = score_entry(y_true, y_pred, classes, opts)
         entry.update(kind="baseline", model="logistic regression", features=b.features,
                      inputs=describe_inputs(b.features, {"standardise": b.standardise}),
