@@ -417,7 +417,23 @@ class WhisperTranscriber:
             if len(chunk) < 2 * HOP:
                 continue
             feats = self.processor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features.to(self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), _quiet_transformers():
                 ids = self.model.generate(feats, task="transcribe", language=self.language)
             texts.append(self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip())
         return " ".join(t for t in texts if t)
+
+
+class _quiet_transformers:
+    """transformers at error level: Whisper's generate warns on every call that its suppress-token
+    lists come from both the model config and the generation config (they are the same lists here)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as tf_logging
+
+        self._level = tf_logging.get_verbosity()
+        tf_logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as tf_logging
+
+        tf_logging.set_verbosity(self._level)
