@@ -46,15 +46,21 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N clips only")
     a = ap.parse_args()
     df = pd.read_csv(a.data / "labels.csv")
+    # a seeded shuffle: a run stopped early (each 40 clips print the running figure) is a sample of
+    # every actor and emotion, not the first actors
+    df = df.sample(frac=1.0, random_state=0).reset_index(drop=True)
     if a.limit:
         df = df.iloc[: a.limit]
     t0 = time.perf_counter()
     rows = []
-    for r in track(df.itertuples(), total=len(df), description="whisper-base ASR"):
+    for i, r in enumerate(track(df.itertuples(), total=len(df), description="whisper-base ASR"), 1):
         ref = SENTENCES[int(r.statement)]
         hyp = transcribe(a.data / r.file)
         rows.append({"file": r.file, "emotion": r.emotion, "reference": ref, "transcript": hyp,
                      "errors": edits(words(ref), words(hyp)), "ref_words": len(words(ref))})
+        if i % 40 == 0:
+            e, n = sum(x["errors"] for x in rows), sum(x["ref_words"] for x in rows)
+            print(f"after {i} clips ({time.perf_counter() - t0:.0f} s): WER {100 * e / n:.1f} %", flush=True)
     seconds = time.perf_counter() - t0
     out = pd.DataFrame(rows)
     a.out.mkdir(parents=True, exist_ok=True)
