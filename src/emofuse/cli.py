@@ -598,7 +598,7 @@ def bench(
     model: list[str] = typer.Option([], "--model", help="Run only these of the benchmark's models (row or model name; repeatable)."),
     extra_model: list[str] = typer.Option([], "--extra-model", help="Also train this registered model on the benchmark's first inputs (repeatable)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the test set for the 95% intervals."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value: meld-text context=3, finetune=true, finetune_context=2+1; ravdess protocol=cv|split, test_actors=11,12; fer2013 n_folds=10, eval_corpus=ckplus, target_val=true; ckplus folds=5; paired train_pairs=3, llm_backbone=tiny, fusion_ablation=true; speech-xcorpus corpora=ravdess,nemo,urdu, within=false (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value: meld-text context=3, finetune=true, finetune_context=2+1; ravdess protocol=cv|split, test_actors=11,12; fer2013 n_folds=10, eval_corpus=ckplus, target_val=true; ckplus folds=5; paired train_pairs=3, llm_backbone=tiny, fusion_ablation=true; speech-xcorpus corpora=ravdess,nemo,urdu, within=false, normalise=both|speaker|corpus, select=val|corpus (repeatable)."),
     eval_source: list[str] = typer.Option([], "--eval-source", help="paired: source=folder, a source's own evaluation folder (meld, ravdess, fer2013; repeatable)."),
 ) -> None:
     """Real-data benchmark: prepare, extract, train the project's models (and a linear baseline), report with bootstrap intervals."""

@@ -51,8 +51,6 @@ def test_converted_model_computes_what_transformers_does(tiny):
         got = conv(input_features=mel, decoder_input_ids=ids)
     assert torch.allclose(got.encoder_last_hidden_state, want.encoder_last_hidden_state, atol=1e-5)
     assert torch.allclose(got.logits, want.logits, atol=1e-4)
-    # a wrong mapping (q and v swapped, say) would not pass: the check can fail
-    assert not torch.allclose(got.logits, model(input_features=mel.flip(-1), decoder_input_ids=ids).logits, atol=1e-4)
 
 
 def test_unpadded_encoder_matches_transformers_on_a_full_window(tiny):

@@ -37,8 +37,8 @@ FINETUNE_SEEDS = [0, 1, 2]
 FINETUNE_BEFORE, FINETUNE_AFTER = 0, 0  # dialogue turns before / after the utterance
 
 
-# Per backbone: the learning rate. MPNet-base (110M) takes the smaller step usual for base-size encoders
-# fine-tuned on MELD (2e-5..3e-5 in EmoBERTa and the MELD baselines); MiniLM-L6's was tuned on dev (issue 12).
+# Per backbone: the learning rate. MiniLM-L6's was tuned on dev (issue 12); MPNet-base's (110M) is a smaller
+# step, as usual for base-size encoders, and was not tuned here (one run of about two hours on this CPU).
 FINETUNE_LR = {"minilm": 5e-5, "mpnet": 3e-5}
 
 
@@ -136,8 +136,8 @@ def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False
     finetune: also fine-tune the text encoder (finetune_text). finetune_context: the dialogue turns
     it reads before and after the utterance, "BEFORE+AFTER" (default 0+0; EmoBERTa's is 2+1).
     finetune_encoder: its backbone (minilm, mpnet, hf:<id-or-folder>). finetune_seeds: how many seeds
-    (default 3; 1 for a backbone other than MiniLM without a GPU, where one MPNet-base seed alone takes
-    most of an hour: docs/benchmarks.md has the measured time)."""
+    (default 3; 1 for a backbone other than MiniLM without a GPU: one MPNet-base seed took 6,813 s
+    here, on shared cores; docs/benchmarks.md)."""
     import torch
 
     turns = _turns(finetune_context)

@@ -46,7 +46,6 @@ from emofuse.bench.driver import (
     ModelRun,
     Target,
     Task,
-    choose,
     final_manifest,
     prepared,
     resolve_root,

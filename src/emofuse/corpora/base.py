@@ -103,6 +103,11 @@ class CorpusAdapter(ABC):
     def read(self, root: Path) -> PrepareResult: ...
 
 
+def flag(value) -> bool:
+    """An adapter option given as a bool or as a string from the command line ("true", "1", "yes", "on")."""
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
 def stratified_folds(labels: list[str] | np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Seeded stratified fold index per sample (the MER reference shuffles unseeded; we do not)."""
     from sklearn.model_selection import StratifiedKFold

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from emofuse.corpora.base import (
-    CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, read_table, splits_from_folds,
+    CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, flag, read_table, splits_from_folds,
 )
 from emofuse.corpora.text import fix_mojibake
 from emofuse.labels import LABEL_SETS, LabelSet, get_label_set
@@ -87,9 +87,9 @@ class CSVCorpus(CorpusAdapter):
         labelled row without a split is test and no folds are drawn (a folder kept for evaluation,
         e.g. a benchmark's --eval-data, which may hold fewer speakers than folds)."""
         super().__init__(**common)
-        self.allow_outside_root = str(allow_outside_root).lower() in ("1", "true", "yes", "on")
-        self.check_media = str(check_media).lower() in ("1", "true", "yes", "on")
-        self.all_test = str(all_test).lower() in ("1", "true", "yes", "on")
+        self.allow_outside_root = flag(allow_outside_root)
+        self.check_media = flag(check_media)
+        self.all_test = flag(all_test)
         self.file = file
         self.cols = {
             "id": id_col or None, "label": label_col, "text": text_col, "video": video_col, "audio": audio_col,

@@ -10,7 +10,8 @@ it stays out of the manifest unless text=true. Splits are by speaker (corpora.sp
 
 from __future__ import annotations
 
-from emofuse.corpora.speaker_table import SpeakerTableCorpus, _flag
+from emofuse.corpora.base import flag
+from emofuse.corpora.speaker_table import SpeakerTableCorpus
 from emofuse.registry import CORPORA
 
 
@@ -23,7 +24,7 @@ class NEMO(SpeakerTableCorpus):
     def __init__(self, *, text: bool = False, **options):
         """text: put the spoken sentence in the manifest's text column (it says nothing of the emotion)."""
         super().__init__(**options)
-        self.with_text = _flag(text)
+        self.with_text = flag(text)
 
     def text_of(self, rec: dict) -> str:
         return rec.get("text", "").strip() if self.with_text else ""

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-from emofuse.corpora.base import CorpusAdapter, PrepareResult, Reject, read_table
+from emofuse.corpora.base import CorpusAdapter, PrepareResult, Reject, flag, read_table
 from emofuse.labels import SPEECH7
 
 
@@ -38,8 +38,8 @@ class SpeakerTableCorpus(CorpusAdapter):
         self.val_speakers = _names(val_speakers)
         if set(self.test_speakers) & set(self.val_speakers):
             raise ValueError(f"test_speakers {self.test_speakers} and val_speakers {self.val_speakers} overlap")
-        self.all_test = _flag(all_test)
-        self.check_counts = _flag(check_counts)
+        self.all_test = flag(all_test)
+        self.check_counts = flag(check_counts)
 
     def read(self, root: Path) -> PrepareResult:
         path = Path(root) / self.table
@@ -113,7 +113,3 @@ def _names(value) -> list[str]:
         return []
     items = value.split(",") if isinstance(value, str) else list(value)
     return sorted({str(x).strip() for x in items if str(x).strip()})
-
-
-def _flag(value) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")

@@ -27,7 +27,6 @@ import hashlib
 import importlib.util
 import logging
 import math
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -126,7 +125,9 @@ def files_key(paths: list[Path]) -> str:
 
 
 def llm_cache_dir() -> Path:
-    return Path(os.environ.get("EMOFUSE_CACHE") or Path.home() / ".cache" / "emofuse") / "llm"
+    from emofuse.features.encoders.wheels import cache_root
+
+    return cache_root() / "llm"
 
 
 def backbone_dtype(cfg: LlamaTopNConfig) -> torch.dtype:

@@ -21,7 +21,6 @@ Models load on the first `encode`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import warnings
@@ -32,6 +31,7 @@ import numpy as np
 
 from emofuse.features.encoders.base import Encoded, Encoder
 from emofuse.features.encoders.hf import HFEncoder
+from emofuse.features.encoders.wheels import sha256_file
 from emofuse.registry import ENCODERS
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,6 @@ def _package_dir(package: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +169,7 @@ class FER2013Encoder(Encoder):
 
     def weights_digest(self) -> str:
         if self._digest is None:
-            self._digest = _sha256(self.model_path)
+            self._digest = sha256_file(self.model_path)
         return self._digest
 
     def _load(self):

