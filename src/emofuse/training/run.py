@@ -88,6 +88,29 @@ def _sharded(strategy) -> bool:
     return isinstance(strategy, (DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy))
 
 
+_CLOSE_REGISTERED = False
+
+
+def _close_group_at_exit() -> None:
+    """Destroy the default process group (made by Lightning's ddp for the first distributed fit and
+    kept for the next) when the interpreter exits, before finalisation tears gloo's threads down in
+    no particular order: left to the destructors, a process that trained on several processes
+    sometimes ends with `terminate called without an active exception` (SIGABRT) after it finished."""
+    global _CLOSE_REGISTERED
+    if _CLOSE_REGISTERED:
+        return
+    import atexit
+
+    import torch.distributed as dist
+
+    def close() -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    atexit.register(close)
+    _CLOSE_REGISTERED = True
+
+
 def _from_rank_zero(metrics: dict | None) -> dict | None:
     """Process 0's metrics on every process of a distributed run (the others trained but neither
     predicted nor wrote), so that what calls train_run decides alike on all of them."""
@@ -433,6 +456,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
         if trainable:  # a zero-shot model has nothing to fit: straight to validation and test
             trainer.fit(module, train_dl, fit_val_dl)
+    if trainer.world_size > 1:
+        _close_group_at_exit()
     if trainer.global_rank != 0:  # the other processes of a distributed fit: process 0 predicts and writes
         return None, None, None, None, {"best_epoch": best.best_epoch}
     if best.state is not None:
