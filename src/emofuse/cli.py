@@ -598,6 +598,7 @@ def bench(
     model: list[str] = typer.Option([], "--model", help="Run only these of the benchmark's models (row or model name; repeatable)."),
     extra_model: list[str] = typer.Option([], "--extra-model", help="Also train this registered model on the benchmark's first inputs (repeatable)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the test set for the 95% intervals."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse a run a previous bench left finished in --out with the same config (same code assumed: a long training, say, is not repeated after the bench was stopped or a row added)."),
     option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value: meld-text context=3, finetune=true, finetune_context=2+1; ravdess protocol=cv|split, test_actors=11,12; fer2013 n_folds=10, eval_corpus=ckplus, target_val=true; ckplus folds=5; paired train_pairs=3, llm_backbone=tiny, fusion_ablation=true; speech-xcorpus corpora=ravdess,nemo,urdu, within=false, normalise=both|speaker|corpus, select=val|corpus (repeatable)."),
     eval_source: list[str] = typer.Option([], "--eval-source", help="paired: source=folder, a source's own evaluation folder (meld, ravdess, fer2013; repeatable)."),
 ) -> None:
@@ -621,7 +622,8 @@ def bench(
     options = BenchOptions(data=data, out=out, eval_data=eval_data[0] if eval_data else None,
                            extra_eval_data=list(eval_data[1:]), cache=cache, encoders=pairs["--encoder"],
                            baseline=baseline, limit=limit, seeds=list(seed), max_epochs=max_epochs,
-                           models=list(model) or None, extra_models=list(extra_model), bootstrap=bootstrap, seed=seed[0])
+                           models=list(model) or None, extra_models=list(extra_model), bootstrap=bootstrap, seed=seed[0],
+                           resume=resume)
     try:
         metrics = run_bench(name, options, **opts)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as e:

@@ -176,7 +176,11 @@ class TrainConfig(StrictConfig):
     gradient_clip: float | None = None  # max gradient norm (1.0 is usual when fine-tuning a transformer)
     # CE class weights from the training split: balanced = n / (C * count_c); sqrt = its square root
     class_weights: Literal["none", "balanced", "sqrt"] = "none"
-    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at max_epochs
+    # linear: decays to 0 at max_epochs; cosine: half a cosine from lr to 0 at max_epochs (after any warm-up)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    # label smoothing of the cross-entropy term (0.1 is usual for image networks trained from scratch);
+    # data.label_smoothing smooths the MSE term's targets instead
+    ce_label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     warmup: float = 0.0  # fraction of the optimiser steps with a linear warm-up from 0
     seeds: list[int] = Field(default_factory=lambda: [0])
     # true: k-fold cross-validation over the manifest's folds instead of its fixed split (each fold is

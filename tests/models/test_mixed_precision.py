@@ -70,6 +70,14 @@ def _raw_video(tmp):
     return model, collate_raw(items)
 
 
+def _raw_faces(tmp):
+    rng = np.random.default_rng(0)
+    items = [{"id": f"s{i}", "label": i, "target": np.eye(C, dtype=np.float32)[i],
+              "video": rng.integers(0, 255, size=(k, 48, 48, 3), dtype=np.uint8), "video_face": np.ones(k, bool),
+              "video_present": k > 0} for i, k in enumerate([1, 3, 0])]  # one face, three frames, none
+    return build_model("finetune_face", {"width": 8, "blocks": 3}, {"video": 0}, C), collate_raw(items)
+
+
 CASES = {
     "unimodal": [_features("unimodal", {"modality": "audio", "hidden": 32}, {"audio": 12}, ("audio",))],
     "early": [_features("early", {"hidden": 32}, DIMS)],
@@ -85,6 +93,7 @@ CASES = {
     "finetune_text": [_raw_text],
     "finetune_audio": [_raw_audio],
     "clip_zeroshot": [_raw_video],
+    "finetune_face": [_raw_faces],
     "ensemble": [_features("ensemble", {"hidden": 32, "linear": ["text"]}, DIMS, ("audio",))],
 }
 PARAMS = [pytest.param(name, i, id=f"{name}-{i}") for name, makers in CASES.items() for i in range(len(makers))]

@@ -50,6 +50,9 @@ class BenchOptions:
     bootstrap: int = 1000  # resamples of the test set for the 95% intervals
     seed: int = 0  # of the splits, pairings, subsamples and the bootstrap
     progress: bool = True
+    # reuse a project run finished in <out> by an earlier bench with the same config (its metrics.json
+    # and predictions), instead of training it again: the code is assumed unchanged
+    resume: bool = False
 
     @property
     def eval_folders(self) -> list[Path]:
@@ -417,6 +420,23 @@ def linear_baseline(task: Task, baseline: Baseline, manifest: Manifest, opts: Be
 # one task
 
 
+def _finished(cfg) -> dict | None:
+    """The metrics of a run an earlier bench finished under cfg.out with exactly this config, else None."""
+    from emofuse.config import ConfigError, RunConfig, load_config
+
+    run_dir = Path(cfg.out) / cfg.name
+    if not ((run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file()
+            and (run_dir / "predictions.csv").is_file()):
+        return None
+    try:
+        if load_config(RunConfig, run_dir / "config.yaml") != cfg:
+            return None
+    except ConfigError:
+        return None
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+
 def run_task(task: Task, opts: BenchOptions) -> dict:
     """Extract, train every run, score, and write <out>/<task>/: per-run folders, confusion PNG of
     the best project model. Returns {"results": {row: entry}, "timings": {...}, ...}."""
@@ -460,8 +480,14 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
             out=str(task_dir / "runs"),
         )
         t = time.perf_counter()
-        m = train_run(cfg)
-        wall = time.perf_counter() - t
+        m = _finished(cfg) if opts.resume else None
+        if m is not None:
+            wall = float(m.get("wall_time_s", 0.0))
+            if opts.progress:
+                print(f"  {task.name} {run.name:<24} reused (--resume): {Path(cfg.out) / cfg.name}", flush=True)
+        else:
+            m = train_run(cfg)
+            wall = time.perf_counter() - t
         ids, y_true, y_pred = _read_predictions(task_dir / "runs" / cfg.name / "predictions.csv", classes, task.multi_label)
         entry = score_entry(y_true, y_pred, classes, opts)
         units = m.get("units", [])

@@ -45,6 +45,7 @@ BUNDLE_FORMAT = "emofuse-bundle"
 BUNDLE_VERSION = 2  # 2: bundle.json carries a digest of its own content
 WEIGHTS = "model.safetensors"
 STANDARDISER = "standardiser.safetensors"
+RAW = "raw"  # an input's encoder when the model reads the decoded media itself (data/raw.py)
 
 
 class BundleError(ValueError):
@@ -229,7 +230,10 @@ def _spec_from_run(path: Path, unit: str | None) -> BundleSpec:
         inputs[k] = InputSpec(k, v["encoder"], v.get("fingerprint", ""), int(v["dim"]), sequence)
     decoding = Decoding()
     recorded = [v["decoding"] for v in encoders.values() if v.get("decoding")]
-    if recorded:  # the video decoding the features were extracted with: predict decodes the same way
+    if any(s.encoder == RAW for s in inputs.values()):  # the model decodes its media as data/raw.py does
+        raw = cfg.data.raw
+        decoding = Decoding(video_sampling=f"every_n={raw.every_n}", face_size=int(raw.face_size))
+    elif recorded:  # the video decoding the features were extracted with: predict decodes the same way
         d = recorded[0]
         sampling = ",".join(f"{k}={v}" for k, v in (d.get("video_sampling") or {}).items()) or Decoding.video_sampling
         decoding = Decoding(video_sampling=sampling, face_size=int(d.get("face_size", Decoding.face_size)),
@@ -282,7 +286,7 @@ class Bundle:
     spec: BundleSpec
     model: torch.nn.Module
     standardiser: dict[str, tuple[np.ndarray, np.ndarray]]  # input key -> (mean, std), each (D,)
-    encoders: dict[str, Any]  # input key -> Encoder
+    encoders: dict[str, Any]  # input key -> Encoder (none for a raw input: the model reads the media)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -314,11 +318,9 @@ def build_encoders(spec: BundleSpec, trust_remote_code: bool = False) -> tuple[d
     by_spec: dict[str, Any] = {}
     missing: dict[str, str] = {}
     warnings: list[str] = []
-    raw = [k for k, s in spec.inputs.items() if s.encoder == "raw"]
-    if raw:  # fine-tuned / zero-shot models that take the media themselves (data/raw.py)
-        raise BundleError(f"{spec.path}: model {spec.model!r} reads raw media for {', '.join(raw)} instead of "
-                          "encoder features; prediction and serving support feature-based models only")
     for key, s in spec.inputs.items():
+        if s.encoder == RAW:  # the model reads the decoded media itself (fine-tuned / zero-shot models)
+            continue
         if s.encoder in by_spec:
             built[key] = by_spec[s.encoder]
             continue
@@ -388,7 +390,7 @@ def load_bundle(path: str | Path, *, unit: str | None = None, device: str = "cpu
     except RuntimeError as e:
         raise BundleError(f"{spec.weights}: weights do not fit model {spec.model!r}: {e}") from None
     model.eval().to(device)
-    standardiser = load_standardiser(spec.standardiser, spec.inputs)
+    standardiser = load_standardiser(spec.standardiser, [k for k, s in spec.inputs.items() if s.encoder != RAW])
     return Bundle(spec, model, standardiser, encoders, warnings)
 
 

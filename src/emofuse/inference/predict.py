@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from emofuse.features.extract import IMAGE_SUFFIXES  # what extraction decodes as a one-frame clip
-from emofuse.inference.bundle import Bundle
+from emofuse.inference.bundle import RAW, Bundle
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
@@ -163,7 +163,8 @@ class Predictor:
                  "text": "hello", "video": np.full((1, size, size, 3), 128, np.uint8)}
         with self._lock:
             for key, s in self.spec.inputs.items():
-                self.bundle.encoders[key].encode([dummy[s.modality]])
+                if key in self.bundle.encoders:  # (a raw input has no encoder: the model reads the media)
+                    self.bundle.encoders[key].encode([dummy[s.modality]])
 
     # -- decoding ---------------------------------------------------------------------------
 
@@ -277,6 +278,9 @@ class Predictor:
         failed: set[str] = set()
         for key, s in self.spec.inputs.items():
             item = inputs.get(s.modality)
+            if s.encoder == RAW:  # the model reads the decoded media (text, waveform, face crops) itself
+                out[key] = (item, item is not None)
+                continue
             x = None
             if item is not None and s.modality not in failed:
                 try:
@@ -304,14 +308,33 @@ class Predictor:
         from emofuse.data.dataset import collate
 
         item: dict[str, Any] = {"id": name, "label": -1, "target": np.zeros(len(self.bundle.classes), np.float32)}
-        for key, (x, present) in feats.items():
-            item[key], item[f"{key}_present"] = x, present
-        batch = collate([item])
+        if any(s.encoder == RAW for s in self.spec.inputs.values()):
+            batch = self._raw_batch(item, feats)
+        else:
+            for key, (x, present) in feats.items():
+                item[key], item[f"{key}_present"] = x, present
+            batch = collate([item])
         device = next(self.bundle.model.parameters()).device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.no_grad():
             out = self.bundle.model(batch)
         return {k: v[0].float().cpu().numpy() for k, v in out.items() if torch.is_tensor(v)}
+
+    def _raw_batch(self, item: dict, feats: dict[str, tuple[Any, bool]]) -> dict:
+        """The batch of one clip for a model that reads the media itself, as data/raw.py makes it."""
+        from emofuse.data.raw import collate_raw
+
+        size = self.spec.decoding.face_size
+        for key, (x, present) in feats.items():
+            m = self.spec.inputs[key].modality
+            if m == "text":
+                item.update(text=x or "", text_context=[], text_after=[], text_present=present)
+            elif m == "audio":
+                item.update(audio=x if present else np.zeros(0, np.float32), audio_present=present)
+            else:
+                crops = x if present else np.zeros((0, size, size, 3), np.uint8)  # (F, S, S, 3)
+                item.update(video=crops, video_face=np.ones(len(crops), bool), video_present=present)
+        return collate_raw([item])
 
     def predict(self, clip: Clip, *, strict: bool = False, max_seconds: float | None = None) -> Prediction:
         """Predict one clip. Raises InputError when the clip cannot be used (see the module docstring)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import lightning as L
 import numpy as np
@@ -15,19 +16,20 @@ from emofuse.models.base import EmotionModel
 
 
 def emotion_loss(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor, mse_weight: float,
-                 class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy on the hard label (per-class weighted when given) + mse_weight * MSE between
-    predicted and target distributions."""
-    loss = F.cross_entropy(logits, label, weight=class_weights)
+                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on the hard label (per-class weighted when given; label_smoothing: the
+    train.ce_label_smoothing of it) + mse_weight * MSE between predicted and target distributions."""
+    loss = F.cross_entropy(logits, label, weight=class_weights, label_smoothing=label_smoothing)
     if mse_weight > 0:
         loss = loss + mse_weight * F.mse_loss(torch.softmax(logits, dim=-1), target)
     return loss
 
 
-def model_loss(out: dict, batch: dict, mse_weight: float, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def model_loss(out: dict, batch: dict, mse_weight: float, class_weights: torch.Tensor | None = None,
+               label_smoothing: float = 0.0) -> torch.Tensor:
     """The objective of any model's output: the emotion loss on `logits`, plus, for models whose
     members are trained separately (late fusion), the mean member cross-entropy over present inputs."""
-    loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight, class_weights)
+    loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight, class_weights, label_smoothing)
     if "aux_logits" in out:
         aux = out["aux_logits"]  # (B, M, C)
         b, m, c = aux.shape
@@ -106,8 +108,10 @@ def drop_modalities(batch: dict, modalities: list[str], p: float, generator: tor
 class EmotionModule(L.LightningModule):
     def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float,
                  class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0,
-                 multi_label: bool = False, optimizer: str = "adamw", modality_dropout: float = 0.0):
+                 multi_label: bool = False, optimizer: str = "adamw", modality_dropout: float = 0.0,
+                 ce_label_smoothing: float = 0.0):
         super().__init__()
+        self.ce_label_smoothing = ce_label_smoothing
         self.modality_dropout = modality_dropout  # train.modality_dropout: training batches only
         self.optimizer = optimizer
         self.model = model
@@ -166,7 +170,7 @@ class EmotionModule(L.LightningModule):
     def _loss(self, out: dict, batch: dict) -> torch.Tensor:
         if self.multi_label:
             return multilabel_loss(out, batch)
-        return model_loss(out, batch, self.mse_weight, self.class_weights)
+        return model_loss(out, batch, self.mse_weight, self.class_weights, self.ce_label_smoothing)
 
     def on_validation_epoch_end(self) -> None:
         parts, train = self._val, (self._train_sum, self._train_n)
@@ -196,12 +200,16 @@ class EmotionModule(L.LightningModule):
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = int(self.warmup * total)
-        linear = self.lr_schedule == "linear"
 
         def factor(step: int) -> float:
             if step < warm:
                 return (step + 1) / warm
-            return max(0.0, (total - step) / max(1, total - warm)) if linear else 1.0
+            left = max(0.0, (total - step) / max(1, total - warm))  # 1 -> 0 after the warm-up
+            if self.lr_schedule == "linear":
+                return left
+            if self.lr_schedule == "cosine":
+                return 0.5 * (1.0 - math.cos(math.pi * left))
+            return 1.0
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -386,7 +386,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     weights = class_weights(train_ds.labels, n_classes, cfg.train.class_weights)
     module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight,
                            weights, cfg.train.lr_schedule, cfg.train.warmup, multi_label=cfg.train.multi_label,
-                           optimizer=cfg.train.optimizer, modality_dropout=cfg.train.modality_dropout)
+                           optimizer=cfg.train.optimizer, modality_dropout=cfg.train.modality_dropout,
+                           ce_label_smoothing=cfg.train.ce_label_smoothing)
     best = BestWeights(cfg.train.monitor, mode)
     logger = False
     if cfg.train.logger == "tensorboard":

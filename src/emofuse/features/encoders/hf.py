@@ -615,7 +615,7 @@ def finetuned_folder(run: str | Path) -> Path:
     found = sorted(run.glob(f"**/{ENCODER_DIR}/config.json"), key=lambda p: (len(p.parts), str(p)))
     if not found:
         raise FileNotFoundError(f"{run}: no fine-tuned encoder (no {ENCODER_DIR}/config.json); train a "
-                                "finetune_text or finetune_audio run there first")
+                                "finetune_text, finetune_audio or finetune_face run there first")
     return found[0].parent
 
 
@@ -645,7 +645,15 @@ def build_encoder(spec: str | Encoder) -> Encoder:
 
 def _build_hf(source: str, opts: dict[str, str], **fixed) -> Encoder:
     folder = resolve_folder(source)
-    if json.loads((folder / "config.json").read_text()).get("model_type") == "whisper":
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    if model_type == "emofuse-face-cnn":  # a face network trained here (finetune_face)
+        from emofuse.features.encoders.face_net import FaceNetEncoder
+
+        def face_net(*, tta_flip: bool | None = None, batch: int = 256, name=None):
+            return FaceNetEncoder(folder, tta_flip=tta_flip, batch=batch, name=name)
+
+        return _call_with_options(face_net, f"face network {source!r}", opts, **fixed)
+    if model_type == "whisper":
         # Whisper's encoder reads log-mel, not waveforms, and has no padding mask: its own encoder class.
         from emofuse.features.encoders.whisper import DEFAULT_LAYER, WhisperEncoder
 

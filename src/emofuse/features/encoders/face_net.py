@@ -1,0 +1,133 @@
+"""The face network trained here (models/finetune_face.py) as a feature encoder: `finetuned:RUN`,
+where RUN is a finetune_face run (its saved RUN/encoder folder: config.json whose model_type is
+emofuse-face-cnn, and model.safetensors).
+
+Per clip: each face crop (F, H, W, 3) goes through the network (grey, resized to its input side,
+with the mirror image averaged in when the run evaluated so); the features are the mean over the
+frames of [class probabilities (C), penultimate activations (D)], and the frame sequence of the
+same. The network body lives here, below the models, so that the model and the encoder share it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emofuse.features.encoders.base import Encoded, Encoder
+
+FACE_NET_TYPE = "emofuse-face-cnn"  # config.json's model_type of a saved network
+WEIGHTS = "model.safetensors"
+
+
+class FaceNet(nn.Module):
+    """A VGG-style body for small grey faces and its classifier: (N, 1, S, S) centred grey -> (N, C)
+    logits. `blocks` stages of two 3x3 conv + BN + ReLU and a 2x2 max-pool, widths doubling from
+    `width`; global average pool; dropout; linear. `features` gives the pooled (N, D) vector."""
+
+    def __init__(self, n_classes: int, width: int = 32, blocks: int = 4, dropout: float = 0.4):
+        super().__init__()
+        layers, c_in = [], 1
+        for b in range(blocks):
+            c = width * 2 ** b
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.dim = c_in
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c_in, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean(dim=(2, 3))  # (N, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(self.features(x)))  # (N, C)
+
+
+def to_grey(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 1, size, size) float, centred: (x / 255 - 0.5) / 0.25."""
+    rgb = frames.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
+    grey = (rgb * torch.tensor([0.299, 0.587, 0.114], device=rgb.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if grey.shape[-1] != size or grey.shape[-2] != size:
+        grey = F.interpolate(grey, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (grey - 0.5) / 0.25
+
+
+def save_face_net(net: FaceNet, folder: Path, *, size: int, width: int, blocks: int, tta_flip: bool,
+                  classes: list[str] | None = None) -> Path:
+    """Write the network as an encoder folder: config.json + model.safetensors."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(
+        {"model_type": FACE_NET_TYPE, "n_classes": net.classifier.out_features, "size": size, "width": width,
+         "blocks": blocks, "tta_flip": tta_flip, **({"classes": list(classes)} if classes else {})}, indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(folder / WEIGHTS))
+    return folder
+
+
+def is_face_net(folder: Path) -> bool:
+    try:
+        return json.loads((Path(folder) / "config.json").read_text()).get("model_type") == FACE_NET_TYPE
+    except (OSError, ValueError):
+        return False
+
+
+class FaceNetEncoder(Encoder):
+    """A saved face network as a video encoder (see the module docstring)."""
+
+    modality = "video"
+    gives_sequence = True
+
+    def __init__(self, folder: str | Path, *, name: str | None = None, tta_flip: bool | None = None, batch: int = 256):
+        from safetensors.torch import load_file
+
+        self.folder = Path(folder)
+        self.cfg = json.loads((self.folder / "config.json").read_text())
+        if self.cfg.get("model_type") != FACE_NET_TYPE:
+            raise ValueError(f"{self.folder}: not a face network (model_type {self.cfg.get('model_type')!r})")
+        self.net = FaceNet(int(self.cfg["n_classes"]), int(self.cfg["width"]), int(self.cfg["blocks"])).eval()
+        self.net.load_state_dict(load_file(str(self.folder / WEIGHTS)))
+        self.size = int(self.cfg["size"])
+        self.tta_flip = bool(self.cfg.get("tta_flip", True) if tta_flip is None else tta_flip)
+        self.batch = int(batch)
+        self.name = name or f"facenet-{self.folder.resolve().parent.name}"
+        self.dim = int(self.cfg["n_classes"]) + self.net.dim
+
+    def config(self) -> dict[str, Any]:
+        return {"encoder": FACE_NET_TYPE, "size": self.size, "width": self.cfg["width"], "blocks": self.cfg["blocks"],
+                "n_classes": self.cfg["n_classes"], "tta_flip": self.tta_flip}
+
+    def weights_digest(self) -> str:
+        h = hashlib.sha256()
+        with open(self.folder / WEIGHTS, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    @torch.no_grad()
+    def frames(self, crops: np.ndarray) -> np.ndarray:
+        """(F, H, W, 3) uint8 -> (F, C + D) float32: class probabilities and penultimate features."""
+        out = []
+        for i in range(0, len(crops), self.batch):
+            x = to_grey(torch.from_numpy(np.array(crops[i:i + self.batch])), self.size)  # a copy: crops may be read-only
+            views = [x, x.flip(-1)] if self.tta_flip else [x]
+            feats = [self.net.features(v) for v in views]
+            probs = torch.stack([torch.softmax(self.net.classifier(f), -1) for f in feats]).mean(0)
+            out.append(torch.cat([probs, torch.stack(feats).mean(0)], -1).numpy().astype(np.float32))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def encode(self, items: list) -> list[Encoded | None]:
+        res = []
+        for crops in items:
+            seq = self.frames(np.asarray(crops))
+            res.append(Encoded(seq.mean(0), seq) if len(seq) else None)
+        return res

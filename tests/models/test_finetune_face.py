@@ -1,0 +1,186 @@
+"""finetune_face: the face network trained end to end through the one loop on tiny generated face
+images (a trivially separable two-class set), its augmentation, and its run folder as a feature
+encoder (finetuned:RUN), for predict and for export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from emofuse.config import RunConfig, load_config
+from emofuse.corpora.base import FACE_IMAGES, MANIFEST_COLUMNS, Manifest
+from emofuse.data.raw import RawDataset, collate_raw
+from emofuse.labels import LabelSet
+from emofuse.models.finetune_face import augment
+from emofuse.training.run import build_model, train_run
+
+N = {"train": 48, "val": 16, "test": 16}
+
+
+def _face(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A grey 'face': class 0 bright on top, class 1 bright at the bottom, with noise."""
+    img = rng.normal(90, 20, (size, size))
+    half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
+    img[half] += 100
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def toy_faces(root: Path, n: dict[str, int] = N) -> Path:
+    """A manifest of face images (decoding images_are_faces, as FER2013's), two classes."""
+    rng = np.random.default_rng(0)
+    labels = LabelSet("toy2", ("happy", "sad"))
+    rows = []
+    for split, k in n.items():
+        for i in range(k):
+            y = i % 2
+            path = root / "img" / f"{split}{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_face(y, rng)).save(path)
+            rows.append({c: "" for c in MANIFEST_COLUMNS} | {"id": f"{split}{i:03d}", "split": split, "fold": -1,
+                                                              "label": labels.classes[y], "video": str(path)})
+    Manifest("toyfaces", labels, pd.DataFrame(rows, columns=MANIFEST_COLUMNS),
+             {"synthetic": True, "decoding": dict(FACE_IMAGES)}).save(root / "manifest.csv")
+    return root / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    return toy_faces(tmp_path_factory.mktemp("faces"))
+
+
+def _config(manifest: Path, out: Path, **train) -> Path:
+    cfg = {"name": "face", "data": {"manifest": str(manifest), "features": {"video": "raw"}, "batch_size": 16,
+                                    "raw": {"face_size": 48}},
+           "model": {"name": "finetune_face", "params": {"width": 8, "blocks": 3}},
+           "train": {"max_epochs": 6, "patience": 6, "lr": 3e-3, "mse_weight": 0.0, "lr_schedule": "cosine",
+                     "ce_label_smoothing": 0.1, "progress": False, "logger": "none", **train},
+           "out": str(out)}
+    path = out / "face.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(faces, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("runs")
+    m = train_run(load_config(RunConfig, _config(faces, out)))
+    return m, out / "face"
+
+
+def test_learns_a_separable_toy_set(trained):
+    m, run = trained
+    assert m["test"]["accuracy"] == 1.0, m["test"]
+    assert (run / "encoder" / "config.json").is_file() and (run / "encoder" / "model.safetensors").is_file()
+    assert json.loads((run / "encoder" / "config.json").read_text())["model_type"] == "emofuse-face-cnn"
+
+
+def test_face_images_are_decoded_once_and_kept_in_memory(faces, monkeypatch):
+    import emofuse.media.faces as mf
+
+    cfg = load_config(RunConfig, _config(faces, faces.parent / "o"))
+    data = RawDataset.from_manifest(Manifest.load(faces), cfg.data.features, cfg.data.raw)
+    assert data.images_are_faces
+    calls = []
+    real = mf.crop_image_file
+    monkeypatch.setattr(mf, "crop_image_file", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    train = data.subset(np.arange(10))
+    first = [train[i]["video"] for i in range(10)]
+    second = [train[i]["video"] for i in range(10)]  # the next epoch: from memory
+    again = data.subset(np.arange(10))[3]["video"]  # another subset shares the memory
+    assert len(calls) == 10
+    assert all(a.shape == (1, 48, 48, 3) and a.dtype == np.uint8 for a in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second)) and np.array_equal(again, first[3])
+
+
+def test_augmentation_keeps_shape_and_dtype_and_is_seeded():
+    x = torch.randn(8, 1, 48, 48)
+    a = augment(x, generator=torch.Generator().manual_seed(3))
+    b = augment(x, generator=torch.Generator().manual_seed(3))
+    c = augment(x, generator=torch.Generator().manual_seed(4))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, x)
+    half = augment(x.half(), generator=torch.Generator().manual_seed(3))
+    assert half.dtype == torch.float16 and half.shape == x.shape
+    # nothing but a flip: each face is itself or its mirror image
+    f = augment(x, flip=True, zoom=0, shift=0, rotate=0, erase=0, generator=torch.Generator().manual_seed(0))
+    same = [(torch.allclose(f[i], x[i], atol=1e-5), torch.allclose(f[i], x[i].flip(-1), atol=1e-5)) for i in range(8)]
+    assert all(s or m for s, m in same) and any(m and not s for s, m in same) and any(s for s, _ in same)
+
+
+def test_the_same_seed_gives_the_same_training_batches():
+    model = build_model("finetune_face", {"width": 4, "blocks": 2}, {"video": 0}, 2).train()
+    frames = torch.randint(0, 255, (4, 48, 48, 3), dtype=torch.uint8)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        outs.append(model.frame_logits(frames))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_frames_are_pooled_and_absent_faces_give_no_evidence():
+    model = build_model("finetune_face", {"width": 4, "blocks": 2}, {"video": 0}, 3).eval()
+    items = [{"id": "a", "label": 0, "target": np.eye(3, dtype=np.float32)[0],
+              "video": np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8),
+              "video_face": np.ones(3, bool), "video_present": True},
+             {"id": "b", "label": 1, "target": np.eye(3, dtype=np.float32)[1],
+              "video": np.zeros((0, 64, 64, 3), np.uint8), "video_face": np.zeros(0, bool), "video_present": False}]
+    batch = collate_raw(items)
+    with torch.no_grad():
+        out = model(batch)["logits"]
+        one = model.frame_logits(torch.from_numpy(items[0]["video"])).mean(0)
+    assert out.shape == (2, 3)
+    assert torch.allclose(out[0], one, atol=1e-5)  # 64x64 crops resized to the network's 48
+    assert torch.equal(out[1], torch.zeros(3))  # no frame: uniform
+
+
+def test_refuses_other_inputs():
+    with pytest.raises(ValueError, match=r"finetune_face reads faces only"):
+        build_model("finetune_face", {}, {"audio": 0}, 2)
+
+
+def test_the_run_is_a_feature_encoder(trained, faces):
+    from emofuse.features.encoders.hf import build_encoder
+    from emofuse.inference.bundle import load_bundle
+
+    _, run = trained
+    enc = build_encoder(f"finetuned:{run}")
+    assert enc.modality == "video" and enc.dim == 2 + 32  # class probabilities + width 8 * 2**2 channels
+    crop = np.asarray(Image.open(faces.parent / "img" / "test000.png").convert("RGB"))[None]  # (1, 48, 48, 3)
+    got = enc.encode([crop, np.concatenate([crop, crop[:, :, ::-1]])])
+    assert got[0].vector.shape == (34,) and got[1].sequence.shape == (2, 34)
+    model = load_bundle(run).model
+    with torch.no_grad():
+        probs = torch.softmax(model.frame_logits(torch.from_numpy(crop)), -1)[0].numpy()
+    # the encoder averages the probabilities of the face and its mirror image, the model their logits
+    assert np.allclose(got[0].vector[:2], probs, atol=0.05) and got[0].vector[:2].sum() == pytest.approx(1, abs=1e-5)
+    assert enc.fingerprint() == build_encoder(f"finetuned:{run}").fingerprint()
+
+
+def test_predict_export_and_serve_read_the_faces_themselves(trained, faces, tmp_path):
+    from typer.testing import CliRunner
+
+    from emofuse.cli import app
+    from emofuse.inference.bundle import export_bundle
+    from emofuse.inference.predict import Clip, Predictor
+
+    _, run = trained
+    image = faces.parent / "img" / "test001.png"  # a 'sad' face (class 1)
+    res = CliRunner().invoke(app, ["predict", "--model", str(run), "--image", str(image), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["label"] == "sad" and set(out["probabilities"]) == {"happy", "sad"}
+    exported = export_bundle(run, tmp_path / "bundle")
+    p = Predictor.load(exported)
+    p.warm_up()
+    again = p.predict(Clip(image=image))
+    assert again.label == "sad" and again.probabilities == pytest.approx(out["probabilities"], abs=1e-4)
+    with pytest.raises(Exception, match="no media given"):
+        p.predict(Clip())
