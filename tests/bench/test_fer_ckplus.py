@@ -5,6 +5,8 @@ nothing; the path runs and keeps its promises. Skipped, with the reason, without
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -71,3 +73,30 @@ def test_fer2013_validated_on_half_of_ckplus(data_root, tmp_path):
     assert "other half validates" in (tmp_path / "report.md").read_text()
     with pytest.raises(ValueError, match="target_val needs eval_corpus"):
         run_bench("fer2013", opts, target_val=True)
+
+
+def test_fer2013_face_network_its_ensemble_and_its_run_on_ckplus(data_root, tmp_path):
+    """bench fer2013 -o face_net=true trains finetune_face (a tiny one here) and ensembles it with the
+    CNN on validation; -o face_run=RUN scores that run on CK+ without training it again."""
+    need(data_root, "fer2013_train"), need(data_root, "ckplus48")
+    opts = BenchOptions(data=data_root, out=tmp_path / "fer", limit=60, max_epochs=2, bootstrap=50, progress=False,
+                        models=["finetune_face"])
+    metrics = run_bench("fer2013", opts, face_net=True, face_epochs=2, face_width=4)
+    ens = metrics["ensemble(finetune_face+cnn)"]
+    assert {"finetune_face", "fer2013-cnn"} <= set(metrics) and ens["kind"] == "project"
+    fitted = json.loads((tmp_path / "fer" / "fer2013" / "results.json").read_text())["results"][
+        "ensemble(finetune_face+cnn)"]["fitted_on_val"]
+    assert set(fitted["fusion_weights"]) == {"finetune_face", "cnn(fer2013)"} and fitted["fused_temperature"] > 0
+    run = tmp_path / "fer" / "fer2013" / "runs" / "finetune_face"
+    cfg = (run / "config.yaml").read_text()
+    assert "lr_schedule: cosine" in cfg and "ce_label_smoothing: 0.1" in cfg and "face_size: 48" in cfg
+    assert len(pd.read_csv(run.parent / "ensemble(finetune_face+cnn)" / "predictions_val.csv")) == 60
+    report = (tmp_path / "fer" / "report.md").read_text()
+    assert "ensemble(finetune_face+cnn)" in report and "70%" in report
+
+    ck = BenchOptions(data=data_root, out=tmp_path / "ck", limit=40, max_epochs=1, bootstrap=50, progress=False,
+                      models=["unimodal(hog)"])
+    got = run_bench("fer2013", ck, eval_corpus="ckplus", face_run=str(run))
+    row = got["finetune_face (run)"]
+    assert row["n_test"] == 40 and got["ensemble(finetune_face+cnn)"]["n_test"] == 40
+    assert not (tmp_path / "ck" / "fer2013" / "runs" / "finetune_face").exists()  # scored, not trained again

@@ -110,6 +110,18 @@ class Baseline:
 
 
 @dataclass
+class Combined:
+    """What a combined row's callable returns: class probabilities on the validation and test rows."""
+
+    val_ids: list[str]
+    val_probs: np.ndarray  # (N_val, C)
+    test_ids: list[str]
+    test_probs: np.ndarray  # (N_test, C)
+    inputs: str  # for the tables: what it combines
+    fitted: dict[str, Any] = field(default_factory=dict)  # what was fitted on validation (weights, temperatures)
+
+
+@dataclass
 class Task:
     """One protocol on one manifest: what to extract, the project's runs, the baselines, the targets."""
 
@@ -126,6 +138,10 @@ class Task:
     # rows scored outside the loop (e.g. the FER2013 CNN read as a classifier): name ->
     # callable(manifest path, opts) -> (test ids, (N, C) probabilities), called after extraction
     references: dict[str, Any] = field(default_factory=dict)
+    # project rows made from other rows' predictions and fitted on validation (e.g. an ensemble of the
+    # network trained here and the bundled CNN): name -> callable(task_dir, results, manifest path, opts)
+    # -> Combined, or None when its members are not there (a row filtered out by --model)
+    combined: dict[str, Any] = field(default_factory=dict)
     monitor: str = "val_weighted_f1"
 
     @property
@@ -420,6 +436,33 @@ def linear_baseline(task: Task, baseline: Baseline, manifest: Manifest, opts: Be
 # one task
 
 
+def _combined_entry(name: str, got: Combined, manifest: Manifest, classes: list[str], task_dir: Path,
+                    opts: BenchOptions) -> dict:
+    """A combined row scored as a project row: validation metrics (by which it may be chosen) and test
+    metrics, its predictions written beside the runs' (predictions.csv, predictions_val.csv)."""
+    from emofuse.evaluation.report import write_calibration
+
+    index = {k: i for i, k in enumerate(manifest.df["id"])}
+    y_all = manifest.label_indices()
+    run_dir = task_dir / "runs" / name.replace(" ", "_").replace("/", "_")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, ids, probs, f in (("val", got.val_ids, got.val_probs, "predictions_val.csv"),
+                                 ("test", got.test_ids, got.test_probs, "predictions.csv")):
+        y = y_all[[index[k] for k in ids]]
+        frame = pd.DataFrame({"id": ids, "true": [classes[i] for i in y], "predicted": [classes[i] for i in probs.argmax(1)]})
+        for j, c in enumerate(classes):
+            frame[f"p_{c}"] = np.round(probs[:, j], 5)
+        frame.to_csv(run_dir / f, index=False)
+        out[split] = (y, probs.argmax(1))
+    entry = score_entry(*out["test"], classes, opts)
+    val = classification_metrics(*out["val"], len(classes))
+    entry.update(kind="project", model="combined", features={}, inputs=got.inputs, val={k: val[k] for k in METRIC_NAMES},
+                 run_dir=str(Path("runs") / run_dir.name), fitted_on_val=got.fitted,
+                 calibration=write_calibration(run_dir, classes))
+    return entry
+
+
 def _finished(cfg) -> dict | None:
     """The metrics of a run an earlier bench finished under cfg.out with exactly this config, else None."""
     from emofuse.config import ConfigError, RunConfig, load_config
@@ -512,6 +555,17 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         if opts.progress:
             print(f"  {task.name} {run.name:<24} test weighted F1 {100 * entry['weighted_f1']:.1f}  ({wall:.0f} s)", flush=True)
     timings["train"] = sum(r["wall_time_s"] for r in results.values())
+
+    for name, fn in task.combined.items():
+        t = time.perf_counter()
+        got = fn(task_dir, results, task.manifest, opts)
+        if got is None:
+            continue
+        entry = _combined_entry(name, got, manifest, classes, task_dir, opts)
+        entry["wall_time_s"] = time.perf_counter() - t
+        results[name] = entry
+        if opts.progress:
+            print(f"  {task.name} {name:<24} test weighted F1 {100 * entry['weighted_f1']:.1f}", flush=True)
 
     for name, score_fn in task.references.items():
         ids, probs = score_fn(task.manifest, opts)

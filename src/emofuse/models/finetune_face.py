@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from emofuse.config import StrictConfig
 from emofuse.features.encoders.face_net import FaceNet, save_face_net, to_grey  # models -> features, one way
