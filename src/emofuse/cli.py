@@ -676,6 +676,22 @@ def speed_finetune(
     _speed(run, config=config, manifest=manifest, steps=steps, overrides=list(set_))
 
 
+@speed_app.command("face")
+def speed_face(
+    manifest: Path = typer.Option(..., "--manifest", help="A manifest of face images (emofuse prepare fer2013)."),
+    n_train: int = typer.Option(4000, "--n-train", help="Training faces (validation and test cut by the same fraction)."),
+    epochs: int = typer.Option(2, "--epochs", help="Epochs of both sides (the first decodes the images)."),
+    width: int = typer.Option(32, "--width", help="The network's first-stage width."),
+) -> None:
+    """finetune_face: the project's train_run against a plain PyTorch loop over the same decoded faces."""
+    from emofuse.bench.speed import speed_face as run
+
+    try:
+        run(manifest, n_train=n_train, epochs=epochs, width=width)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
 @speed_app.command("train")
 def speed_train(
     n: int = typer.Option(10000, "--n", help="Synthetic samples (80/10/10 train/val/test)."),

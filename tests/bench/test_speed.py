@@ -66,3 +66,15 @@ def test_speed_video_without_a_model_says_what_to_do(tmp_path):
     res = runner.invoke(app, ["speed", "video", "--minutes", "0.05", "--model", str(tmp_path / "none")])
     assert res.exit_code != 0
     assert "emofuse demo" in res.output
+
+
+def test_speed_face_same_faces_both_sides(tmp_path):
+    from tests.models.test_finetune_face import toy_faces
+
+    manifest = toy_faces(tmp_path, {"train": 40, "val": 10, "test": 10})
+    out = _run("face", "--manifest", str(manifest), "--n-train", "40", "--epochs", "1", "--width", "4")
+    assert "40 training faces, 10 validation, 10 test" in out
+    assert re.search(r"plain loop \(faces decoded once.*= [\d.]+ training faces/s", out)
+    assert re.search(r"emofuse train_run .*= [\d.]+ training faces/s", out)
+    res = runner.invoke(app, ["speed", "face", "--manifest", str(tmp_path / "nope.csv")])
+    assert res.exit_code != 0

@@ -4,6 +4,7 @@ faster). Figures are printed, never asserted: the machines are shared and noisy.
 
     speed extract   --encoder ENC --manifest M [--limit N] [--device cpu|cuda]
     speed finetune  --config C --manifest M [--steps N]
+    speed face      --manifest M [--n-train N] [--epochs E]   (finetune_face on face images)
     speed train     --n 10000 --epochs 100      (attention fusion on synthetic 3-modality features)
     speed video     --minutes 10                (a generated 720p clip with audio: extract + predict)
 
@@ -19,6 +20,10 @@ little over the work itself):
   and the faster of the two is the reference.
 - train: the same fusion model and loss on tensors held in memory, indexed per batch, AdamW, one
   validation pass per epoch, in plain PyTorch.
+- face: the same face network, augmentation, loss and cosine schedule on one uint8 tensor of every
+  face, decoded once before the epochs (PIL), indexed per batch; validation each epoch and test with
+  the mirror image, in plain PyTorch. Both sides decode every image once: the project in its first
+  epoch, into memory, the plain loop before it.
 - video: PyAV's decoder over every frame keeping the sampled ones, the whole audio track decoded at
   once; each side in its own process so that its peak RSS is its own.
 """
@@ -504,6 +509,124 @@ def _plain_finetune(cfg, m: Manifest, warm_up: bool = False, fused: bool = False
     test = predict(rows["test"])
     f1 = f1_score(labels[rows["test"]], test, average="weighted")
     return time.perf_counter() - t0, float(f1)
+
+
+# ---------------------------------------------------------------------------------------------
+# face: finetune_face on face images, the project's train_run against a plain loop
+
+
+def _face_slice(m: Manifest, n_train: int, seed: int = 0) -> Manifest:
+    """About n_train training rows (seeded, stratified), validation and test cut by the same fraction."""
+    from sklearn.model_selection import train_test_split
+    import pandas as pd
+
+    frac = min(1.0, n_train / max(1, int((m.df["split"] == "train").sum())))
+    parts = []
+    for _, df in m.df.groupby("split", sort=False):
+        if frac < 1.0:
+            df, _ = train_test_split(df, train_size=max(7, round(frac * len(df))), random_state=seed, stratify=df["label"])
+        parts.append(df)
+    return Manifest(m.corpus, m.label_set, pd.concat(parts).sort_index().reset_index(drop=True), m.meta)
+
+
+def speed_face(manifest: str | Path, n_train: int = 4000, epochs: int = 2, width: int = 32,
+               say: Callable[[str], None] = _say) -> dict[str, float]:
+    """`epochs` epochs of finetune_face (bench fer2013's recipe) on about n_train training faces of a
+    face-image manifest (FER2013's): the project's train_run (validation checks, test predictions,
+    reports) against a plain PyTorch loop doing the same work on a tensor of the decoded faces."""
+    _threads()
+    from emofuse.bench.fer2013 import face_net_run
+    from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from emofuse.training.run import train_run
+
+    full = Manifest.load(manifest)
+    if not (full.meta.get("decoding") or {}).get("images_are_faces"):
+        raise ValueError(f"{manifest}: speed face takes a manifest of face images (FER2013, CK+), whose decoding "
+                         "says images_are_faces")
+    m = _face_slice(full, n_train)
+    work = Path(tempfile.mkdtemp(prefix="emofuse-speed-face-"))
+    m.save(work / "manifest.csv")
+    n = {s: int((m.df["split"] == s).sum()) for s in ("train", "val", "test")}
+    run = face_net_run(epochs, width)
+    cfg = RunConfig(name="face", data=DataConfig(manifest=str(work / "manifest.csv"), features=run.features, **run.data),
+                    model=ModelConfig(name=run.model, params=run.params),
+                    train=TrainConfig(**run.train, seeds=[0], logger="none", progress=False), out=str(work / "runs"))
+    say(f"{manifest}: {n['train']} training faces, {n['val']} validation, {n['test']} test; finetune_face width "
+        f"{width}, {epochs} epoch(s) of batch {cfg.data.batch_size}")
+    _plain_face(cfg, m, warm_up=True)  # imports, first allocations: paid here, by neither side
+    plain_s, plain_acc, decode_s = _plain_face(cfg, m)
+    say(f"plain loop (faces decoded once into one tensor: {decode_s:.1f} s; the same network, augmentation, "
+        f"AdamW + cosine; validation each epoch; test): {plain_s:.1f} s = {epochs * n['train'] / plain_s:.1f} "
+        f"training faces/s (test accuracy {100 * plain_acc:.1f})")
+    t0 = time.perf_counter()
+    metrics = train_run(cfg)
+    project_s = time.perf_counter() - t0
+    say(f"emofuse train_run (faces decoded in the first epoch and kept in memory; reports): {project_s:.1f} s = "
+        f"{epochs * n['train'] / project_s:.1f} training faces/s (test accuracy {100 * metrics['test']['accuracy']:.1f})")
+    ratio = plain_s / project_s
+    say(f"ratio: {ratio:.2f}")
+    return {"project_s": project_s, "plain_s": plain_s, "ratio": ratio}
+
+
+def _plain_face(cfg, m: Manifest, warm_up: bool = False) -> tuple[float, float, float]:
+    """(seconds, test accuracy, of which decoding seconds). warm_up: two steps on a few faces, untimed."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from emofuse.features.encoders.face_net import FaceNet, to_grey
+    from emofuse.models.finetune_face import augment
+
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    p, size = cfg.model.params, cfg.data.raw.face_size
+    df = m.df.iloc[: 2 * cfg.data.batch_size] if warm_up else m.df
+
+    def load(path: str) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+
+    faces = torch.from_numpy(np.stack([load(v) for v in df["video"]]))  # (N, S, S, 3) uint8
+    decode_s = time.perf_counter() - t0
+    labels = torch.as_tensor(Manifest(m.corpus, m.label_set, df.reset_index(drop=True), m.meta).label_indices())
+    split = df["split"].to_numpy()
+    rows = {s: torch.as_tensor(np.flatnonzero(split == s)) for s in ("train", "val", "test")}
+    if warm_up:
+        rows["train"] = torch.arange(len(df))
+    c = dict(width=32, blocks=4, dropout=0.4, size=48, zoom=0.15, shift=0.1, rotate=10.0, erase=0.5) | p
+    net = FaceNet(len(m.label_set), c["width"], c["blocks"], c["dropout"])
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    bs, epochs = cfg.data.batch_size, 1 if warm_up else cfg.train.max_epochs
+    total = epochs * math.ceil(len(rows["train"]) / bs)
+    warm = int(cfg.train.warmup * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (step + 1) / warm if step < warm else
+                                              0.5 * (1 - math.cos(math.pi * max(0.0, (total - step) / max(1, total - warm)))))
+
+    def predict(rs):
+        net.eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(rs), bs):
+                x = to_grey(faces[rs[i: i + bs]], c["size"])
+                out.append(((net(x) + net(x.flip(-1))) / 2).argmax(-1))
+        net.train()
+        return torch.cat(out)
+
+    for _ in range(epochs):
+        order = rows["train"][torch.randperm(len(rows["train"]))]
+        for i in range(0, len(order), bs):
+            idx = order[i: i + bs]
+            x = augment(to_grey(faces[idx], c["size"]), zoom=c["zoom"], shift=c["shift"], rotate=c["rotate"], erase=c["erase"])
+            loss = F.cross_entropy(net(x), labels[idx], label_smoothing=cfg.train.ce_label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if warm_up:
+            return 0.0, 0.0, 0.0
+        predict(rows["val"])
+    acc = float((predict(rows["test"]) == labels[rows["test"]]).float().mean())
+    return time.perf_counter() - t0, acc, decode_s
 
 
 # ---------------------------------------------------------------------------------------------
