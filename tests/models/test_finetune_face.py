@@ -158,7 +158,7 @@ def test_the_run_is_a_feature_encoder(trained, faces):
     assert got[0].vector.shape == (34,) and got[1].sequence.shape == (2, 34)
     model = load_bundle(run).model
     with torch.no_grad():
-        probs = torch.softmax(model.frame_logits(torch.from_numpy(crop)), -1)[0].numpy()
+        probs = torch.softmax(model.frame_logits(torch.from_numpy(crop.copy())), -1)[0].numpy()
     # the encoder averages the probabilities of the face and its mirror image, the model their logits
     assert np.allclose(got[0].vector[:2], probs, atol=0.05) and got[0].vector[:2].sum() == pytest.approx(1, abs=1e-5)
     assert enc.fingerprint() == build_encoder(f"finetuned:{run}").fingerprint()
@@ -184,3 +184,14 @@ def test_predict_export_and_serve_read_the_faces_themselves(trained, faces, tmp_
     assert again.label == "sad" and again.probabilities == pytest.approx(out["probabilities"], abs=1e-4)
     with pytest.raises(Exception, match="no media given"):
         p.predict(Clip())
+
+
+def test_evaluate_scores_the_network_on_another_corpus(trained, tmp_path):
+    """emofuse evaluate on a face run: the faces of another manifest, decoded as the run decoded its own."""
+    from emofuse.inference.evaluate import EvaluateConfig, evaluate_run
+
+    _, run = trained
+    other = toy_faces(tmp_path / "other", {"train": 0, "val": 0, "test": 12})
+    got = evaluate_run(EvaluateConfig(run=str(run), data=str(other), out=str(tmp_path / "ev")), progress=False)
+    assert got["rows"]["scored"] == 12 and got["test"]["accuracy"] == 1.0
+    assert got["encoders"]["video"]["encoder"] == "raw"

@@ -70,7 +70,7 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> dict:
     from emofuse.evaluation.metrics import classification_metrics, confusion, per_class
     from emofuse.evaluation.report import save_confusion_png
     from emofuse.features.extract import extract
-    from emofuse.inference.bundle import load_bundle, read_spec
+    from emofuse.inference.bundle import RAW, load_bundle, read_spec
     from emofuse.labels import map_labels
     from emofuse.training.run import library_versions, predict
 
@@ -108,13 +108,16 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cfg.cache) if cfg.cache else out / "cache"
     rows = Manifest(manifest.corpus, manifest.label_set, df, manifest.meta)
-    encoders = list({id(e): e for e in bundle.encoders.values()}.values())  # one per spec: inputs may share one
-    d = spec.decoding
-    extract(rows, encoders, cache, batch_size=cfg.batch_size, video_sampling=d.video_sampling,
-            face_size=d.face_size, no_face=d.no_face, progress=progress)
     classes = list(spec.labels.classes)
     y_true = np.array([classes.index(c) if c else -1 for c in true_class], dtype=np.int64)
-    data, present = _dataset(rows, bundle, cache, y_true, run_cfg)
+    if any(s.encoder == RAW for s in spec.inputs.values()):  # the model reads the media itself: no extraction
+        data, present = _raw_dataset(rows, bundle, y_true, run_cfg)
+    else:
+        encoders = list({id(e): e for e in bundle.encoders.values()}.values())  # one per spec: inputs may share one
+        d = spec.decoding
+        extract(rows, encoders, cache, batch_size=cfg.batch_size, video_sampling=d.video_sampling,
+                face_size=d.face_size, no_face=d.no_face, progress=progress)
+        data, present = _dataset(rows, bundle, cache, y_true, run_cfg)
     device = next(bundle.model.parameters()).device
     pred = predict(bundle.model, data, cfg.batch_size, device)
     y_pred = pred["probs"].argmax(1)
@@ -155,7 +158,8 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> dict:
         "classes_absent_from_data": absent_classes,
         "unseen_labels": unseen,
         "encoders": {k: {"encoder": s.encoder, "trained_fingerprint": s.fingerprint,
-                         "fingerprint": bundle.encoders[k].fingerprint()} for k, s in spec.inputs.items()},
+                         "fingerprint": bundle.encoders[k].fingerprint() if k in bundle.encoders else s.fingerprint}
+                     for k, s in spec.inputs.items()},
         "standardise": _standardise_mode(run_cfg),
         "cache": str(cache),
         "warnings": warnings,
@@ -185,6 +189,23 @@ def _run_config(path: Path):
 
 def _standardise_mode(run_cfg) -> str | dict:
     return run_cfg.data.standardise if run_cfg is not None else "train"
+
+
+def _raw_dataset(rows, bundle, y_true: np.ndarray, run_cfg):
+    """The rows' media for a model that reads them itself (fine-tuned face, text or audio models),
+    decoded as its training decoded them (the run's data.raw), and the presence of each input."""
+    from emofuse.data.raw import RawDataset
+
+    if run_cfg is None:
+        raise EvaluateError(f"{bundle.spec.path}: the model reads raw media, and how it decoded them is in the run's "
+                            "config.yaml, which this folder lacks")
+    inputs = bundle.spec.inputs.values()
+    data = RawDataset.from_manifest(rows, {s.modality: "raw" for s in inputs}, run_cfg.data.raw)
+    data.labels = np.asarray(y_true, np.int64)
+    data.targets = np.zeros((len(y_true), len(bundle.spec.labels)), np.float32)
+    data.targets[y_true >= 0, y_true[y_true >= 0]] = 1.0
+    present = np.stack([np.asarray(data.columns[f"present_{s.modality}"], bool) for s in inputs], 1)
+    return data, present
 
 
 def _dataset(rows, bundle, cache: Path, y_true: np.ndarray, run_cfg):
