@@ -261,17 +261,22 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
             "accuracy", None, "the face path at least matches the bundled CNN on images it was not trained on",
             versus="fer2013-cnn", project_rows=[r.name for r in runs if r.features != {"video": "hog"}],
             baseline_rows=[], unmeasurable="every test image is one the CNN was trained on" if seen else None))
-    face_rows = ([FACE_NET] if face_net else []) + [*combined]
+    # the rows whose validation and test figures are clean here: with held-out FER2013 training images as
+    # test, every row that reads the CNN (which was trained on them) is optimistic, the ensemble too
+    clean = [*combined] if not seen else []
+    face_rows = ([FACE_NET] if face_net else []) + [k for k in combined if k in clean or k.endswith("(run)")]
     if face_rows:
-        targets.append(Target("accuracy", 0.70, "the face network trained here (or its ensemble with the CNN) reaches "
-                              "70% accuracy (issue 24; the row chosen on validation)", project_rows=face_rows,
-                              baseline_rows=[]))
+        targets.append(Target("accuracy", 0.70, "the face network trained here (or, on faces the CNN never saw, its "
+                              "ensemble with the CNN) reaches 70% accuracy (issue 24; the row chosen on validation)",
+                              project_rows=face_rows, baseline_rows=[]))
         notes.append(
             f"`{FACE_NET}`: the network trained end to end here on the training faces (data/raw.py decodes each "
             f"image once and keeps it in memory). `{ENSEMBLE}`: it and the bundled CNN, a product of experts whose "
             "temperatures and weights are fitted on the validation rows. The CNN was trained on FER2013's training "
             "images, validation rows included, so on them it looks better than it is on faces it never saw: the "
-            "fitted weights lean towards it, and its validation figures are optimistic.")
+            "fitted weights lean towards it, its validation figures are optimistic, and so is its test figure "
+            "unless the test rows are FER2013's test images (--eval-data) or CK+. The 70% target is therefore "
+            f"judged on `{FACE_NET}` alone" + (" here." if seen else ", and on the ensemble where its test is clean."))
     task = Task("fer2013", path, encoders, runs, baselines=baselines,
                 # images are face crops: used whole, at 64 px (what the CNN and HOG take), 256 per call so
                 # the CNN's fixed 32-frame chunks run full
