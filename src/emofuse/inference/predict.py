@@ -38,8 +38,12 @@ import torch
 from emofuse.features.extract import IMAGE_SUFFIXES  # what extraction decodes as a one-frame clip
 from emofuse.inference.bundle import RAW, Bundle
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
+# The containers a clip comes in: what the single-clip path decodes (PyAV/FFmpeg opens them all;
+# a file's streams, not its suffix, decide what it holds). A folder's listing takes exactly these
+# (CLIP_SUFFIXES, through folder_media), so the two cannot drift apart.
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp")
+AUDIO_SUFFIXES = (".wav", ".mp3", ".ogg", ".opus", ".m4a", ".flac", ".aac", ".wma")
+CLIP_SUFFIXES = VIDEO_SUFFIXES + AUDIO_SUFFIXES
 SUBTITLE_SUFFIXES = (".srt", ".vtt", ".txt")
 # Peak below -60 dBFS: digital silence or a disconnected microphone, no voice to describe.
 SILENCE_PEAK = 10 ** (-60 / 20)
@@ -498,8 +502,17 @@ def _hf_recogniser(model: str):
 # batches: a folder or a manifest
 
 
+def folder_media(folder: str | Path) -> list[Path]:
+    """The clip files of a folder, sorted: every file whose suffix is one of CLIP_SUFFIXES (any
+    case). An audio file beside a video file of the same stem (a.wav next to a.mp4) is that video's
+    sound, not a clip of its own: the video is the clip."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in CLIP_SUFFIXES)
+    videos = {p.stem for p in files if p.suffix.lower() in VIDEO_SUFFIXES}
+    return [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES or p.stem not in videos]
+
+
 def clips_from(path: str | Path, subtitles: str | Path | None = None) -> list[Clip]:
-    """The clips of a folder (its video files, else its audio files, sorted; transcripts from
+    """The clips of a folder (its video and audio files, see folder_media; transcripts from
     sidecar subtitle files) or a CSV manifest (columns id or name; video and/or audio, image;
     optional text; relative paths are relative to the CSV). `subtitles` may be a CSV of
     name + text (or english / chinese, as MER's subtitle_chieng.csv) giving the transcripts."""
@@ -508,14 +521,12 @@ def clips_from(path: str | Path, subtitles: str | Path | None = None) -> list[Cl
     path = Path(path)
     table = _transcript_table(subtitles) if subtitles else {}
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-        kind = "video"
+        files = folder_media(path)
         if not files:
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-            kind = "audio"
-        if not files:
-            raise FileNotFoundError(f"{path}: no video ({', '.join(VIDEO_SUFFIXES)}) or audio files")
-        return [Clip(**{kind: f}, text=table.get(f.stem) or sidecar_transcript(f), name=f.stem) for f in files]
+            raise FileNotFoundError(f"{path}: no video ({', '.join(VIDEO_SUFFIXES)}) or audio "
+                                    f"({', '.join(AUDIO_SUFFIXES)}) files")
+        return [Clip(**{"video" if f.suffix.lower() in VIDEO_SUFFIXES else "audio": f},
+                     text=table.get(f.stem) or sidecar_transcript(f), name=f.stem) for f in files]
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{path}: expected a folder or a CSV manifest")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
