@@ -139,7 +139,9 @@ class DataConfig(StrictConfig):
     # statistics too; rows without a speaker, or of speakers with fewer than 10 rows, use the
     # statistics pooled over all rows. At inference, standardise a new speaker's inputs the same way.
     # A mapping sets it per input key, e.g. {"audio": "per_speaker"} (unlisted keys: "train").
-    standardise: Literal["train", "per_speaker"] | dict[str, Literal["train", "per_speaker"]] = "train"
+    # "none": left as extracted (inputs that are probabilities already, read as such by the model).
+    standardise: (Literal["train", "per_speaker", "none"]
+                  | dict[str, Literal["train", "per_speaker", "none"]]) = "train"
     # Dialogue context: input key -> k. Adds the input `<key>_context` (B, k, D + 1): the key's
     # vectors of the k utterances before each one in its dialogue (manifest order), newest first,
     # each followed by +1 when the same speaker said it and -1 otherwise; masked where the

@@ -72,5 +72,5 @@ MODELS: Registry = Registry(
     ["emofuse.models.unimodal", "emofuse.models.early", "emofuse.models.late",
      "emofuse.models.attention", "emofuse.models.mer_han", "emofuse.models.llama_topn",
      "emofuse.models.finetune_text", "emofuse.models.finetune_audio", "emofuse.models.finetune_face",
-     "emofuse.models.clip_zeroshot", "emofuse.models.ensemble"],
+     "emofuse.models.clip_zeroshot", "emofuse.models.ensemble", "emofuse.models.experts"],
 )

@@ -94,6 +94,8 @@ CASES = {
     "finetune_audio": [_raw_audio],
     "clip_zeroshot": [_raw_video],
     "finetune_face": [_raw_faces],
+    "experts": [_features("experts", {"experts": {"audio": [{"input": "audio"}], "text": [{"input": "text"}]}},
+                          {"audio": 12, "text": 16})],
     "ensemble": [_features("ensemble", {"hidden": 32, "linear": ["text"]}, DIMS, ("audio",))],
 }
 PARAMS = [pytest.param(name, i, id=f"{name}-{i}") for name, makers in CASES.items() for i in range(len(makers))]

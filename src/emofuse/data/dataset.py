@@ -227,6 +227,13 @@ class FeatureDataset(Dataset):
         return {m: f.dim for m, f in self.features.items()}
 
 
+def unstandardised_keys(mode: str | dict[str, str], keys) -> list[str]:
+    """The input keys DataConfig.standardise leaves as extracted ("none"), by key or modality."""
+    if isinstance(mode, dict):
+        return [k for k in keys if mode.get(k, mode.get(k.split(":")[0], "train")) == "none"]
+    return list(keys) if mode == "none" else []
+
+
 def per_speaker_keys(mode: str | dict[str, str], keys) -> list[str]:
     """The input keys that DataConfig.standardise puts under per-speaker standardisation: all of
     them for "per_speaker", or those whose modality a mapping sets so ("audio" covers "audio:egemaps")."""

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from emofuse.config import RunConfig, TrainConfig, dump_config, validate
 from emofuse.corpora.base import Manifest
-from emofuse.data.dataset import FeatureDataset, collate, per_speaker_keys
+from emofuse.data.dataset import FeatureDataset, collate, per_speaker_keys, unstandardised_keys
 from emofuse.data.raw import RawDataset
 from emofuse.evaluation.metrics import (
     METRIC_NAMES,
@@ -374,6 +374,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         if len(ds) == 0:
             raise ValueError(f"split {name!r} of {cfg.data.manifest} is empty{' in ' + plan['name'] if plan['name'] else ''}")
     stats = train_ds.fit_standardiser()  # training rows only: val and test never leak into it
+    for k in unstandardised_keys(cfg.data.standardise, stats):  # standardise: none (probabilities, say)
+        stats[k] = (np.zeros_like(stats[k][0]), np.ones_like(stats[k][1]))
     train_ds, val_ds, test_ds = (ds.standardised(stats) for ds in (train_ds, val_ds, test_ds))
     where = placement(cfg.train)
     mode = "min" if cfg.train.monitor == "val_loss" else "max"
