@@ -293,12 +293,13 @@ def _load_predictor(model: Path, trust_remote_code: bool = False):
 @app.command()
 def predict(
     clip: Optional[Path] = typer.Argument(None, help="A video (mp4, mkv, avi, webm) or audio file; a folder of clips; or a CSV manifest."),
-    model: Path = typer.Option(..., "--model", "-m", help="Run directory (runs/<name>) or folder from `emofuse export`."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Run directory (runs/<name>) or folder from `emofuse export` (default: emofuse-base, the model the package ships)."),
     text: Optional[str] = typer.Option(None, "--text", help="The transcript of the clip."),
     subtitles: Optional[Path] = typer.Option(None, "--subtitles", help="Transcript from a .srt/.vtt/.txt file; for a folder, a CSV of name,text."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="An audio file (alone or with --image, instead of CLIP)."),
     image: Optional[Path] = typer.Option(None, "--image", help="A face image (with --audio, instead of CLIP)."),
-    asr: bool = typer.Option(False, "--asr", help="Transcribe the speech where no transcript is given (Whisper-base, offline, by default)."),
+    asr: Optional[bool] = typer.Option(None, "--asr/--no-asr", help="Transcribe the speech where no transcript is given (Whisper-base, offline). Default: on for the default model, off for a --model."),
+    model_card: bool = typer.Option(False, "--model-card", help="Print the model card (data, licences, figures, limits) of the model and exit."),
     asr_model: str = typer.Option("whisper-base", "--asr-model", help="Speech recogniser: whisper-base (the packaged weights), a local folder or a hub id already in the HF cache."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON: label, probabilities, modality weights, Top-N selections, warnings."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV for a folder or manifest, one row per clip (default: stdout)."),
@@ -306,8 +307,25 @@ def predict(
     strict: bool = typer.Option(False, "--strict", help="Refuse clips with a missing or replaced modality instead of warning."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Let the model's encoders run Python files from their model folders (only for folders you trust; a bundle never asks for it on its own)."),
 ) -> None:
-    """Predict the emotion of a clip (or of every clip of a folder or manifest) with a trained model."""
+    """Predict the emotion of a clip (or of every clip of a folder or manifest): with the default model (emofuse-base), or a trained one."""
     from rich.markup import escape
+
+    from emofuse.inference import BundleError
+    from emofuse.inference.default import default_model
+    from emofuse.inference.default import model_card as read_card
+
+    if model is None:
+        try:
+            model = default_model()
+        except BundleError as e:
+            _fail(escape(str(e)))
+        asr = True if asr is None else asr  # the default model reads words: transcribe what has none
+    if model_card:
+        try:
+            typer.echo(read_card(model))
+        except FileNotFoundError as e:
+            _fail(escape(str(e)))
+        return
 
     from emofuse.inference.predict import (
         ASRUnavailable, Clip, InputError, clips_from, predict_many, read_subtitles, sidecar_transcript, transcribe,
@@ -327,7 +345,7 @@ def predict(
         err.print(f"[yellow]warning:[/] {escape(w)}")
 
     def with_asr(c: Clip) -> Clip:
-        if asr and not (c.text or "").strip() and "text" in predictor.spec.modalities and (c.video or c.audio):
+        if asr is True and not (c.text or "").strip() and "text" in predictor.spec.modalities and (c.video or c.audio):
             try:
                 c.text = transcribe(c.video or c.audio, asr_model)
             except MediaError:
@@ -388,6 +406,9 @@ def predict(
 def _print_prediction(pred, predictor) -> None:
     from rich.markup import escape
 
+    who = pred.model or {}
+    console.print(f"model: [bold]{escape(str(who.get('name')))}[/]" + (f" {who['version']}" if who.get("version") else "")
+                  + f" ({len(who.get('classes', []))} classes: {', '.join(who.get('classes', []))})")
     t = Table(title=f"{pred.name}: [bold]{pred.label}[/]", title_justify="left")
     t.add_column("class")
     t.add_column("probability", justify="right")
@@ -403,7 +424,7 @@ def _print_prediction(pred, predictor) -> None:
     for k in keys:
         s = predictor.spec.inputs[k]
         i = pred.modalities.get(s.modality, {})
-        w = (pred.weights or {}).get(k)
+        w = (pred.weights or {}).get(k, (pred.weights or {}).get(s.modality))  # per input, or per modality
         m.add_row(k, "yes" if i.get("used") else "no", "" if w is None else f"{w:.3f}", s.encoder,
                   escape(i.get("note") or ""))
     console.print(m)
@@ -458,7 +479,7 @@ def evaluate(
 
 @app.command()
 def serve(
-    model: Path = typer.Option(..., "--model", "-m", help="Run directory (runs/<name>) or folder from `emofuse export`."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Run directory (runs/<name>) or folder from `emofuse export` (default: emofuse-base, the model the package ships)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, help="Port to listen on."),
     max_mb: float = typer.Option(100.0, "--max-mb", help="Largest upload accepted, in MB."),
@@ -471,8 +492,13 @@ def serve(
     from rich.markup import escape
 
     from emofuse.inference import BundleError
+    from emofuse.inference.default import default_model
     from emofuse.inference.serve import create_app
 
+    try:
+        model = model or default_model()
+    except BundleError as e:
+        _fail(escape(str(e)))
     try:
         with err.status(f"loading {model}"):
             api = create_app(model, max_bytes=int(max_mb * 2**20), trust_remote_code=trust_remote_code,
@@ -485,6 +511,28 @@ def serve(
 
     console.print(f"emofuse serving [bold]{api.state.predictor.spec.name}[/] at http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+@app.command("build-model")
+def build_model(
+    data: Path = typer.Option(..., "--data", help="The shared data folder holding ravdess_speech/, nemo/, urdu/, meld/, goemotions/, fer2013_train/."),
+    out: Path = typer.Option(..., "--out", help="Output folder: the bundle (<out>/emofuse-base), metrics.json, model_card.md, the run and its work files."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every split, pairing and fit (the same seed gives the same weights)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (default <out>/cache); a benchmark's cache is reused."),
+    face_net: Optional[Path] = typer.Option(None, "--face-net", help="A finetune_face run (or its encoder folder) for the face expert (default: the network the package ships)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows per split of each expert's corpora: a quick slice."),
+) -> None:
+    """Build the default model, emofuse-base, from the real corpora: three calibrated experts (speech, text, face) fused as a product."""
+    from emofuse.bench.emofuse_base import build_base_model
+
+    try:
+        m = build_base_model(data, out, seed=seed, cache=cache, face_net=face_net, limit=limit)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        _fail(str(e))
+    p = m["paired"]
+    console.print(f"[green]{m['name']}[/] {m['version']}: paired test weighted F1 {100 * p['test']['weighted_f1']:.1f} "
+                  f"(best expert alone {100 * p['experts_test'][p['best_expert_on_val']]['weighted_f1']:.1f}) in "
+                  f"{m['timings_s']['total'] / 60:.1f} min -> {m['bundle']}")
 
 
 @app.command()

@@ -82,7 +82,16 @@ SPEECH7 = LabelSet(
      "happiness": "happy", "disgusted": "disgust"},
 )
 
-LABEL_SETS: dict[str, LabelSet] = {ls.name: ls for ls in (MER6, MELD7, IEMOCAP4, RAVDESS8, FER7, SPEECH7)}
+# The default model's classes (emofuse-base): the seven every corpus here can speak to, in one
+# order, whatever words a corpus uses for them (MELD's joy, FER2013's fear, GoEmotions' anger...).
+EMOTION7 = LabelSet(
+    "emotion7",
+    ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+    {"fear": "fearful", "surprise": "surprised", "anger": "angry", "sadness": "sad", "joy": "happy",
+     "happiness": "happy", "disgusted": "disgust", "neu": "neutral"},
+)
+
+LABEL_SETS: dict[str, LabelSet] = {ls.name: ls for ls in (MER6, MELD7, IEMOCAP4, RAVDESS8, FER7, SPEECH7, EMOTION7)}
 
 
 def get_label_set(name: str) -> LabelSet:

@@ -65,7 +65,8 @@ CORPORA: Registry = Registry(
      "emofuse.corpora.nemo", "emofuse.corpora.urdu"],
 )
 ENCODERS: Registry = Registry(
-    "encoder", ["emofuse.features.encoders.builtin", "emofuse.features.encoders.whisper", "emofuse.features.encoders.mpnet"]
+    "encoder", ["emofuse.features.encoders.builtin", "emofuse.features.encoders.whisper", "emofuse.features.encoders.mpnet",
+                "emofuse.features.encoders.face_net"]
 )
 MODELS: Registry = Registry(
     "model",

@@ -246,6 +246,8 @@ def _spec_from_run(path: Path, unit: str | None) -> BundleSpec:
         m = json.loads((path / "metrics.json").read_text())
         info.update({"corpus": m.get("corpus"), "synthetic": bool(m.get("synthetic", False)),
                      "test": {k: v for k, v in m.get("test", {}).items() if not k.endswith("_std")}})
+        if m.get("version"):  # a released model's (emofuse-base)
+            info["version"] = m["version"]
     if (path / "versions.json").is_file():
         info["versions"] = json.loads((path / "versions.json").read_text())
     return BundleSpec(

@@ -95,6 +95,7 @@ class Prediction:
     faces: list[FaceFrame] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)  # which model answered: name, version, classes
 
     def to_dict(self, frames: bool = False, thumb: int = 96) -> dict:
         """JSON-ready. frames=True adds each sampled frame's face crop as a JPEG data URL."""
@@ -106,6 +107,7 @@ class Prediction:
             faces.append(d)
         return {
             "name": self.name,
+            "model": self.model,
             "label": self.label,
             "probabilities": self.probabilities,
             "weights": self.weights,
@@ -387,7 +389,13 @@ class Predictor:
             warnings=warnings,
             timings_ms={"decode": round(1000 * (t1 - t0), 1), "encode": round(1000 * (t2 - t1), 1),
                         "model": round(1000 * (t3 - t2), 1), "total": round(1000 * (t3 - t0), 1)},
+            model=self.model_info,
         )
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """Which model answers: its name, version (where the bundle records one) and classes."""
+        return {"name": self.spec.name, "version": self.spec.info.get("version"), "classes": self.bundle.classes}
 
 
 def media_seconds(path: Path) -> float | None:

