@@ -113,12 +113,13 @@ def pair(sources: dict[str, Manifest], train_pairs: int, seed: int) -> tuple[pd.
 
 
 def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[str, Path] | None = None,
-                 llm_backbone: str = "smollm2", fusion_ablation: bool = False) -> BenchSpec:
+                 llm_backbone: str = "smollm2", fusion_ablation: bool = False, default_model: bool = False) -> BenchSpec:
     """train_pairs: pairings per training clip. eval_sources: source (meld, ravdess, fer2013) ->
     its evaluation folder; --eval-data fills in the sources found under it. llm_backbone: the
     llama_topn backbone ("smollm2", or "tiny" for quick checks). fusion_ablation: more rows
     (the former grid-fitted late fusion, late fusion without calibration, joint models with
-    train.modality_dropout)."""
+    train.modality_dropout). default_model: a row for the model the package ships (emofuse-base),
+    its experts and fusion as shipped, applied to the same test rows (its encoders extracted too)."""
     out = opts.out
     evals = {k: Path(v) for k, v in (eval_sources or {}).items()}
     if unknown := sorted(set(evals) - set(SOURCES)):
@@ -201,7 +202,18 @@ def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[st
                      "test images as the fer2013 evaluation folder to remove this.")
     if info["reused_pools"]:
         notes.append(f"Some class pools ran out and were reused (count of refills): {json.dumps(info['reused_pools'])}.")
-    task = Task("paired", path, encoders, runs,
+    references = {}
+    if default_model:
+        from emofuse.inference.default import default_model as shipped
+        from emofuse.inference.bundle import read_spec
+
+        spec = read_spec(shipped())
+        encoders = list(dict.fromkeys([*encoders, *(s.encoder for s in spec.inputs.values())]))
+        references[f"{spec.name} (shipped)"] = _shipped_scores
+        notes.append(f"`{spec.name} (shipped)`: the default model as the package ships it (no training here). Its "
+                     "expert weights were fitted on this benchmark's validation split; its experts were trained on "
+                     "their own corpora, whose training rows include none of this test's clips, utterances or faces.")
+    task = Task("paired", path, encoders, runs, references=references,
                 baselines=[Baseline("baseline-linear", dict(enc), {"audio": "per_speaker"})],
                 # images are face crops: used whole, at 64 px (what the CNN and HOG take), 256 per call so
                 # the CNN's fixed 32-frame chunks run full
@@ -211,6 +223,28 @@ def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[st
     intro = ["A tri-modal benchmark paired by class from real single-modality corpora "
              "(MELD text, RAVDESS speech, FER2013 faces); 7 shared classes; weighted F1 on test."]
     return BenchSpec([task], intro, after=_mer_table)
+
+
+def _shipped_scores(manifest_path, opts: BenchOptions):
+    """The shipped default model's class probabilities on the task's test rows (cached features)."""
+    import torch
+
+    from emofuse.data.dataset import FeatureDataset
+    from emofuse.inference.bundle import load_bundle
+    from emofuse.inference.default import default_model
+    from emofuse.training.run import predict
+
+    bundle = load_bundle(default_model())
+    manifest = Manifest.load(manifest_path)
+    if list(bundle.classes) != list(manifest.label_set.classes):
+        raise ValueError(f"the default model's classes {bundle.classes} are not the task's {manifest.label_set.classes}")
+    features: dict[str, list[str]] = {}
+    for key, s in bundle.spec.inputs.items():
+        features.setdefault(s.modality, []).append(s.encoder)
+    data = FeatureDataset.from_manifest(manifest, opts.cache_dir, {m: v[0] if len(v) == 1 else v for m, v in features.items()})
+    rows = np.flatnonzero((manifest.df["split"] == "test").to_numpy())
+    got = predict(bundle.model, data.subset(rows).standardised(bundle.standardiser), 256, torch.device("cpu"))
+    return list(got["ids"]), got["probs"]
 
 
 def _mer_table(tasks: list[Task], outs: list[dict]) -> list[str]:
