@@ -76,8 +76,15 @@ class FacesOut(BaseModel):
     frames: list[FrameOut]
 
 
+class ModelOut(BaseModel):
+    name: str = Field(description="the model that answered")
+    version: str | None = Field(None, description="its version, where it has one (the default model's)")
+    classes: list[str]
+
+
 class PredictionOut(BaseModel):
     name: str
+    model: ModelOut = Field(description="which model answered")
     label: str = Field(description="the predicted emotion")
     probabilities: dict[str, float] = Field(description="probability of each class")
     weights: dict[str, float] | None = Field(

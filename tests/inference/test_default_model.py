@@ -1,0 +1,94 @@
+"""The default model (emofuse-base) the package ships: predict and serve use it without --model and
+say which model answered; its files are the ones its bundle pins (a changed weight file is refused);
+its face network is the one its inputs record; `build-model` with one seed gives the same weights
+twice (on a slice of the real data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from emofuse.cli import app
+from emofuse.inference.default import DEFAULT_MODEL, default_model
+from tests.conftest import need
+
+runner = CliRunner()
+CLASSES = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+
+
+def test_the_shipped_files_are_the_ones_the_bundle_pins():
+    from emofuse.features.encoders.face_net import SHIPPED, FaceNetEncoder
+    from emofuse.inference.bundle import read_spec
+
+    spec = read_spec(default_model())  # checks bundle.json's digest and every file's sha256
+    d = json.loads((DEFAULT_MODEL / "bundle.json").read_text())
+    for name, digest in d["files"].items():
+        assert hashlib.sha256((DEFAULT_MODEL / name).read_bytes()).hexdigest() == digest, name
+    assert spec.name == "emofuse-base" and list(spec.labels.classes) == CLASSES and spec.info.get("version")
+    # the face expert's network: the package's, with the weights the model was built with
+    assert spec.inputs["video:emofuse-face"].encoder == "emofuse-face"
+    assert FaceNetEncoder(SHIPPED, name="emofuse-face").fingerprint() == spec.inputs["video:emofuse-face"].fingerprint
+    assert (DEFAULT_MODEL / "model_card.md").is_file()
+    size = sum(p.stat().st_size for p in (DEFAULT_MODEL.parent).rglob("*") if p.is_file())
+    assert size < 40 * 2**20, size  # the issue's budget for weights in the repository
+
+
+def test_a_changed_weight_file_is_refused(tmp_path):
+    from emofuse.inference.bundle import BundleError, load_bundle
+
+    copy = shutil.copytree(DEFAULT_MODEL, tmp_path / "base")
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.safetensors"):
+        load_bundle(copy)
+
+
+def test_predict_without_a_model_answers_with_the_default(media):
+    res = runner.invoke(app, ["predict", str(media["good"]), "--json", "--text", "I am so happy to see you"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["model"]["name"] == "emofuse-base" and out["model"]["classes"] == CLASSES
+    assert set(out["probabilities"]) == set(CLASSES)
+    assert out["modalities"]["text"]["used"] and out["modalities"]["audio"]["used"]
+    res = runner.invoke(app, ["predict", "--model-card"])
+    assert res.exit_code == 0 and res.output.startswith("# Model card: emofuse-base")
+
+
+def test_serve_without_a_model_answers_with_the_default(media):
+    from fastapi.testclient import TestClient
+
+    from emofuse.inference.serve import create_app
+
+    with TestClient(create_app(default_model(), warm_up=False)) as client:
+        r = client.post("/predict", files={"file": ("clip.mp4", media["good"].read_bytes(), "video/mp4")},
+                        params={"text": "what a terrible day"})
+        assert r.status_code == 200, r.text
+        assert r.json()["model"]["name"] == "emofuse-base" and r.json()["model"]["classes"] == CLASSES
+        assert client.get("/health").json()["model"] == "emofuse-base"
+
+
+@pytest.mark.realdata
+def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_path):
+    import torch
+
+    from emofuse.bench.emofuse_base import build_base_model
+    from emofuse.features.encoders.face_net import FaceNet, save_face_net
+
+    for sub in ("ravdess_speech", "nemo", "urdu", "meld", "goemotions", "fer2013_train"):
+        need(data_root, sub)
+    torch.manual_seed(0)
+    net = save_face_net(FaceNet(7, 4, 2), tmp_path / "face", size=48, width=4, blocks=2, tta_flip=True)
+    cache = tmp_path / "cache"  # shared: the second build reads the features the first extracted
+    a = build_base_model(data_root, tmp_path / "a", cache=cache, face_net=net, limit=12, progress=False)
+    b = build_base_model(data_root, tmp_path / "b", cache=cache, face_net=net, limit=12, progress=False)
+    for f in ("model.safetensors", "standardiser.safetensors"):
+        assert (tmp_path / "a" / "emofuse-base" / f).read_bytes() == (tmp_path / "b" / "emofuse-base" / f).read_bytes(), f
+    assert a["paired"]["test"] == b["paired"]["test"]
+    card = (tmp_path / "a" / "model_card.md").read_text()
+    assert "non-commercial research only" in card and "bench paired" in card
+    assert set(a["experts"]) == {"speech", "text", "face"} and a["paired"]["rows"]["test"] > 0
