@@ -238,10 +238,13 @@ def _shipped_scores(manifest_path, opts: BenchOptions):
     manifest = Manifest.load(manifest_path)
     if list(bundle.classes) != list(manifest.label_set.classes):
         raise ValueError(f"the default model's classes {bundle.classes} are not the task's {manifest.label_set.classes}")
-    features: dict[str, list[str]] = {}
-    for key, s in bundle.spec.inputs.items():
-        features.setdefault(s.modality, []).append(s.encoder)
-    data = FeatureDataset.from_manifest(manifest, opts.cache_dir, {m: v[0] if len(v) == 1 else v for m, v in features.items()})
+    features: dict[str, str | list[str]] = {}
+    for key, s in bundle.spec.inputs.items():  # "video:emofuse-face" is one of a list; "text" is the modality's one
+        if ":" in key:
+            features.setdefault(s.modality, []).append(s.encoder)
+        else:
+            features[s.modality] = s.encoder
+    data = FeatureDataset.from_manifest(manifest, opts.cache_dir, features)
     rows = np.flatnonzero((manifest.df["split"] == "test").to_numpy())
     got = predict(bundle.model, data.subset(rows).standardised(bundle.standardiser), 256, torch.device("cpu"))
     return list(got["ids"]), got["probs"]
