@@ -292,7 +292,7 @@ def _load_predictor(model: Path, trust_remote_code: bool = False):
 
 @app.command()
 def predict(
-    clip: Optional[Path] = typer.Argument(None, help="A video (mp4, mkv, avi, webm) or audio file; a folder of clips; or a CSV manifest."),
+    clip: Optional[Path] = typer.Argument(None, help="A video (mp4, mkv, avi, webm, mov, flv, ...) or audio file (wav, mp3, ogg, opus, m4a, flac, ...); a folder of clips; or a CSV manifest."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Run directory (runs/<name>) or folder from `emofuse export` (default: emofuse-base, the model the package ships)."),
     text: Optional[str] = typer.Option(None, "--text", help="The transcript of the clip."),
     subtitles: Optional[Path] = typer.Option(None, "--subtitles", help="Transcript from a .srt/.vtt/.txt file; for a folder, a CSV of name,text."),
