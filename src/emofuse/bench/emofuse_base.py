@@ -175,18 +175,17 @@ def build_base_model(data: str | Path, out: str | Path, *, seed: int = 0, cache:
         t = time.perf_counter()
         path = make(opts)
         _say(opts, f"{name}: {path}")
-        extract(Manifest.load(path), specs, opts.cache_dir, progress=progress,
-                **({k: v for k, v in FACE_IMAGES.items()} if name == "face" else {}))
+        extract(Manifest.load(path), specs, opts.cache_dir, progress=progress)  # decoding: the manifest's own
         m = _expert_run(f"expert-{name}", path, features, experts, opts, **data_extra)
         runs[name] = opts.out / "experts" / f"expert-{name}"
-        metrics["experts"][name] = {"corpora": Manifest.load(path).meta.get("corpora", [Manifest.load(path).corpus]),
-                                    "val": m["val"], "test": m["test"],
-                                    "rows": Manifest.load(path).df["split"].value_counts().to_dict()}
+        made = Manifest.load(path)
+        metrics["experts"][name] = {"corpora": made.meta.get("corpora", [made.corpus]), "val": m["val"], "test": m["test"],
+                                    "rows": made.df["split"].value_counts().to_dict()}
         timings[name] = time.perf_counter() - t
 
     t = time.perf_counter()
     paired = _paired(opts)
-    extract(Manifest.load(paired), [*SPEECH, TEXT, *face_specs], opts.cache_dir, progress=progress, **FACE_IMAGES)
+    extract(Manifest.load(paired), [*SPEECH, TEXT, *face_specs], opts.cache_dir, progress=progress)
     fused = _compose(runs, paired, opts, metrics)
     timings["fusion"] = time.perf_counter() - t
     metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - t0, 1)}

@@ -45,16 +45,13 @@ def cnn_reference(manifest_path, opts: BenchOptions, encoder: str = PLAIN) -> tu
     """The bundled CNN read as a classifier: its own 7 class probabilities (the first 7 values of
     its features, in FER2013 order, which is the fer7 label set's) on the test rows. encoder: a
     fer2013 spec; its features are pinned by fingerprint (the name alone may hold another TTA's)."""
-    from emofuse.features.cache import load_features
     from emofuse.features.encoders.builtin import FER2013_CLASSES
-    from emofuse.features.encoders.hf import build_encoder
 
     manifest = Manifest.load(manifest_path)
     if tuple(manifest.label_set.classes) != FER2013_CLASSES:
         raise ValueError(f"label set {manifest.label_set.classes} is not the CNN's {FER2013_CLASSES}")
     ids = manifest.df.loc[manifest.df["split"] == "test", "id"].tolist()
-    table = load_features(opts.cache_dir, manifest.corpus, build_encoder(encoder)).lookup(ids)
-    return ids, table.vectors[:, : len(FER2013_CLASSES)]
+    return ids, cnn_probs(manifest_path, opts, ids, encoder)
 
 
 def _fingerprint(spec: str) -> str:
@@ -85,7 +82,8 @@ def face_net_run(epochs: int = 24, width: int = 32) -> ModelRun:
 
 
 def cnn_probs(manifest_path, opts: BenchOptions, ids: list[str], encoder: str = PLAIN) -> np.ndarray:
-    """The bundled CNN's 7 class probabilities on these rows (cached features of `encoder`)."""
+    """The bundled CNN's 7 class probabilities on these rows: the first 7 values of its cached features
+    (FER2013's class order), pinned by the fingerprint of `encoder` (the name alone may hold another TTA's)."""
     from emofuse.features.cache import load_features
     from emofuse.features.encoders.hf import build_encoder
 

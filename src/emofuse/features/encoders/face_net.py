@@ -9,7 +9,6 @@ same. The network body lives here, below the models, so that the model and the e
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emofuse.features.encoders.base import Encoded, Encoder
+from emofuse.features.encoders.wheels import sha256_file
 from emofuse.registry import ENCODERS
 
 FACE_NET_TYPE = "emofuse-face-cnn"  # config.json's model_type of a saved network
@@ -78,13 +78,6 @@ def save_face_net(net: FaceNet, folder: Path, *, size: int, width: int, blocks: 
     return folder
 
 
-def is_face_net(folder: Path) -> bool:
-    try:
-        return json.loads((Path(folder) / "config.json").read_text()).get("model_type") == FACE_NET_TYPE
-    except (OSError, ValueError):
-        return False
-
-
 class FaceNetEncoder(Encoder):
     """A saved face network as a video encoder (see the module docstring)."""
 
@@ -111,11 +104,7 @@ class FaceNetEncoder(Encoder):
                 "n_classes": self.cfg["n_classes"], "tta_flip": self.tta_flip}
 
     def weights_digest(self) -> str:
-        h = hashlib.sha256()
-        with open(self.folder / WEIGHTS, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(self.folder / WEIGHTS)
 
     @torch.no_grad()
     def frames(self, crops: np.ndarray) -> np.ndarray:
