@@ -187,7 +187,8 @@ def train(
     """Train one run (early stopping on validation) and evaluate it on the test split."""
     from emofuse.config import ConfigError, RunConfig, load_config
     from emofuse.registry import UnknownNameError
-    from emofuse.training.run import process_rank, train_run
+    from emofuse.training.placement import process_rank
+    from emofuse.training.run import train_run
 
     try:
         cfg = load_config(RunConfig, config, set_)
@@ -631,9 +632,35 @@ def compare(
         print(describe(cmp))  # plain: rich would re-wrap the sentences at the terminal width
 
 
-@app.command()
+class _BenchCommand(typer.core.TyperCommand):
+    """`bench --help` ends with every registered benchmark and its options, read from the registry
+    (only there: importing the benchmarks takes a second or two, which other commands never pay)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.text import Text
+
+        from emofuse.bench import BENCHMARKS
+
+        super().format_help(ctx, formatter)
+        parts = []
+        for name in BENCHMARKS.names():
+            b = BENCHMARKS.get(name)
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True, style="cyan")
+            grid.add_column(no_wrap=True, style="dim")
+            grid.add_column()
+            for row in b.option_rows() or [("(no options)", "", "")]:
+                grid.add_row(*(Text(c) for c in (f"  {row[0]}", *row[1:])))
+            parts += [Text.assemble((name, "bold"), "  ", b.summary), grid, Text()]
+        Console().print(Panel(Group(*parts[:-1]), title="Benchmarks (NAME) and their options (-o key=value)",
+                              title_align="left", border_style="dim"))
+
+
+@app.command(cls=_BenchCommand)
 def bench(
-    name: str = typer.Argument(..., help="Benchmark: meld-text, ravdess, fer2013, goemotions, paired, ckplus or speech-xcorpus."),
+    name: str = typer.Argument(..., help="Benchmark: one of those listed below."),
     data: Path = typer.Option(..., "--data", help="The corpus folder (or the shared data folder holding it; paired: the folder holding meld/, ravdess_speech/, fer2013_train/; speech-xcorpus: the one holding ravdess_speech/, nemo/, urdu/)."),
     out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, report.md, per-task runs; the feature cache goes to <out>/cache."),
     eval_data: list[Path] = typer.Option([], "--eval-data", help="A separate folder of the same corpus: all its rows are the test set, and all of --data trains and validates (speech-xcorpus: a folder of labels.csv path,label,speaker and its audio, tested as one more left-out corpus; repeatable)."),
@@ -647,24 +674,25 @@ def bench(
     extra_model: list[str] = typer.Option([], "--extra-model", help="Also train this registered model on the benchmark's first inputs (repeatable)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the test set for the 95% intervals."),
     resume: bool = typer.Option(False, "--resume", help="Reuse a run a previous bench left finished in --out with the same config (same code assumed: a long training, say, is not repeated after the bench was stopped or a row added)."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value: meld-text context=3, finetune=true, finetune_context=2+1; ravdess protocol=cv|split, test_actors=11,12; fer2013 n_folds=10, eval_corpus=ckplus, target_val=true, face_net=true, face_epochs=24, face_width=32, face_run=RUN; ckplus folds=5; paired train_pairs=3, llm_backbone=tiny, fusion_ablation=true, default_model=true; speech-xcorpus corpora=ravdess,nemo,urdu, within=false, normalise=both|speaker|corpus, select=val|corpus (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Benchmark option key=value, the value read as YAML: each benchmark's options are listed below (repeatable)."),
     eval_source: list[str] = typer.Option([], "--eval-source", help="paired: source=folder, a source's own evaluation folder (meld, ravdess, fer2013; repeatable)."),
 ) -> None:
     """Real-data benchmark: prepare, extract, train the project's models (and a linear baseline), report with bootstrap intervals."""
-    import yaml
-
-    from emofuse.bench import BENCHMARKS, run_bench
+    from emofuse.bench import BENCHMARKS, parse_options, run_bench
     from emofuse.bench.driver import BenchOptions
+    from emofuse.registry import UnknownNameError
 
-    if name not in BENCHMARKS:
-        _fail(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+    try:
+        BENCHMARKS.get(name)
+    except UnknownNameError as e:
+        _fail(str(e))
     pairs = {}
     for what, items in (("--encoder", encoder), ("--option", option), ("--eval-source", eval_source)):
         for o in items:
             if "=" not in o:
                 _fail(f"{what} {o!r} is not key=value")
         pairs[what] = dict(o.split("=", 1) for o in items)
-    opts = {k: yaml.safe_load(v) for k, v in pairs["--option"].items()}
+    opts = parse_options(option)  # checked against the benchmark's options by run_bench
     if pairs["--eval-source"]:
         opts["eval_sources"] = {k: Path(v) for k, v in pairs["--eval-source"].items()}
     options = BenchOptions(data=data, out=out, eval_data=eval_data[0] if eval_data else None,

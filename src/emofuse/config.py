@@ -272,7 +272,7 @@ class GridConfig(StrictConfig):
     # One run per cell for all its epoch budgets: the longest is trained, and each shorter budget k
     # takes the best weights of its first k epochs (train.budgets / train.replay_from): the same
     # weights separate runs would keep, at the cost of the longest alone. Falls back to separate runs
-    # where something depends on the budget (a linear schedule, warm-up; see training.run.check_budgets).
+    # where something depends on the budget (a linear schedule, warm-up; see training.budgets.check_budgets).
     share_budgets: bool = True
     batch_size: int = 32
     # how inputs are standardised, for the ranking baselines and every grid run (as data.standardise)

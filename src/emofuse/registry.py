@@ -1,9 +1,15 @@
-"""One registry per kind (corpora, encoders, models). Unknown names fail with the valid list."""
+"""One registry per kind (corpora, encoders, models). Unknown names fail with the valid list.
+
+A registry finds its members itself: on its first lookup it imports every module of its package, and
+each module registers what it defines (`@MODELS.register("early")`), so adding a model, a corpus or
+an encoder is one new file. This module is the lowest floor of the package: it names those packages
+by string and imports them only on lookup."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+import pkgutil
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,13 +23,15 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    """Name -> factory. Entries register themselves when their module is imported; the modules
-    listed in `modules` are imported on first lookup so that the CLI's choices are always complete."""
+    """Name -> factory. Entries register themselves when their module is imported; every module of
+    `package` (its direct modules, not sub-packages) is imported on the first lookup, so that the
+    CLI's choices are always complete. Modules that register nothing are imported all the same: keep
+    their top level cheap (heavy libraries imported where they are used)."""
 
-    def __init__(self, kind: str, modules: Iterable[str] = ()):
+    def __init__(self, kind: str, package: str):
         self.kind = kind
+        self.package = package
         self._entries: dict[str, T] = {}
-        self._modules = tuple(modules)
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -36,10 +44,16 @@ class Registry(Generic[T]):
         return deco
 
     def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            for m in self._modules:
-                importlib.import_module(m)
+        if self._loaded:
+            return
+        self._loaded = True  # first: a module that looks a name up while it is imported must not recurse
+        try:
+            pkg = importlib.import_module(self.package)
+            for m in pkgutil.iter_modules(pkg.__path__):
+                importlib.import_module(f"{self.package}.{m.name}")
+        except BaseException:
+            self._loaded = False  # the next lookup tries again, and fails as loudly
+            raise
 
     def get(self, name: str) -> T:
         self._load()
@@ -57,21 +71,10 @@ class Registry(Generic[T]):
         self._load()
         return name in self._entries
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
 
-CORPORA: Registry = Registry(
-    "corpus",
-    ["emofuse.corpora.mer2025", "emofuse.corpora.meld", "emofuse.corpora.iemocap",
-     "emofuse.corpora.ravdess", "emofuse.corpora.csv", "emofuse.corpora.fer2013", "emofuse.corpora.goemotions", "emofuse.corpora.ckplus",
-     "emofuse.corpora.nemo", "emofuse.corpora.urdu"],
-)
-ENCODERS: Registry = Registry(
-    "encoder", ["emofuse.features.encoders.builtin", "emofuse.features.encoders.whisper", "emofuse.features.encoders.mpnet",
-                "emofuse.features.encoders.face_net"]
-)
-MODELS: Registry = Registry(
-    "model",
-    ["emofuse.models.unimodal", "emofuse.models.early", "emofuse.models.late",
-     "emofuse.models.attention", "emofuse.models.mer_han", "emofuse.models.llama_topn",
-     "emofuse.models.finetune_text", "emofuse.models.finetune_audio", "emofuse.models.finetune_face",
-     "emofuse.models.clip_zeroshot", "emofuse.models.ensemble", "emofuse.models.experts"],
-)
+
+CORPORA: Registry = Registry("corpus", package="emofuse.corpora")
+ENCODERS: Registry = Registry("encoder", package="emofuse.features.encoders")
+MODELS: Registry = Registry("model", package="emofuse.models")

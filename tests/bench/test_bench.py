@@ -11,7 +11,7 @@ import pytest
 
 from emofuse.bench import run_bench
 from emofuse.bench.driver import BenchOptions
-from emofuse.evaluation.metrics import METRIC_NAMES
+from emofuse.scoring.metrics import METRIC_NAMES
 from tests.conftest import need
 
 pytestmark = pytest.mark.realdata

@@ -53,7 +53,7 @@ def task(tmp_path):
 
 
 def test_product_row_is_the_product_of_the_members(task):
-    from emofuse.evaluation.metrics import classification_metrics
+    from emofuse.scoring.metrics import classification_metrics
 
     tmp_path, results, opts, data = task
     rows = product_rows(results, tmp_path, CLASSES, opts)

@@ -15,7 +15,7 @@ from emofuse.bench.driver import BenchOptions
 from emofuse.bench.ravdess import _limit_per_fold, fold_manifest
 from emofuse.corpora.base import Manifest
 from emofuse.labels import RAVDESS8
-from emofuse.training.run import _plans
+from emofuse.training.plans import plans as _plans
 from tests.conftest import need
 
 

@@ -137,7 +137,7 @@ def _speaker_table(folder: Path, n_speakers: int = 8, seed: int = 0, speaker_hea
 
 
 def test_speaker_column_gives_speaker_disjoint_stratified_folds_for_cross_validation(tmp_path):
-    from emofuse.training.run import _plans
+    from emofuse.training.plans import plans as _plans
 
     table = _speaker_table(tmp_path / "d")
     m = prepare("csv", table, tmp_path / "m.csv", text_col="text", speaker_col="speaker", seed=3)

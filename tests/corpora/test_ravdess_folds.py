@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emofuse.corpora.base import prepare
-from emofuse.training.run import _plans
+from emofuse.training.plans import plans as _plans
 from tests.conftest import need
 from tests.corpora.test_ravdess import make_tree
 

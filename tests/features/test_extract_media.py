@@ -9,7 +9,6 @@ import pytest
 
 from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
 from emofuse.features import extract, load_features
-from emofuse.features.extract import parse_sampling
 from emofuse.labels import MER6
 from emofuse.media.audio import write_wav
 from emofuse.media.video import write_video
@@ -80,15 +79,6 @@ def test_no_face_absent_option(tmp_path, media):
     m = _manifest([{"id": "av", "video": str(media["av"])}])
     (e,) = extract(m, ["fer2013"], tmp_path, video_sampling={"k_uniform": 2}, no_face="absent", progress=False)
     assert e.meta["no_face"] == ["av"] and not load_features(tmp_path, "media", "fer2013").present[0]
-
-
-def test_video_sampling_is_checked():
-    assert parse_sampling("k_uniform=8") == {"k_uniform": 8}
-    assert parse_sampling({"fps": "2"}) == {"fps": 2.0}
-    with pytest.raises(ValueError, match="k_uniform"):
-        parse_sampling("frames=8")
-    with pytest.raises(ValueError):
-        parse_sampling("fps=2,every_n=3")
 
 
 @pytest.mark.realdata

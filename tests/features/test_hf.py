@@ -11,6 +11,7 @@ import pytest
 
 from emofuse.features import build_encoder
 from emofuse.features.encoders import hf
+from emofuse.features.encoders.loading import file_digest
 from emofuse.registry import UnknownNameError
 from tests.features.tiny_hf import build
 
@@ -115,15 +116,15 @@ def test_weight_digest_samples_large_files(tmp_path):
     big = tmp_path / "model.safetensors"
     data = bytearray(np.random.default_rng(0).integers(0, 256, 6 << 20, dtype=np.uint8).tobytes())
     big.write_bytes(data)
-    d0 = hf._file_digest(big)
+    d0 = file_digest(big)
     data[10] ^= 1  # in the first MiB
     big.write_bytes(data)
-    d1 = hf._file_digest(big)
+    d1 = file_digest(big)
     data[len(data) - 10] ^= 1  # in the last MiB
     big.write_bytes(data)
-    d2 = hf._file_digest(big)
+    d2 = file_digest(big)
     big.write_bytes(data + b"x")  # size
-    assert len({d0, d1, d2, hf._file_digest(big)}) == 4
+    assert len({d0, d1, d2, file_digest(big)}) == 4
 
 
 def test_hub_snapshot_folder_gives_revision_name_and_blob_digest(tmp_path, tiny):
@@ -139,7 +140,7 @@ def test_hub_snapshot_folder_gives_revision_name_and_blob_digest(tmp_path, tiny)
     enc = build_encoder(f"hf:{snap}")
     assert enc.name == "hf-tiny-bert"
     assert enc.config()["revision"] == commit and enc.config()["model"] == "someorg/tiny-bert"
-    assert hf._file_digest(snap / "model.safetensors") == blob  # the hub's content hash, no reading
+    assert file_digest(snap / "model.safetensors") == blob  # the hub's content hash, no reading
     assert enc.encode(["hello"])[0].vector.shape == (32,)
 
 

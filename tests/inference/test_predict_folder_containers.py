@@ -118,7 +118,8 @@ def container_folder(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 
 def test_folder_suffix_lists_hold_every_generated_container(container_folder):
-    from emofuse.inference.predict import AUDIO_SUFFIXES, CLIP_SUFFIXES, VIDEO_SUFFIXES, folder_media
+    from emofuse.inference.predict import folder_media
+    from emofuse.media.suffixes import AUDIO_SUFFIXES, CLIP_SUFFIXES, VIDEO_SUFFIXES
 
     _, made = container_folder
     assert set(VIDEO) <= set(VIDEO_SUFFIXES) and set(AUDIO) <= set(AUDIO_SUFFIXES)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from emofuse.evaluation.calibration import apply_temperature, fit_temperature
+from emofuse.scoring.calibration import apply_temperature, fit_temperature
 from emofuse.training.module import model_loss
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 
 C = 4
 DIMS = {"audio:egemaps": 6, "audio:compare": 20, "audio:mfcc": 5}

@@ -14,7 +14,8 @@ from emofuse.config import RunConfig, load_config
 from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
 from emofuse.data.dataset import collate
 from emofuse.labels import LabelSet
-from emofuse.training.run import build_model, train_run
+from emofuse.models.build import build_model
+from emofuse.training.run import train_run
 from tests.training.cached import write_features
 
 N = {"train": 240, "val": 90, "test": 90}

@@ -9,7 +9,7 @@ import torch
 
 from emofuse.data.raw import collate_raw
 from emofuse.training.module import emotion_loss
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 from tests.features.tiny_hf import build
 from tests.models.tiny_media import build_clip, build_speech
 

@@ -8,7 +8,7 @@ import torch
 
 from emofuse.data.raw import collate_raw
 from emofuse.models.finetune_text import special_tokens
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 from tests.features.tiny_hf import build
 
 C = 7

@@ -19,7 +19,8 @@ from emofuse.corpora.base import FACE_IMAGES, MANIFEST_COLUMNS, Manifest
 from emofuse.data.raw import RawDataset, collate_raw
 from emofuse.labels import LabelSet
 from emofuse.models.finetune_face import augment
-from emofuse.training.run import build_model, train_run
+from emofuse.models.build import build_model
+from emofuse.training.run import train_run
 
 N = {"train": 48, "val": 16, "test": 16}
 

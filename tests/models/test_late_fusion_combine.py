@@ -11,7 +11,7 @@ from scipy.special import log_softmax, softmax
 from emofuse.data.dataset import collate
 from emofuse.models.late import combine_log_probs, combine_torch, fit_fusion
 from emofuse.training.module import drop_modalities
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 
 C = 4
 

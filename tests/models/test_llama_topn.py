@@ -18,7 +18,7 @@ from emofuse.config import ConfigError
 from emofuse.data.dataset import collate
 from emofuse.models.llama_topn import LlamaTopN, segment_means
 from emofuse.training.module import emotion_loss
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 
 # Two audio encoders compete for the audio slot; text and video have one candidate each.
 DIMS = {"audio:egemaps": 12, "audio:mfcc": 10, "text": 16, "video": 8}

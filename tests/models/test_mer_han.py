@@ -15,7 +15,7 @@ from emofuse.data.dataset import collate
 from emofuse.models.mer_han import stack_frames
 from emofuse.registry import MODELS
 from emofuse.training.module import emotion_loss
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 
 C = 6
 REPO = Path(__file__).resolve().parents[2]

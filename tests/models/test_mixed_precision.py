@@ -17,7 +17,7 @@ from emofuse.data.dataset import collate
 from emofuse.data.raw import collate_raw
 from emofuse.registry import MODELS
 from emofuse.training.module import model_loss
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 from tests.features.tiny_hf import build
 from tests.models.tiny_media import build_clip, build_speech
 

@@ -11,7 +11,7 @@ from emofuse.config import ConfigError
 from emofuse.data.dataset import collate
 from emofuse.registry import MODELS, UnknownNameError
 from emofuse.training.module import emotion_loss
-from emofuse.training.run import build_model
+from emofuse.models.build import build_model
 
 DIMS = {"audio": 12, "text": 16, "video": 8}
 C = 6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from emofuse.evaluation.metrics import METRIC_NAMES
+from emofuse.scoring.metrics import METRIC_NAMES
 
 
 def test_demo_writes_report_metrics_manifest_and_picture(demo_run):

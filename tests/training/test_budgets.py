@@ -97,7 +97,7 @@ def test_a_finished_run_is_stale_when_its_features_changed(corpus, tmp_path):
     (an encoder's defaults changed, another decoding) is trained again, not kept."""
     import shutil
 
-    from emofuse.training.run import finished_run
+    from emofuse.training.finished import finished_run
 
     root = tmp_path / "copy"
     shutil.copytree(corpus, root, ignore=shutil.ignore_patterns("runs"))

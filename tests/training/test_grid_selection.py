@@ -22,7 +22,9 @@ from emofuse.evaluation.selection import count_kept, load_selection, read_kept, 
 from emofuse.evaluation.table import render_table
 from emofuse.labels import LabelSet
 from emofuse.training.grid import grid_runs
-from emofuse.training.run import build_model, train_run, write_predictions
+from emofuse.evaluation.predictions import write_predictions
+from emofuse.models.build import build_model
+from emofuse.training.run import train_run
 from tests.training.cached import write_features
 
 TINY = {"backbone": "tiny", "tiny_hidden": 32, "tiny_layers": 2, "tiny_heads": 4, "hidden": 32, "lora_r": 4,

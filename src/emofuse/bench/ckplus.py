@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from emofuse.bench import BENCHMARKS, BenchConfig
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -63,6 +65,11 @@ def cnn_six(spec: str):
     return score
 
 
+class Options(BenchConfig):
+    folds: int = Field(5, description="subject folds (5: about 21 of the 106 subjects, 185 images tested per fold)")
+
+
+@BENCHMARKS.register("ckplus", options=Options)
 def bench_ckplus(opts: BenchOptions, folds: int = 5) -> BenchSpec:
     """folds: subject folds (5: about 21 of the 106 subjects, 185 images tested per fold)."""
     folds = int(folds)
@@ -126,7 +133,7 @@ def _subject_bootstrap(y: np.ndarray, p: np.ndarray, subjects: np.ndarray, n: in
 def pooled_lines(tasks: list[Task], outs: list[dict], opts: BenchOptions) -> list[str]:
     """Markdown: every row's test predictions pooled over the folds (each image once), accuracy with a
     subject bootstrap interval, mean validation accuracy over the folds, and the face path's verdict."""
-    from emofuse.evaluation.metrics import classification_metrics
+    from emofuse.scoring.metrics import classification_metrics
 
     manifest = Manifest.load(tasks[0].manifest)
     subject = dict(zip(manifest.df["id"], manifest.df["speaker"]))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from emofuse.corpora.base import Manifest
-from emofuse.evaluation.metrics import (
+from emofuse.scoring.metrics import (
     METRIC_NAMES,
     bootstrap_intervals,
     classification_metrics,
@@ -275,7 +275,7 @@ def product_rows(results: dict[str, dict], task_dir: Path, classes: list[str], o
     difference to it (fusion minus product, weighted F1) stored in the fusion's entry."""
     from emofuse.evaluation.report import read_probs
     from emofuse.models.late import combine_log_probs
-    from emofuse.evaluation.calibration import calibration_summary
+    from emofuse.scoring.calibration import calibration_summary
     from emofuse.evaluation.compare import compare_runs
 
     unimodal = {}
@@ -365,7 +365,7 @@ def linear_baseline(task: Task, baseline: Baseline, manifest: Manifest, opts: Be
     from sklearn.multiclass import OneVsRestClassifier
 
     from emofuse.data.dataset import FeatureDataset, per_speaker_keys
-    from emofuse.training.run import fit_threshold
+    from emofuse.evaluation.predictions import fit_threshold
 
     t0 = time.perf_counter()
     df = manifest.df.reset_index(drop=True)

@@ -205,8 +205,8 @@ def _compose(runs: dict[str, Path], paired: Path, opts: BenchOptions, metrics: d
     from torch.utils.data import DataLoader
 
     from emofuse.data.dataset import FeatureDataset, collate
-    from emofuse.evaluation.metrics import classification_metrics
-    from emofuse.training.run import build_model
+    from emofuse.scoring.metrics import classification_metrics
+    from emofuse.models.build import build_model
 
     manifest = Manifest.load(paired)
     data = FeatureDataset.from_manifest(manifest, opts.cache_dir, FEATURES)
@@ -258,7 +258,7 @@ def _write(out: Path, fused, paired: Path, runs: dict[str, Path], metrics: dict,
 
     from emofuse.config import DataConfig, ModelConfig, RunConfig, dump_config
     from emofuse.inference.bundle import export_bundle
-    from emofuse.training.run import library_versions
+    from emofuse.versions import library_versions
 
     model, stats = fused
     run = out / "run"

@@ -21,8 +21,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from emofuse.corpora.base import FACE_IMAGES, Manifest
+from emofuse.bench import BENCHMARKS, BenchConfig
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -100,7 +102,7 @@ def face_run_probs(run_dir: Path, manifest_path: Path, split: str) -> tuple[list
     from emofuse.config import RunConfig, load_config
     from emofuse.data.raw import RawDataset
     from emofuse.inference.bundle import load_bundle
-    from emofuse.training.run import predict
+    from emofuse.evaluation.predictions import predict
 
     run_dir = Path(run_dir)
     bundle = load_bundle(run_dir)
@@ -169,6 +171,22 @@ def face_ensemble(cnn: str, face_run: Path | None = None):
     return combine
 
 
+class Options(BenchConfig):
+    n_folds: int = Field(10, description="seeded stratified folds of the training images, one test and one "
+                                         "validation, when no test images are given (10: 80/10/10)")
+    eval_corpus: str | None = Field(None, description="ckplus: test on CK+ (ckplus48 beside fer2013_train in --data; "
+                                                      "contempt excluded) instead of held-out FER2013 images")
+    target_val: bool = Field(False, description="with eval_corpus: half of CK+'s subjects validate, the other half "
+                                                "test; all of FER2013 trains")
+    face_net: bool = Field(False, description="also train the face network end to end (finetune_face) and its "
+                                              "ensemble with the bundled CNN (minutes per epoch on CPU)")
+    face_epochs: int = Field(24, description="the face network's epochs")
+    face_width: int = Field(32, description="the face network's width")
+    face_run: str | None = Field(None, description="a face network run an earlier bench finished (its folder): "
+                                                   "scored here and ensembled with the CNN again, without face_net")
+
+
+@BENCHMARKS.register("fer2013", options=Options)
 def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None = None,
                   target_val: bool = False, face_net: bool = False, face_epochs: int = 24,
                   face_width: int = 32, face_run: str | None = None) -> BenchSpec:

@@ -10,6 +10,7 @@ Both read the same comments, so their features are extracted once (the cache is 
 
 from __future__ import annotations
 
+from emofuse.bench import BENCHMARKS
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -24,6 +25,7 @@ from emofuse.bench.driver import (
 )
 
 
+@BENCHMARKS.register("goemotions")
 def bench_goemotions(opts: BenchOptions) -> BenchSpec:
     out = opts.out
     root = resolve_root(opts.data, "goemotions")

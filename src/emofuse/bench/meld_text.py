@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from emofuse.bench import BENCHMARKS, BenchConfig
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -129,6 +131,19 @@ def _finetune_lines(tasks, outs) -> list[str]:
 TARGET = Target("weighted_f1", 0.58, "≥ 58.0 weighted F1 (issue's linear baseline on frozen MiniLM 55.5, small MLP 57.0)")
 
 
+class Options(BenchConfig):
+    context: int = Field(3, description="preceding utterances given to the context runs (0: no context runs)")
+    finetune: bool = Field(False, description="also fine-tune the text encoder end to end (finetune_text; "
+                                              "about 30 minutes on 2 CPU cores)")
+    finetune_context: str = Field(f"{FINETUNE_BEFORE}+{FINETUNE_AFTER}",
+                                  description="dialogue turns the fine-tuned model reads before and after the "
+                                              "utterance, BEFORE+AFTER (EmoBERTa's is 2+1)")
+    finetune_encoder: str = Field("minilm", description="the fine-tuned backbone: minilm, mpnet or hf:<id-or-folder>")
+    finetune_seeds: int | None = Field(None, description="fine-tuning seeds (default 3; 1 for a backbone other than "
+                                                         "MiniLM without a GPU)")
+
+
+@BENCHMARKS.register("meld-text", options=Options)
 def bench_meld_text(opts: BenchOptions, context: int = 3, finetune: bool = False,
                     finetune_context: str = f"{FINETUNE_BEFORE}+{FINETUNE_AFTER}", finetune_encoder: str = "minilm",
                     finetune_seeds: int | None = None) -> BenchSpec:

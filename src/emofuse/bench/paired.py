@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from emofuse.corpora.base import FACE_IMAGES, MANIFEST_COLUMNS, Manifest
+from emofuse.bench import BENCHMARKS, BenchConfig
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -112,6 +114,19 @@ def pair(sources: dict[str, Manifest], train_pairs: int, seed: int) -> tuple[pd.
     return df, {"reused_pools": reused, "provenance": provenance}
 
 
+class Options(BenchConfig):
+    train_pairs: int = Field(3, description="pairings per training clip")
+    eval_sources: dict[str, Path] | None = Field(
+        None, description="source (meld, ravdess, fer2013) -> its evaluation folder; set with --eval-source "
+                          "source=folder, and --eval-data fills in the sources found under it")
+    llm_backbone: str = Field("smollm2", description="the llama_topn backbone: smollm2, or tiny for quick checks")
+    fusion_ablation: bool = Field(False, description="more rows: the former grid-fitted late fusion, late fusion "
+                                                     "without calibration, joint models with modality dropout")
+    default_model: bool = Field(False, description="a row for the model the package ships (emofuse-base), applied "
+                                                   "to the same test rows")
+
+
+@BENCHMARKS.register("paired", options=Options)
 def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[str, Path] | None = None,
                  llm_backbone: str = "smollm2", fusion_ablation: bool = False, default_model: bool = False) -> BenchSpec:
     """train_pairs: pairings per training clip. eval_sources: source (meld, ravdess, fer2013) ->
@@ -232,7 +247,7 @@ def _shipped_scores(manifest_path, opts: BenchOptions):
     from emofuse.data.dataset import FeatureDataset
     from emofuse.inference.bundle import load_bundle
     from emofuse.inference.default import default_model
-    from emofuse.training.run import predict
+    from emofuse.evaluation.predictions import predict
 
     bundle = load_bundle(default_model())
     manifest = Manifest.load(manifest_path)

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from emofuse.bench import BENCHMARKS, BenchConfig
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -59,7 +61,20 @@ WHISPER = "whisper-base"  # 1024-d mean+std of one Whisper-base encoder layer (2
 WHISPER_LAYERS = {"whisper-base@layer=1": "whisper-base-l1", "whisper-base@layer=3": "whisper-base-l3"}
 
 
-def bench_ravdess(opts: BenchOptions, test_actors: str | None = None, val_actors: str | None = None,
+class Options(BenchConfig):
+    # a list too (`-o test_actors=[11,12]`), as the ravdess adapter takes
+    test_actors: str | list[int] | None = Field(
+        None, description="the fixed split's test actors, e.g. 11,12 (default: the last two actors present)")
+    val_actors: str | list[int] | None = Field(
+        None, description="the fixed split's validation actors (default: the two before the test actors)")
+    protocol: str | None = Field(
+        None, description="cv: actor-independent cross-validation (the default), or split: one fixed split by actor "
+                          "(the default with --eval-data, which needs it)")
+    actors_per_fold: int = Field(2, description="the cross-validation's fold size, in actors")
+
+
+@BENCHMARKS.register("ravdess", options=Options)
+def bench_ravdess(opts: BenchOptions, test_actors: str | list[int] | None = None, val_actors: str | list[int] | None = None,
                   protocol: str | None = None, actors_per_fold: int = 2) -> BenchSpec:
     """test_actors / val_actors: the fixed split, as the ravdess adapter takes them (default: the
     last two actors present test, the two before them validation). protocol: cv (default) or split
@@ -182,7 +197,7 @@ def _cross_validated(tasks: list[Task], outs: list[dict], baselines: list[Baseli
     fitted fold by fold on the same plans (C chosen on each fold's validation actors), their plain
     probability average, and the per-fold table. The baseline rows join each task's results before
     the report is written, so they stand beside the project's rows there too."""
-    from emofuse.evaluation.metrics import classification_metrics
+    from emofuse.scoring.metrics import classification_metrics
 
     lines = ["## Actor-independent cross-validation (mean ± std over test folds)", ""]
     for task, out in zip(tasks, outs):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from emofuse.bench.driver import choose
-from emofuse.evaluation.metrics import METRIC_NAMES
+from emofuse.scoring.metrics import METRIC_NAMES
 
 LABELS = {"accuracy": "accuracy", "uar": "UAR", "weighted_f1": "weighted F1", "macro_f1": "macro F1"}
 

@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from emofuse.bench import BENCHMARKS, BenchConfig
 from emofuse.bench.driver import (
     Baseline,
     BenchOptions,
@@ -70,6 +72,18 @@ SELECT = ("val", "corpus")
 PER_CORPUS = ", per corpus"  # in the names of the rows standardised per corpus
 
 
+class Options(BenchConfig):
+    corpora: str | list[str] = Field("ravdess,nemo,urdu", description="the corpora to use (at least two)")
+    check_counts: bool = Field(True, description="nEMO and URDU must hold their release's counts (false for a "
+                                                 "subset or a synthetic copy)")
+    within: bool = Field(True, description="also run the `all` task, whose chosen run is the model kept for later use")
+    normalise: str = Field("both", description="the groups rows are standardised by (label-free): speaker, corpus, "
+                                               "or both (every row in both forms, validation chooses)")
+    select: str = Field("val", description="val: each task's project row is its best on validation; corpus: also "
+                                           "the select-<L>-<H> tasks, which choose loco-<L>'s row too (three corpora)")
+
+
+@BENCHMARKS.register("speech-xcorpus", options=Options, many_eval_data=True)  # --eval-data given more than once
 def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess,nemo,urdu",
                          check_counts: bool = True, within: bool = True, normalise: str = "both",
                          select: str = "val") -> BenchSpec:
@@ -172,9 +186,6 @@ def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess
     ]
     intro = [x for line in intro for x in (line, "")][:-1]  # paragraphs, not one run-on paragraph in markdown
     return BenchSpec(tasks, intro, after=lambda ts, outs: _summary(ts, outs, names, opts))
-
-
-bench_speech_xcorpus.many_eval_data = True  # --eval-data may be given more than once
 
 
 def _normalise_text(normalise: str) -> str:

@@ -123,7 +123,8 @@ def speed_train(n: int = 10000, epochs: int = 100, batch_size: int = 256, out: P
     from emofuse.config import RunConfig, validate
     from emofuse.data.dataset import FeatureDataset
     from emofuse.training.module import model_loss
-    from emofuse.training.run import build_model, train_run
+    from emofuse.models.build import build_model
+    from emofuse.training.run import train_run
 
     work = Path(out or tempfile.mkdtemp(prefix="emofuse-speed-train-"))
     t0 = time.perf_counter()
@@ -315,7 +316,7 @@ def _plain_hf_whisper(enc, rows: list[dict]) -> tuple[float, int]:
 
 def _plain_encoder(enc, rows: list[dict], bs: int) -> tuple[float, int]:
     """Decode each row with the media functions, encode batches with the same encoder."""
-    from emofuse.features.extract import IMAGE_SUFFIXES
+    from emofuse.media.suffixes import IMAGE_SUFFIXES
     from emofuse.media.audio import load_audio
     from emofuse.media.faces import FaceDetector, crop_image_file, face_track
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from emofuse.corpora.base import FACE_IMAGES, CorpusAdapter, PrepareResult, Reject, read_table
 from emofuse.labels import FER7, LabelSet
+from emofuse.media.suffixes import IMAGE_SUFFIXES
 from emofuse.registry import CORPORA
 
 CKPLUS7 = LabelSet("ckplus7", ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"),
@@ -39,7 +40,6 @@ NOT_IN_FER7 = ("contempt",)
 # The usual 48x48 copy: images per class, checked when the copy looks complete (981 rows).
 OFFICIAL = {"anger": 135, "contempt": 54, "disgust": 177, "fear": 75, "happy": 207, "sadness": 84, "surprise": 249}
 _NAME = re.compile(r"^(S\d+)_(\d+)_\d+$")  # S010_004_00000017 -> subject S010, sequence S010_004
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @CORPORA.register("ckplus")

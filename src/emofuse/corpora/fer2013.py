@@ -25,9 +25,9 @@ from pathlib import Path
 
 from emofuse.corpora.base import FACE_IMAGES, CorpusAdapter, PrepareResult, Reject, assign_stratified_splits, read_table
 from emofuse.labels import FER7
+from emofuse.media.suffixes import IMAGE_SUFFIXES
 from emofuse.registry import CORPORA
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 USAGE_SPLITS = {"training": "train", "publictest": "val", "privatetest": "test"}
 # The official numbers of images per usage, checked when a copy claims to be complete.
 OFFICIAL = {"Training": 28709, "PublicTest": 3589, "PrivateTest": 3589}

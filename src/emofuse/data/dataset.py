@@ -226,6 +226,15 @@ class FeatureDataset(Dataset):
     def in_dims(self) -> dict[str, int]:
         return {m: f.dim for m, f in self.features.items()}
 
+    def lengths(self) -> None:
+        """No length-grouped batches: vectors and frame sequences batch as they come (RawDataset
+        groups raw text by its length)."""
+        return None
+
+    def collate(self, items: list[dict] | dict) -> dict:
+        """The DataLoader's collate_fn for this dataset (RawDataset has its own)."""
+        return collate(items)
+
 
 def unstandardised_keys(mode: str | dict[str, str], keys) -> list[str]:
     """The input keys DataConfig.standardise leaves as extracted ("none"), by key or modality."""

@@ -44,6 +44,8 @@ class RawInput:
     encoder: str  # "raw"
     fingerprint: str  # the options that change what the model sees
     dim: int = 0
+    present: None = None  # known per batch only, once the media are read
+    decoding: None = None  # decoded as the model's options say, not as a cache entry recorded
 
 
 def dialogue_turns(df, before: int, after: int = 0, speakers: bool = True
@@ -195,7 +197,7 @@ class RawDataset(Dataset):
         empty = np.zeros((0, s, s, 3), np.uint8), np.zeros(0, bool), False
         if not self.columns["present_video"][i]:
             return empty
-        from emofuse.features.extract import IMAGE_SUFFIXES  # a still image in a video cell
+        from emofuse.media.suffixes import IMAGE_SUFFIXES  # a still image in a video cell
 
         path = self.columns["video"][i]
         if self.images_are_faces and Path(path).suffix.lower() in IMAGE_SUFFIXES:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 # the vectorised per-resample scores bootstrap_intervals uses: the same definitions as classification_metrics
-from emofuse.evaluation.metrics import _scores_from_counts, classification_metrics
+from emofuse.scoring.metrics import classification_metrics, scores_from_counts
 
 
 @dataclass
@@ -100,7 +100,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 10_000, see
     for start in range(0, n_boot, 100):  # chunks keep the (R, N) draw counts small
         # (R, N): how often each sample is drawn in each resample; the same draws score both runs
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(100, n_boot - start)).astype(np.float64)
-        s = {run: _scores_from_counts(w @ tp, w @ fp, w @ fn, w @ t, w @ ok, w.sum(1))
+        s = {run: scores_from_counts(w @ tp, w @ fp, w @ fn, w @ t, w @ ok, w.sum(1))
              for run, (tp, fp, fn, ok) in counts.items()}
         for metric in diffs:
             diffs[metric].append(s["b"][metric] - s["a"][metric])

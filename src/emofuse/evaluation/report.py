@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emofuse.evaluation.metrics import METRIC_NAMES
+from emofuse.scoring.metrics import METRIC_NAMES
 
 
 def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, title: str = "") -> Path:
@@ -111,9 +111,9 @@ def read_probs(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, n
 def write_calibration(run_dir: str | Path, classes: list[str], title: str = "") -> dict:
     """Calibration of a finished run from its predictions.csv (test) and predictions_val.csv:
     test ECE and NLL as predicted and after a temperature fitted on validation (see
-    evaluation.calibration), and reliability.png (test, as predicted). Returns the figures for
+    scoring.calibration), and reliability.png (test, as predicted). Returns the figures for
     metrics.json, or {} for multi-label runs or runs without probabilities."""
-    from emofuse.evaluation.calibration import calibration_summary, save_reliability_diagram
+    from emofuse.scoring.calibration import calibration_summary, save_reliability_diagram
 
     run_dir = Path(run_dir)
     test = read_probs(run_dir / "predictions.csv", classes)

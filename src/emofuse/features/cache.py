@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emofuse.media.decode import media_path
+
 if TYPE_CHECKING:
     from emofuse.features.encoders.base import Encoder
 
@@ -58,16 +60,6 @@ class MissingFeaturesError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
-
-
-def _media_path(row: dict, modality: str) -> str:
-    """The file extraction decodes for `modality` in a manifest row (as features.extract's decoder)."""
-    from emofuse.features.extract import IMAGE_SUFFIXES
-
-    video = str(row.get("video") or "")
-    if modality == "audio":
-        return str(row.get("audio") or "") or (video if Path(video).suffix.lower() not in IMAGE_SUFFIXES else "")
-    return video
 
 
 _SAMPLE = 1 << 20  # bytes read at each of three places of a file larger than 3 of them
@@ -90,11 +82,12 @@ def content_fingerprint(path: str) -> list:
 
 def media_key(row: dict, modality: str) -> str:
     """The identity of what a row's `modality` features are computed from: its id and the text, or
-    the size and content of its media file (content_fingerprint; 16 hex characters)."""
+    the size and content of the file it is decoded from (media_path, content_fingerprint; 16 hex
+    characters)."""
     ident: list = [str(row.get("id", "")), modality]
     if modality == "text":
         ident.append(str(row.get("text") or "").strip())
-    elif path := _media_path(row, modality):
+    elif path := media_path(row, modality):
         try:
             ident += content_fingerprint(path)
         except OSError:

@@ -1,5 +1,6 @@
-"""Extract features for a manifest into the cache: decode each modality once, feed every encoder of
-that modality, write shards as they fill, and never recompute a row the cache already holds.
+"""Extract features for a manifest into the cache: decode each modality once (media.decode), feed
+every encoder of that modality, write shards as they fill, and never recompute a row the cache
+already holds.
 
 Rows without the modality (empty text; neither audio nor video for audio, or a video without an
 audio track; no video for video, or a clip with no video track) are stored as a zero vector with present=False, so the data layer can mask them. A row that fails to
@@ -26,7 +27,6 @@ import hashlib
 import logging
 import os
 import sys
-import threading
 import time
 from collections import deque
 from contextlib import ExitStack
@@ -42,113 +42,13 @@ from emofuse.corpora.base import Manifest
 from emofuse.features.cache import CacheEntry, EntryLock, entry_dir, row_keys
 from emofuse.features.encoders.base import MODALITIES, Encoded, Encoder
 from emofuse.features.encoders.hf import build_encoder
+from emofuse.media.decode import ABSENT, Decoder, parse_sampling
 
 log = logging.getLogger(__name__)
-
-AUDIO_SR = 16000
-# A video cell holding one of these is a still image, decoded as a one-frame clip.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_ABSENT = object()  # a decoded row without this modality
 
 
 class EncoderBroken(RuntimeError):
     """An encoder failed on its first items, before any success, with one and the same error."""
-
-
-def parse_sampling(spec: str | dict | None) -> dict[str, Any]:
-    """'k_uniform=8' | 'fps=2' | 'every_n=5' | {'k_uniform': 8} -> keyword arguments of face_track."""
-    if spec is None or spec == "":
-        return {}
-    if isinstance(spec, dict):
-        items = dict(spec)
-    else:
-        items = {}
-        for part in str(spec).split(","):
-            k, eq, v = part.partition("=")
-            if not eq:
-                raise ValueError(f"video_sampling {spec!r}: expected key=value, e.g. k_uniform=8")
-            items[k.strip()] = v.strip()
-    valid = {"k_uniform": int, "every_n": int, "fps": float}
-    unknown = sorted(set(items) - set(valid))
-    if unknown or len(items) > 1:
-        raise ValueError(f"video_sampling {spec!r}: give one of {', '.join(valid)} (e.g. k_uniform=8)")
-    return {k: valid[k](v) for k, v in items.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# decoding one row per modality
-
-
-class _Decoder:
-    """row -> encoder input, or _ABSENT. Raises on a broken file (caught per row by the caller)."""
-
-    def __init__(self, modality: str, *, sampling: dict, face_size: int, no_face: str, images_are_faces: bool = False):
-        self.modality = modality
-        self.sampling = sampling
-        self.face_size = face_size
-        self.no_face = no_face
-        self.images_are_faces = images_are_faces
-        self.no_face_ids: list[str] = []
-        self._local = threading.local()
-        # Imported here, not per row, so a missing media module stops the run at once.
-        if modality == "audio":
-            from emofuse.media.audio import load_audio
-
-            self._load_audio = load_audio
-        elif modality == "video":
-            from emofuse.media.faces import FaceDetector, crop_image_file, face_track
-
-            self._face_track, self._detector_cls, self._crop_image = face_track, FaceDetector, crop_image_file
-
-    def __call__(self, row: dict) -> Any:
-        if self.modality == "text":
-            text = str(row.get("text") or "").strip()
-            return text if text else _ABSENT
-        if self.modality == "audio":
-            # A clip's own audio file first, else the audio track of its video.
-            video = row.get("video") or ""
-            path = row.get("audio") or (video if Path(video).suffix.lower() not in IMAGE_SUFFIXES else "")
-            if not path or (not row.get("audio") and not _has_stream(path, "audio")):
-                return _ABSENT  # no audio file, or a video without an audio track: absent, not an error
-            wave = self._load_audio(path, sr=AUDIO_SR)  # (n_samples,) float32; 16 kHz PCM wavs via libsndfile
-            if len(wave) == 0:
-                raise ValueError(f"{path}: no audio samples")
-            return wave
-        path = row.get("video")
-        if not path:
-            return _ABSENT
-        if Path(path).suffix.lower() not in IMAGE_SUFFIXES and not _has_stream(path, "video"):
-            return _ABSENT  # a clip with sound only: no video track, so video is absent, not an error
-        if Path(path).suffix.lower() in IMAGE_SUFFIXES:  # a still image is a one-frame clip
-            if self.images_are_faces:  # already a face crop (FER2013): the whole image, no cascade
-                return self._crop_image(path, self.face_size, detect=False).image[None]  # (1, S, S, 3)
-            crop = self._crop_image(path, self.face_size, detector=self._detector())
-            crops, found = crop.image[None], np.array([crop.found])
-        else:
-            track = self._face_track(path, size=self.face_size, detector=self._detector(), **self.sampling)
-            crops, found = track.crops, track.found
-        if found.any():
-            return crops[found]  # (F_found, S, S, 3)
-        self.no_face_ids.append(str(row["id"]))
-        if self.no_face == "absent":
-            return _ABSENT
-        # Emotion corpora film one speaker close up, so the centre square mostly holds the face.
-        return crops  # (F, S, S, 3) centre squares
-
-    def _detector(self):
-        detector = getattr(self._local, "detector", None)
-        if detector is None:  # one per thread: OpenCV's cascade is not documented as thread-safe
-            detector = self._local.detector = self._detector_cls()
-        return detector
-
-
-def _has_stream(path: str, kind: str) -> bool:
-    """Whether a media file has a stream of `kind` ("audio" / "video"); a file that cannot be
-    opened raises MediaError (an error row, as before)."""
-    from emofuse.media.errors import open_container
-
-    with open_container(path) as container:
-        return any(s.type == kind for s in container.streams)
 
 
 def _prefetch(rows: list[dict], decode: Callable[[dict], Any], workers: int) -> Iterator[tuple[dict, Any, str | None]]:
@@ -416,7 +316,7 @@ class _Job:
         """This rank's record for rank 0 (features.cache.CacheEntry.merge_rank_reports)."""
         old = {e["id"] for e in self.old_errors}
         return {"errors": [{"id": k, "message": m} for k, m in self.errors.items()],
-                "fixed": sorted(self.done_ok & old), "no_face": list(self.no_face)}
+                "fixed": sorted(self.done_ok & old), "no_face": sorted(self.no_face)}
 
     def merged_errors(self) -> list[dict]:
         # Earlier errors stay unless this run computed the row again; this run's errors are added.
@@ -811,8 +711,8 @@ def _run(jobs: list[_Job], rows: list[dict], decode: dict, workers: int, progres
     with Progress(*columns, disable=not progress, transient=False) as bar:
         for modality, group in by_modality.items():
             needed = [r for r in rows if any(str(r["id"]) in j.todo for j in group)]
-            decoder = _Decoder(modality, sampling=decode["sampling"], face_size=decode["face_size"],
-                               no_face=decode["no_face"], images_are_faces=decode["images_are_faces"])
+            decoder = Decoder(modality, sampling=decode["sampling"], face_size=decode["face_size"],
+                              no_face=decode["no_face"], images_are_faces=decode["images_are_faces"])
             for j in group:
                 j.no_face = decoder.no_face_ids  # the same list, filled as clips are decoded
             task = bar.add_task(f"{modality}: {', '.join(j.encoder.name for j in group)}", total=len(needed))
@@ -824,7 +724,7 @@ def _run(jobs: list[_Job], rows: list[dict], decode: dict, workers: int, progres
                             continue
                         if error is not None:
                             j.add_absent(rid, error)
-                        elif item is _ABSENT:
+                        elif item is ABSENT:
                             j.add_absent(rid)
                         else:
                             j.add_input(rid, item)

@@ -297,11 +297,11 @@ class Bundle:
 
     @property
     def weight_names(self) -> list[str]:
-        return list(getattr(self.model, "weight_names", self.model.modalities))
+        return list(self.model.weight_names)
 
     @property
     def candidate_names(self) -> list[str] | None:
-        return getattr(self.model, "candidate_names", None)
+        return self.model.candidate_names
 
 
 def build_encoders(spec: BundleSpec, trust_remote_code: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -374,7 +374,7 @@ def load_bundle(path: str | Path, *, unit: str | None = None, device: str = "cpu
 
     from emofuse.config import ConfigError
     from emofuse.registry import UnknownNameError
-    from emofuse.training.run import build_model
+    from emofuse.models.build import build_model
 
     spec = read_spec(path, unit)
     encoders, warnings = build_encoders(spec, trust_remote_code)

@@ -5,7 +5,7 @@ encoders built on this machine). The corpus's rows go through the normal feature
 run's own encoders (features.extract, progress bar, nothing recomputed), are standardised as in
 training (when the run was trained so, each speaker first by its own statistics over the rows
 evaluated here, no labels read; then the run's training statistics), predicted by the training loop's own `predict` and scored by
-evaluation.metrics: accuracy, UAR, weighted and macro F1, per class, confusion matrix.
+scoring.metrics: accuracy, UAR, weighted and macro F1, per class, confusion matrix.
 
 Labels: each of the corpus's classes counts as the run's class of the same name or alias
 (labels.map_labels), with `--map from=to` on top. Rows whose class has no counterpart among the
@@ -67,12 +67,13 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> dict:
     """Score cfg.run on cfg.data; writes the files of the module docstring and returns metrics.json's content."""
     from emofuse.config import dump_config
     from emofuse.corpora.base import Manifest
-    from emofuse.evaluation.metrics import classification_metrics, confusion, per_class
+    from emofuse.scoring.metrics import classification_metrics, confusion, per_class
     from emofuse.evaluation.report import save_confusion_png
     from emofuse.features.extract import extract
     from emofuse.inference.bundle import RAW, load_bundle, read_spec
     from emofuse.labels import map_labels
-    from emofuse.training.run import library_versions, predict
+    from emofuse.evaluation.predictions import predict
+    from emofuse.versions import library_versions
 
     spec = read_spec(cfg.run, cfg.unit)  # cheap checks first: nothing heavy is loaded before they pass
     run_cfg = _run_config(spec.path)

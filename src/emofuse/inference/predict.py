@@ -2,7 +2,7 @@
 Top-N selections and the face frames, with a warning for every modality that could not be used.
 
 A clip is one video (its audio track is the audio), or an audio file plus an image (a one-frame
-video), plus an optional transcript. Decoding is the one `emofuse.features.extract` uses for
+video), plus an optional transcript. Decoding is the one `emofuse.media.decode` gives extraction for
 training features (16 kHz mono audio from the audio file or the video's track; face crops of
 k_uniform-sampled frames by the Haar detector, centre squares where no face is found), so a clip
 of the training corpus gets the very features the model was trained on.
@@ -35,15 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from emofuse.features.extract import IMAGE_SUFFIXES  # what extraction decodes as a one-frame clip
 from emofuse.inference.bundle import RAW, Bundle
+from emofuse.media.suffixes import AUDIO_SUFFIXES, CLIP_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-# The containers a clip comes in: what the single-clip path decodes (PyAV/FFmpeg opens them all;
-# a file's streams, not its suffix, decide what it holds). A folder's listing takes exactly these
-# (CLIP_SUFFIXES, through folder_media), so the two cannot drift apart.
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp")
-AUDIO_SUFFIXES = (".wav", ".mp3", ".ogg", ".opus", ".m4a", ".flac", ".aac", ".wma")
-CLIP_SUFFIXES = VIDEO_SUFFIXES + AUDIO_SUFFIXES
 SUBTITLE_SUFFIXES = (".srt", ".vtt", ".txt")
 # Peak below -60 dBFS: digital silence or a disconnected microphone, no voice to describe.
 SILENCE_PEAK = 10 ** (-60 / 20)
@@ -137,7 +131,7 @@ class Predictor:
     def __init__(self, bundle: Bundle, max_seconds: float | None = None):
         """max_seconds: longest media (per modality) accepted; longer is refused with InputError
         status 413 before it is decoded (the server sets it; None: no limit)."""
-        from emofuse.features.extract import parse_sampling
+        from emofuse.media.decode import parse_sampling
         from emofuse.media.faces import FaceDetector
 
         self.bundle = bundle
@@ -266,7 +260,7 @@ class Predictor:
             frames = [FaceFrame(0.0, c.found, list(c.box), c.image)]
             source = str(image.name)
         n, k = len(found), int(found.sum())
-        # The same rule as features.extract's decoder, so served features match the training ones.
+        # The same rule as media.decode's Decoder, so served features match the training ones.
         if k:
             return crops[found], {"used": True, "source": source, "faces_found": k, "frames": n}, frames
         if self.spec.decoding.no_face == "absent":

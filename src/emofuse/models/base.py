@@ -1,9 +1,24 @@
-"""What every model shares: it is built from the input dims per modality and the number of
-classes, takes a dict batch keyed by modality (with `<modality>_mask`), and returns a dict with
-`logits` (B, C) and, where it has them, per-sample `weights` (B, M) over `modalities`."""
+"""What every model is: the contract the training loop, the bundles and the reports rely on.
+
+A model is built from the input dims per modality, the number of classes and its typed config; it
+takes a dict batch keyed by modality (with `<modality>_mask`) and returns a dict with `logits` (B, C)
+and, where it has them, per-sample `weights` (B, M) over `weight_names` and Top-N `selected` indices
+into `candidate_names`. Everything else a model may do is one of the hooks below, each with a
+default that does nothing, so that the loop calls them on every model and never probes for them:
+
+- `raw_inputs`: the loop gives the media themselves (data/raw.py) instead of cached features.
+- `classes`: a zero-shot model's own class list, checked against the manifest's before training.
+- `weight_names`, `candidate_names`: the names of the `weights` columns and of the Top-N candidates.
+- `param_groups(lr)`: the optimiser's parameter groups (LoRA adapters apart from a head, say).
+- `fit_validation(batches)`: after the fit, parameters fitted on the validation rows (late-fusion
+  weights, temperatures); returns what it fitted, for the run's metrics.
+- `save_artifacts(unit_dir)`: files beside the weights (a fine-tuned encoder, for use as a feature
+  encoder).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -14,6 +29,9 @@ from emofuse.config import StrictConfig
 
 class EmotionModel(nn.Module):
     Config: ClassVar[type[StrictConfig]]
+    raw_inputs: ClassVar[bool] = False  # True: batches hold the media (text, waveforms, face crops)
+    classes: list[str] | None = None  # a zero-shot model's own classes, in its output order
+    candidate_names: list[str] | None = None  # the Top-N candidates `selected` indexes (llama_topn)
 
     def __init__(self, in_dims: dict[str, int], n_classes: int, cfg: StrictConfig):
         super().__init__()
@@ -21,9 +39,22 @@ class EmotionModel(nn.Module):
         self.modalities = sorted(in_dims)
         self.n_classes = n_classes
         self.cfg = cfg
+        self.weight_names: list[str] = self.modalities  # the columns of out["weights"], where given
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimiser's parameter groups: by default one, every trainable parameter."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def fit_validation(self, batches) -> dict:
+        """Called once after the fit, in eval mode, with the validation loader (not after a refit,
+        whose validation rows were trained on): fit what is fitted on validation and return it."""
+        return {}
+
+    def save_artifacts(self, unit_dir: Path) -> None:
+        """Write files beside model.safetensors in the unit's folder; by default none."""
 
 
 def presence(batch: dict, modality: str) -> torch.Tensor:

@@ -10,7 +10,7 @@ RAVDESS the averaged prediction's validation ECE rose from 0.16 to 0.20, fold me
 temperatures alone), so one more temperature, on the average, is fitted after them: it never changes
 the argmax. Members train on their own cross-entropy (as late fusion's do) plus the loss of the
 averaged prediction; the temperatures are fitted afterwards by the training loop's `fit_validation`
-hook, with evaluation/calibration.py."""
+hook, with scoring/calibration.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from scipy.special import softmax
 from torch import nn
 
 from emofuse.config import StrictConfig
-from emofuse.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from emofuse.scoring.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from emofuse.models.base import AttentionPool, EmotionModel, member_logits, mlp, presence
 from emofuse.registry import MODELS
 

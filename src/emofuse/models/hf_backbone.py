@@ -16,7 +16,8 @@ def hf_folder(spec: str) -> Path:
     """A local HF model folder for a built-in encoder name ('minilm'), 'hf:<id-or-folder>', a bare
     folder or hub id, or 'finetuned:RUN' (a run's fine-tuned encoder). Encoder options after '@' are
     not allowed here: the model's own config says how it is used."""
-    from emofuse.features.encoders.hf import HFEncoder, build_encoder, resolve_folder
+    from emofuse.features.encoders.hf import HFEncoder, build_encoder
+    from emofuse.features.encoders.loading import resolve_folder
     from emofuse.registry import ENCODERS
 
     if spec.startswith("hf:"):

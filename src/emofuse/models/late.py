@@ -33,7 +33,7 @@ from scipy.special import log_softmax, logsumexp
 from torch import nn
 
 from emofuse.config import StrictConfig
-from emofuse.evaluation.metrics import classification_metrics
+from emofuse.scoring.metrics import classification_metrics
 from emofuse.models.base import AttentionPool, EmotionModel, member_logits, mlp, presence
 from emofuse.registry import MODELS
 
@@ -188,7 +188,7 @@ class Fusion:
 
 
 def _fit_once(member_probs, present, labels, combine, calibrate, shrinkage) -> Fusion:
-    from emofuse.evaluation.calibration import fit_temperature
+    from emofuse.scoring.calibration import fit_temperature
 
     m = member_probs.shape[1]
     temps = np.ones(m)

@@ -76,9 +76,10 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
     """Train every variant (or those in `only`) over cfg.seeds; returns ablation.json's content.
     Variants not in `only` keep their rows from <out>/<name>/ablation.json; `only` trains its variants
     again. Without `only`, a variant whose run already finished with exactly its config and features
-    (training.run.finished_run) is kept, not trained again, so an ablation stopped part-way resumes
+    (training.finished.finished_run) is kept, not trained again, so an ablation stopped part-way resumes
     where it stopped. ablation.json and table.md are written again after every variant."""
-    from emofuse.training.run import finished_run, train_run
+    from emofuse.training.finished import finished_run
+    from emofuse.training.run import train_run
 
     if unknown := sorted(set(only or []) - set(cfg.variants)):
         raise ValueError(f"unknown variant(s) {unknown}; this ablation has: {', '.join(cfg.variants)}")

@@ -83,7 +83,7 @@ def grid_runs(cfg: GridConfig, ranking: dict) -> list[RunConfig]:
 
 def shared_budgets(cfg: GridConfig) -> bool:
     """Whether the grid reads its shorter epoch budgets off its longest runs (GridConfig.share_budgets)."""
-    from emofuse.training.run import check_budgets
+    from emofuse.training.budgets import check_budgets
 
     return cfg.share_budgets and not check_budgets(cfg.train)
 
@@ -93,7 +93,9 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     from emofuse.corpora.base import Manifest
     from emofuse.evaluation.table import write_table
     from emofuse.features.extract import extract
-    from emofuse.training.run import check_budgets, finished_run, train_run
+    from emofuse.training.budgets import check_budgets
+    from emofuse.training.finished import finished_run
+    from emofuse.training.run import train_run
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

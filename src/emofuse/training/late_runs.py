@@ -39,7 +39,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from emofuse.config import ConfigError, RunConfig, StrictConfig, dump_config, validate
-from emofuse.evaluation.metrics import METRIC_NAMES, classification_metrics, confusion, per_class
+from emofuse.scoring.metrics import METRIC_NAMES, classification_metrics, confusion, per_class
 
 
 class MemberConfig(StrictConfig):
@@ -150,7 +150,7 @@ def _stack(frames: dict[str, pd.DataFrame], classes: list[str], split: str) -> t
 
 def run_late_runs(cfg: LateRunsConfig, progress: bool = True) -> dict:
     """Train (or reuse) every member, fit the fusion weights on validation, evaluate on test."""
-    from emofuse.evaluation.calibration import calibration_summary, save_reliability_diagram
+    from emofuse.scoring.calibration import calibration_summary, save_reliability_diagram
     from emofuse.evaluation.report import save_confusion_png
     from emofuse.models.late import Fusion, fit_fusion, fit_fusion_weights
     from emofuse.training.run import train_run

@@ -21,7 +21,8 @@ def rank_encoders(
 ) -> dict[str, list[dict]]:
     """Returns {modality: [{encoder, val_weighted_f1, val_accuracy, test_weighted_f1}, ...]} best
     first, and writes it to <out>/ranking.json. Test scores are recorded for the reader, never used."""
-    from emofuse.training.run import finished_run, train_run
+    from emofuse.training.finished import finished_run
+    from emofuse.training.run import train_run
 
     train = train or TrainConfig()
     out = Path(out)

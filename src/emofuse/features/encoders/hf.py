@@ -25,7 +25,6 @@ fingerprint (what the cache needs to decide there is nothing to do) is cheap.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -36,6 +35,9 @@ from typing import Any
 import numpy as np
 
 from emofuse.features.encoders.base import Encoded, Encoder
+from emofuse.features.encoders.loading import (
+    folder_digest, folder_revision, hub_name, pick_device, quiet_load, resolve_folder, weight_files,
+)
 
 ENCODER_DIR = "encoder"  # RUN/<unit>/encoder: a fine-tuned backbone + its tokenizer / feature extractor
 
@@ -62,15 +64,6 @@ _CLS_VISION = {"vit", "deit", "beit", "dinov2", "dinov2_with_registers", "data2v
 _CLIP_TYPES = {"clip", "clip_vision_model"}
 _SIGLIP_TYPES = {"siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model"}
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-# Small files that change what the model computes (architecture, tokenizer, preprocessing) are hashed whole.
-_SMALL_FILE_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".py")
-_IGNORED_FILES = {"generation_config.json", "training_args.bin", "README.md", ".gitattributes"}
-_SAMPLE = 1 << 20  # bytes read at each end of a weight file
-_N_PROBES, _PROBE = 8, 1 << 16  # plus 8 evenly spaced 64 KiB probes in between
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
 
 def modality_of(model_type: str, architectures: list[str] | None = None) -> str:
     """'video' | 'audio' | 'text' for a config's model_type; unknown types raise naming the known ones."""
@@ -90,96 +83,6 @@ def modality_of(model_type: str, architectures: list[str] | None = None) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# weights digest, revision, folder resolution
-
-
-def _file_digest(path: Path) -> str:
-    """sha256 of a file. Weight files: the hub blob name when the file is a link into the HF cache
-    (the blob of an LFS file is named by the sha256 of its content, so that is exact and free);
-    otherwise name + size + first and last MiB + 8 probes in between (cheap for multi-GB files; a
-    fine-tune changes every tensor, so the probes catch it, a one-byte edit mid-file may escape)."""
-    real = path.resolve()
-    if real != path.absolute() and real.parent.name == "blobs" and _HEX64.match(real.name):
-        return real.name
-    size = real.stat().st_size
-    h = hashlib.sha256(f"{path.name}:{size}".encode())
-    with open(real, "rb") as f:
-        if size <= 2 * _SAMPLE + _N_PROBES * _PROBE:
-            h.update(f.read())
-        else:
-            h.update(f.read(_SAMPLE))
-            for i in range(1, _N_PROBES + 1):
-                f.seek(i * size // (_N_PROBES + 1))
-                h.update(f.read(_PROBE))
-            f.seek(size - _SAMPLE)
-            h.update(f.read(_SAMPLE))
-    return h.hexdigest()
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The files `from_pretrained` would load: top-level safetensors when there are any, else .bin/.pt."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in _IGNORED_FILES)
-    st = [p for p in files if p.suffix == ".safetensors"]
-    return st or [p for p in files if p.suffix in WEIGHT_SUFFIXES]
-
-
-def folder_digest(folder: Path) -> str:
-    """One digest over the weight files and the small files that shape the output (config, tokenizer,
-    preprocessor); independent of where the folder lives."""
-    parts = {p.name: _file_digest(p) for p in weight_files(folder)}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix in _SMALL_FILE_SUFFIXES and p.name not in _IGNORED_FILES:
-            parts[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def folder_revision(folder: Path) -> str:
-    """The hub commit a folder holds: a snapshot of the HF cache is named by it; a folder made with
-    `hf download --local-dir` records it in .cache/huggingface/download/*.metadata. '' if unknown."""
-    if folder.parent.name == "snapshots" and _HEX40.match(folder.name):
-        return folder.name
-    meta_dir = folder / ".cache" / "huggingface" / "download"
-    if meta_dir.is_dir():
-        for m in sorted(meta_dir.glob("*.metadata")):
-            first = m.read_text(errors="replace").split("\n", 1)[0].strip()
-            if _HEX40.match(first):
-                return first
-    return ""
-
-
-def _hub_name(folder: Path) -> str | None:
-    """'org/name' for a snapshot folder of the HF cache (…/models--org--name/snapshots/<commit>)."""
-    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
-        return folder.parent.parent.name[len("models--"):].replace("--", "/")
-    return None
-
-
-def resolve_folder(source: str, revision: str | None = None) -> Path:
-    """A local folder for `source`: the folder itself, or the HF-cache snapshot of a hub id
-    (downloaded when the hub can be reached and HF_HUB_OFFLINE is unset)."""
-    p = Path(source).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise FileNotFoundError(f"{p}: not a Hugging Face model folder (no config.json)")
-        return p.resolve()
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:  # a hub id is 'name' or 'org/name'
-        raise FileNotFoundError(f"model folder not found: {source}")
-    from huggingface_hub import snapshot_download
-
-    patterns = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py"]
-    try:
-        # Safetensors first: many repos also carry .bin/.h5/.msgpack copies we must not download.
-        folder = Path(snapshot_download(source, revision=revision, allow_patterns=[*patterns, "*.safetensors"]))
-        if not weight_files(folder):
-            folder = Path(snapshot_download(source, revision=revision, allow_patterns=[*patterns, "*.bin"]))
-    except Exception as e:  # offline with nothing cached, unknown repo, no network
-        raise FileNotFoundError(
-            f"cannot resolve Hugging Face model {source!r}: not a local folder, and the hub gave: {e}"
-        ) from e
-    return folder
-
-
 def safe_name(text: str) -> str:
     """Filesystem-safe: letters, digits, '.', '_' and '-' only."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
@@ -187,14 +90,6 @@ def safe_name(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # the encoder
-
-
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _pick_dtype(dtype: str, device: str) -> str:
@@ -264,7 +159,7 @@ class HFEncoder(Encoder):
         self.layers = layers
         self._batch_request = None if batch_size is None else int(batch_size)
         self._dtype_request = dtype
-        self.device = _pick_device(device)
+        self.device = pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
         self.max_length = int(max_length)
         self.normalize = bool(normalize)
@@ -285,7 +180,7 @@ class HFEncoder(Encoder):
         # 'org/name' for hub models, the folder's name for local ones: never the path, so a model
         # folder can move without invalidating its cached features.
         is_local = Path(self.source).expanduser().is_dir()
-        self.model_id = _hub_name(self.folder) or (self.folder.name if is_local else self.source)
+        self.model_id = hub_name(self.folder) or (self.folder.name if is_local else self.source)
         if name is None:
             # Options that change the output go into the name too, so that they get cache folders
             # (and report rows) of their own rather than competing versions under one name.
@@ -345,7 +240,7 @@ class HFEncoder(Encoder):
     def to(self, device: str) -> "HFEncoder":
         """Run on `device`; the precision ("auto") and the default batch size follow it, so call this
         before the fingerprint is taken (features.extract does)."""
-        device = _pick_device(device)
+        device = pick_device(device)
         if device != self.device:
             self.device = device
             self.dtype = _pick_dtype(self._dtype_request, device)
@@ -368,12 +263,12 @@ class HFEncoder(Encoder):
             cfg = tf.CLIPVisionConfig.from_pretrained(self.folder)
             cfg.projection_dim = int(self.hf_config.projection_dim)
             cls = tf.CLIPVisionModelWithProjection if self._projection else tf.CLIPVisionModel
-            model, info = _quiet_load(cls, self.folder, config=cfg, **kw)
+            model, info = quiet_load(cls, self.folder, config=cfg, **kw)
         elif self.model_type in ("siglip", "siglip2"):
             cls = tf.SiglipVisionModel if self.model_type == "siglip" else tf.Siglip2VisionModel
-            model, info = _quiet_load(cls, self.folder, **kw)
+            model, info = quiet_load(cls, self.folder, **kw)
         else:
-            model, info = _quiet_load(tf.AutoModel, self.folder, **kw)
+            model, info = quiet_load(tf.AutoModel, self.folder, **kw)
         # Unexpected keys are the parts we do not use (text towers, LM heads); missing ones other
         # than an unused pooler mean random weights in what we read.
         missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
@@ -539,22 +434,6 @@ class HFEncoder(Encoder):
             per_frame.append(v.float())
         seq = torch.cat(per_frame)  # (F, D)
         return Encoded(seq.mean(0).cpu().numpy(), seq.cpu().numpy())
-
-
-def _quiet_load(cls, folder: Path, **kw):
-    """from_pretrained without transformers' progress bar and load report (we log what matters)."""
-    from transformers.utils import logging as tf_logging
-
-    bar, level = tf_logging.is_progress_bar_enabled(), tf_logging.get_verbosity()
-    tf_logging.disable_progress_bar()
-    tf_logging.set_verbosity_error()
-    try:
-        model, info = cls.from_pretrained(folder, output_loading_info=True, **kw)
-    finally:
-        tf_logging.set_verbosity(level)
-        if bar:
-            tf_logging.enable_progress_bar()
-    return model, info
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from emofuse.features.encoders.base import Encoded, Encoder
+from emofuse.features.encoders.loading import folder_digest, pick_device, quiet_load
 from emofuse.features.encoders.wheels import Part, converted
 from emofuse.registry import ENCODERS
 
@@ -265,8 +266,6 @@ class WhisperEncoder(Encoder):
                  device: str = "auto", name: str | None = None):
         from transformers import WhisperConfig
 
-        from emofuse.features.encoders.hf import _pick_device, folder_digest
-
         self._given = folder is not None
         self.folder = Path(folder) if folder is not None else whisper_base_folder()
         self.hf_config = WhisperConfig.from_pretrained(self.folder)
@@ -279,7 +278,7 @@ class WhisperEncoder(Encoder):
         d = int(self.hf_config.d_model)
         self.dim = 2 * d if stats == "mean_std" else d
         self.gives_sequence = stats == "mean"
-        self.device = _pick_device(device)
+        self.device = pick_device(device)
         base = name or ("whisper-base" if not self._given else f"hf-{self.folder.name}")
         suffix = ("" if self.layer == DEFAULT_LAYER else f"-l{self.layer}") + ("" if stats == "mean_std" else "-mean")
         self.name = base + suffix
@@ -298,9 +297,7 @@ class WhisperEncoder(Encoder):
         return self._digest
 
     def to(self, device: str) -> "WhisperEncoder":
-        from emofuse.features.encoders.hf import _pick_device
-
-        device = _pick_device(device)
+        device = pick_device(device)
         if device != self.device:
             self.device, self._model = device, None
         return self
@@ -311,9 +308,7 @@ class WhisperEncoder(Encoder):
         import torch
         from transformers import WhisperFeatureExtractor, WhisperModel
 
-        from emofuse.features.encoders.hf import _quiet_load
-
-        model, _ = _quiet_load(WhisperModel, self.folder, dtype=torch.float32)
+        model, _ = quiet_load(WhisperModel, self.folder, dtype=torch.float32)
         enc = model.get_encoder()
         # Only the layers up to the one read are run.
         enc.layers = enc.layers[: self.layer]
@@ -395,10 +390,8 @@ class WhisperTranscriber:
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        from emofuse.features.encoders.hf import _quiet_load
-
         self.folder = Path(folder) if folder is not None else whisper_base_folder()
-        self.model, _ = _quiet_load(WhisperForConditionalGeneration, self.folder, dtype=torch.float32)
+        self.model, _ = quiet_load(WhisperForConditionalGeneration, self.folder, dtype=torch.float32)
         self.model = self.model.to(device).eval()
         self.processor = WhisperProcessor.from_pretrained(self.folder)
         self.language, self.device = language, device

@@ -96,7 +96,7 @@ def multilabel_confusion(y_true, y_pred) -> np.ndarray:
 # bootstrap confidence intervals
 
 
-def _scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, support: np.ndarray,
+def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, support: np.ndarray,
                         correct: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
     """The four metrics of B resamples from their per-class counts (B, C) and per-resample totals
     (B,), with the same conventions as classification_metrics / multilabel_metrics."""
@@ -141,7 +141,7 @@ def bootstrap_intervals(
     for start in range(0, n_resamples, 100):  # chunks keep the (B, N) draw counts small
         # (b, N) how often each sample is drawn in each resample
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(100, n_resamples - start)).astype(np.float64)
-        parts.append(_scores_from_counts(w @ hit, w @ false_pos, w @ miss, w @ t, w @ exact, w.sum(1)))
+        parts.append(scores_from_counts(w @ hit, w @ false_pos, w @ miss, w @ t, w @ exact, w.sum(1)))
     scores = {k: np.concatenate([s[k] for s in parts]) for k in METRIC_NAMES}
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     return {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in scores.items()}

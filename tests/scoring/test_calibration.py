@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from emofuse.evaluation.calibration import (
+from emofuse.scoring.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, recall_score
 
-from emofuse.evaluation import metrics as M
+from emofuse.scoring import metrics as M
 
 
 def _counts_scores(t, p):
     w = np.ones((1, len(t)))
-    return M._scores_from_counts(w @ (t * p), w @ ((1 - t) * p), w @ (t * (1 - p)), w @ t,
+    return M.scores_from_counts(w @ (t * p), w @ ((1 - t) * p), w @ (t * (1 - p)), w @ t,
                                  w @ (t == p).all(1).astype(float), w.sum(1))
 
 
