@@ -158,3 +158,30 @@ def test_clip_zeroshot_saves_only_its_prompt_embeddings(clip):
         build_model("clip_zeroshot", {"model": f"hf:{clip}", "classes": ["neutral", "joy"]}, {"video": 0}, 3)
     with pytest.raises(ValueError, match="label_set"):
         build_model("clip_zeroshot", {"model": f"hf:{clip}"}, {"video": 0}, 2)
+
+
+def test_text_batches_by_tokens_and_predictions_keep_the_rows_order(bert):
+    """Rows grouped and evaluated by the model's token counts (context included), predictions put back
+    in the dataset's order: the same probabilities as evaluating the rows in their own order."""
+    from emofuse.config import RawInputConfig
+    from emofuse.data.raw import RawDataset
+    from emofuse.evaluation.predictions import eval_order, predict
+
+    words = ["yes", "what a long and winding road this was", "ok then", "I never thought it would end like this at all"]
+    n = len(words)
+    cols = {"text": words, "text_context": [[], ["Joey: how are you doing"], [], []], "present_text": [True] * n}
+    ds = RawDataset([f"r{i}" for i in range(n)], np.arange(n) % C, np.eye(C, dtype=np.float32)[np.arange(n) % C],
+                    ["text"], cols, RawInputConfig(), [str(c) for c in range(C)])
+    model = build_model("finetune_text", {"encoder": f"hf:{bert}", "max_length": 24}, {"text": 0}, C)
+    tokens = model.input_lengths(ds)
+    assert tokens == [len(model._sequence(t, c, [])[0]) for t, c in zip(words, cols["text_context"])]
+    assert tokens != ds.lengths()  # characters are not tokens
+    assert eval_order(model, ds) == sorted(range(n), key=tokens.__getitem__) != list(range(n))
+    got = predict(model, ds, 2, torch.device("cpu"))
+    assert got["ids"] == ds.ids
+    model.eval()
+    with torch.no_grad():
+        one = [torch.softmax(model(collate_raw([ds[i]]))["logits"], -1)[0].numpy() for i in range(n)]
+    np.testing.assert_allclose(got["probs"], np.stack(one), atol=1e-5)
+    unsorted = RawDataset(ds.ids, ds.labels, ds.targets, ["text"], cols, RawInputConfig(group_by_length=False), ds.classes)
+    assert eval_order(model, unsorted) is None  # grouping off: the rows' own order

@@ -157,9 +157,12 @@ class RawDataset(Dataset):
         when the batches hold no text or grouping is off."""
         if "text" not in self.modalities or not self.options.group_by_length:
             return None
+        return [len(t) + sum(len(c) for c in ctx) + sum(len(c) for c in nxt) for t, ctx, nxt in self.text_rows()]
+
+    def text_rows(self) -> list[tuple[str, list[str], list[str]]]:
+        """Each row's utterance with its preceding and its following turns."""
         after = self.columns.get("text_after") or [[] for _ in self.ids]
-        return [len(t) + sum(len(c) for c in ctx) + sum(len(c) for c in nxt)
-                for t, ctx, nxt in zip(self.columns["text"], self.columns["text_context"], after)]
+        return list(zip(self.columns["text"], self.columns["text_context"], after))
 
     def in_dims(self) -> dict[str, int]:
         return {m: 0 for m in self.modalities}  # 0: raw, the model's encoder decides the width

@@ -16,14 +16,23 @@ from emofuse.models.base import EmotionModel
 from emofuse.scoring.metrics import METRIC_NAMES, classification_metrics, multilabel_metrics
 
 
+def eval_order(model: EmotionModel, ds) -> list[int] | None:
+    """The order in which to evaluate a dataset whose rows differ in length (raw text: the model's
+    `input_lengths`), shortest first, so that each batch pads to little; None to keep the rows' order."""
+    lengths = model.input_lengths(ds)
+    return None if lengths is None else sorted(range(len(lengths)), key=lengths.__getitem__)
+
+
 def predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: torch.device,
             multi_label: bool = False) -> dict:
     """Class probabilities (softmax; per-class sigmoids with multi_label), and the per-sample
-    modality weights / Top-N selections where the model gives them."""
+    modality weights / Top-N selections where the model gives them, in the dataset's row order
+    (raw text is run in length order, `eval_order`, and put back)."""
     model.eval().to(device)
+    order = eval_order(model, ds)
     probs, weights, selected, ids = [], [], [], []
     with torch.no_grad():
-        for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ds.collate):
+        for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=order, collate_fn=ds.collate):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             out = model(batch)
             logits = out["logits"].float()
@@ -33,12 +42,16 @@ def predict(model: EmotionModel, ds: FeatureDataset, batch_size: int, device: to
             if "selected" in out:
                 selected.append(out["selected"].cpu().numpy())
             ids += batch["id"]
-    return {
+    pred = {
         "ids": ids,
         "probs": np.concatenate(probs) if probs else np.zeros((0, model.n_classes)),
         "weights": np.concatenate(weights) if weights else None,
         "selected": np.concatenate(selected) if selected else None,
     }
+    if order is None:
+        return pred
+    back = np.argsort(np.asarray(order))  # position of each row in the evaluated order
+    return {"ids": [ids[i] for i in back], **{k: (v[back] if v is not None else None) for k, v in pred.items() if k != "ids"}}
 
 
 def truth(ds: FeatureDataset, multi_label: bool) -> np.ndarray:

@@ -9,6 +9,8 @@ default that does nothing, so that the loop calls them on every model and never 
 - `raw_inputs`: the loop gives the media themselves (data/raw.py) instead of cached features.
 - `classes`: a zero-shot model's own class list, checked against the manifest's before training.
 - `weight_names`, `candidate_names`: the names of the `weights` columns and of the Top-N candidates.
+- `input_lengths(ds)`: each row's size, so that training batches rows of similar sizes and evaluation
+  runs them in size order (little padding); by default the dataset's own measure.
 - `param_groups(lr)`: the optimiser's parameter groups (LoRA adapters apart from a head, say).
 - `fit_validation(batches)`: after the fit, parameters fitted on the validation rows (late-fusion
   weights, temperatures); returns what it fitted, for the run's metrics.
@@ -43,6 +45,11 @@ class EmotionModel(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def input_lengths(self, ds) -> list[int] | None:
+        """Each row's size, for batches of similar sizes: by default the dataset's `lengths()`
+        (characters of raw text; None for features, which batch as they come)."""
+        return ds.lengths()
 
     def param_groups(self, lr: float) -> list[dict]:
         """The optimiser's parameter groups: by default one, every trainable parameter."""

@@ -133,6 +133,13 @@ class FinetuneText(EmotionModel):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"logits": self.head(self.encode(batch)).float()}  # (B, C)
 
+    def input_lengths(self, ds) -> list[int] | None:
+        """Tokens per row, as this model cuts it (context included): grouped by characters, MELD's
+        batches pad to 26 % more tokens (emofuse speed finetune). None where the data groups none."""
+        if ds.lengths() is None:
+            return None
+        return [len(self._sequence(str(t), list(c), list(a))[0]) for t, c, a in ds.text_rows()]
+
     def save_artifacts(self, unit_dir: Path) -> None:
         """The fine-tuned encoder + tokenizer, loadable as a feature encoder (hf:<unit_dir>/encoder)."""
         save_encoder(self.backbone, self.tokenizer, Path(unit_dir) / ENCODER_DIR, self.cfg.encoder,
