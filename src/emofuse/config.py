@@ -155,6 +155,21 @@ class ModelConfig(StrictConfig):
     params: dict[str, Any] = Field(default_factory=dict)  # validated by the model's own Config
 
 
+class PseudoLabelConfig(StrictConfig):
+    """train.pseudo_label: a teacher trained on the labelled rows labels the unlabelled ones; those it
+    is confident of join the training rows, each with `weight` in the loss, for a student; `rounds`
+    times, the teacher of each round the best model so far by validation (training/pseudo.py)."""
+
+    # more unlabelled rows: a manifest of the same corpus (its features in the same cache), its label
+    # column empty (or its labels moved to hidden_label); the run's own "unlabeled" rows always take part
+    unlabelled: str = ""
+    threshold: float = Field(0.9, gt=0.0, le=1.0)  # keep a row whose top class probability reaches this
+    # instead of threshold: per predicted class, keep this most confident fraction of its rows
+    top_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    rounds: int = Field(1, ge=1)  # teacher -> pseudo-labels -> student, this many times
+    weight: float = Field(0.5, gt=0.0)  # a pseudo-labelled row's weight in the loss (a labelled row's: 1)
+
+
 class TrainConfig(StrictConfig):
     max_epochs: int = 100
     # AdamW as the MER2025 system; Adam as MER-HAN's paper (with weight_decay as L2 in the gradient)
@@ -199,6 +214,10 @@ class TrainConfig(StrictConfig):
     # budget: constant learning rate without warm-up, one validation per epoch, no cross-validation.
     budgets: list[int] = Field(default_factory=list)
     replay_from: str = ""
+    # Semi-supervised training on the manifest's unlabeled rows (and more): see PseudoLabelConfig
+    pseudo_label: PseudoLabelConfig | None = None
+    # also predict the manifest's unlabeled rows with the kept weights (predictions_unlabeled.csv)
+    predict_unlabeled: bool = False
     # In training, drop each input of each sample with this probability (its mask set to absent,
     # never all of a sample's inputs), so joint models cannot lean on one modality alone.
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -220,7 +239,17 @@ class TrainConfig(StrictConfig):
     strategy: str = "auto"
     precision: str | None = None  # None: 32 on CPU, bf16-mixed on GPU
     deterministic: bool = True
+    # Tracking (docs/tracking.md). loggers: where each fit logs its epoch metrics: tensorboard (<run>/tb),
+    # csv (<run>/csv), mlflow, wandb; MLflow and W&B also get the resolved config, the test metrics and
+    # the run folder's report and plots (pip install 'emofuse[track]'). logger: the older single switch,
+    # kept so that existing configs read as before: none turns every logger off; its default defers to
+    # loggers.
     logger: Literal["tensorboard", "none"] = "tensorboard"
+    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
+    # MLflow's tracking URI (http://host:5000, sqlite:///path/mlflow.db, databricks); empty:
+    # MLFLOW_TRACKING_URI, else a local store in runs/mlruns of the working folder (mlflow.db, artifacts/)
+    mlflow_uri: str = ""
+    experiment: str = "emofuse"  # the MLflow experiment and the W&B project
     progress: bool = True
 
     @field_validator("strategy")
@@ -237,6 +266,18 @@ class TrainConfig(StrictConfig):
             raise ValueError(f"strategy {v!r} trains in spawned processes and returns only the last weights, not "
                              "the best ones the run keeps: use ddp (it re-runs the command once per device)")
         return v
+
+    @field_validator("loggers")
+    @classmethod
+    def _each_logger_once(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _one_logger_switch(self) -> "TrainConfig":
+        if self.logger == "none" and self.loggers not in ([], ["tensorboard"]):
+            raise ValueError(f"train.logger: none turns every logger off, but train.loggers lists "
+                             f"{', '.join(self.loggers)}: drop train.logger (or set train.loggers: [])")
+        return self
 
 
 class RunConfig(StrictConfig):

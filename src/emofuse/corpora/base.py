@@ -36,6 +36,9 @@ MANIFEST_COLUMNS = [
     "soft_label",  # JSON list of per-class probabilities (annotator votes) or ""
 ]
 SPLITS = ("train", "val", "test", "unlabeled")
+# Columns a manifest may also have, kept when it is saved: a row's weight in the loss, whether its label
+# is a pseudo-label (train.pseudo_label), and a label kept out of training, to score what replaced it.
+OPTIONAL_COLUMNS = ["weight", "pseudo", "hidden_label"]
 # The video decoding of corpora whose video cells are face crops (FER2013's 48x48 faces, CK+): each
 # image used whole as a one-frame clip, at the CNN's 64 px. Recorded in the manifest's meta
 # ("decoding"), so that every extract on it (the CLI, grids, sweeps) decodes it so without being told.
@@ -236,7 +239,8 @@ class Manifest:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.meta, corpus=self.corpus, label_set=self.label_set.to_dict(), n_rows=len(self.df))
-        _atomic_write_text(path, self.df[MANIFEST_COLUMNS].to_csv(index=False))
+        columns = MANIFEST_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in self.df]
+        _atomic_write_text(path, self.df[columns].to_csv(index=False))
         _atomic_write_text(self.meta_path(path), json.dumps(meta, indent=2))
 
     @classmethod

@@ -3,6 +3,7 @@
 A batch looks like
     {"id": [str], "label": (B,) long, "target": (B, C) float,
      "audio": (B, D) or (B, T, D), "audio_mask": (B,) or (B, T) bool, ...}
+and, when the manifest has any text, "transcript": [str] (each row's raw text, "" where none).
 When a modality has several candidate encoders (Top-N fusion), each gets its own key
 "<modality>:<encoder>" (e.g. "audio:egemaps"); a key's modality is key.split(":")[0].
 Features are aligned to manifest rows by sample id, never by row order."""
@@ -71,18 +72,27 @@ class FeatureDataset(Dataset):
     """In-memory features of one split. `features` maps modality -> ModalityFeatures aligned to `ids`."""
 
     def __init__(self, ids: list[str], labels: np.ndarray, targets: np.ndarray, features: dict[str, ModalityFeatures],
-                 speakers: list[str] | None = None):
+                 speakers: list[str] | None = None, weights: np.ndarray | None = None, texts: list[str] | None = None):
         self.ids = list(ids)
         self.labels = np.asarray(labels, dtype=np.int64)  # (N,), -1 when unlabelled
         self.targets = np.asarray(targets, dtype=np.float32)  # (N, C)
         self.features = features
         self.speakers = list(speakers) if speakers is not None else [""] * len(self.ids)  # "" when unknown
+        # each row's weight in the loss (the manifest's `weight` column: pseudo-labelled rows); None: all 1
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
+        # each row's transcript (the manifest's text), batched as `transcript` for models that read it
+        # in words (llama_topn's prompt); None when the manifest has none
+        self.texts = None if texts is None else list(texts)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
         item = {"id": self.ids[i], "label": int(self.labels[i]), "target": self.targets[i]}
+        if self.weights is not None:
+            item["weight"] = float(self.weights[i])
+        if self.texts is not None:
+            item["transcript"] = self.texts[i]
         for m, f in self.features.items():
             item[m] = f.sequences[i] if f.sequences is not None else f.vectors[i]
             item[f"{m}_present"] = bool(f.present[i])
@@ -98,6 +108,10 @@ class FeatureDataset(Dataset):
             "label": torch.from_numpy(self.labels[idx]),
             "target": torch.from_numpy(self.targets[idx]),
         }
+        if self.weights is not None:
+            batch["weight"] = torch.from_numpy(self.weights[idx])
+        if self.texts is not None:
+            batch["transcript"] = [self.texts[i] for i in idx]
         for m, f in self.features.items():
             present = f.present[idx]
             if f.sequences is None:
@@ -148,7 +162,10 @@ class FeatureDataset(Dataset):
                 raise KeyError(f"context for input {key!r}, which the data does not have; inputs: {sorted(feats)}")
             if k > 0:
                 feats[f"{key}_context"] = dialogue_context(feats[key], df, k)
-        return cls(ids, labels, targets, feats, df["speaker"].astype(str).tolist())
+        weights = df["weight"].astype(np.float32).to_numpy() if "weight" in df else None
+        texts = df["text"].fillna("").astype(str).tolist() if "text" in df else []
+        return cls(ids, labels, targets, feats, df["speaker"].astype(str).tolist(), weights,
+                   texts if any(t.strip() for t in texts) else None)
 
     def subset(self, idx) -> "FeatureDataset":
         """The rows at positions `idx` (a fold or split), sharing nothing mutable with self."""
@@ -161,7 +178,8 @@ class FeatureDataset(Dataset):
             for m, f in self.features.items()
         }
         return FeatureDataset([self.ids[i] for i in idx], self.labels[idx], self.targets[idx], feats,
-                              [self.speakers[i] for i in idx])
+                              [self.speakers[i] for i in idx], None if self.weights is None else self.weights[idx],
+                              None if self.texts is None else [self.texts[i] for i in idx])
 
     def fit_standardiser(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-feature mean and std of each input over its present rows (all valid frames for
@@ -189,7 +207,7 @@ class FeatureDataset(Dataset):
             if f.sequences is not None:
                 seqs = [((x - mean) / std).astype(np.float32) if p else x for x, p in zip(f.sequences, f.present)]
             feats[k] = ModalityFeatures(f.encoder, vec, f.present, seqs, f.fingerprint)
-        return FeatureDataset(self.ids, self.labels, self.targets, feats, self.speakers)
+        return FeatureDataset(self.ids, self.labels, self.targets, feats, self.speakers, self.weights, self.texts)
 
     def per_speaker_standardised(self, keys: list[str] | None = None, min_rows: int = MIN_SPEAKER_ROWS) -> "FeatureDataset":
         """A copy in which each speaker's rows are standardised with that speaker's own per-feature
@@ -221,7 +239,7 @@ class FeatureDataset(Dataset):
                         if f.present[i]:
                             seqs[i] = ((seqs[i] - mean) / std).astype(np.float32)
             feats[k] = ModalityFeatures(f.encoder, vec.astype(np.float32), f.present, seqs, f.fingerprint)
-        return FeatureDataset(self.ids, self.labels, self.targets, feats, self.speakers)
+        return FeatureDataset(self.ids, self.labels, self.targets, feats, self.speakers, self.weights, self.texts)
 
     def in_dims(self) -> dict[str, int]:
         return {m: f.dim for m, f in self.features.items()}
@@ -305,6 +323,10 @@ def collate(items: list[dict] | dict) -> dict:
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "target": torch.from_numpy(np.stack([it["target"] for it in items])),
     }
+    if "weight" in items[0]:
+        batch["weight"] = torch.tensor([it["weight"] for it in items], dtype=torch.float32)
+    if "transcript" in items[0]:
+        batch["transcript"] = [it["transcript"] for it in items]
     modalities = [k[: -len("_present")] for k in items[0] if k.endswith("_present")]
     for m in modalities:
         present = np.array([it[f"{m}_present"] for it in items], dtype=bool)  # (B,)

@@ -16,12 +16,29 @@ from emofuse.models.base import EmotionModel
 
 
 def emotion_loss(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor, mse_weight: float,
-                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                 sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy on the hard label (per-class weighted when given; label_smoothing: the
-    train.ce_label_smoothing of it) + mse_weight * MSE between predicted and target distributions."""
+    train.ce_label_smoothing of it) + mse_weight * MSE between predicted and target distributions.
+    sample_weight (B,): each row's weight (pseudo-labelled rows count less), both terms a weighted mean."""
+    if sample_weight is not None:
+        return _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, sample_weight)
     loss = F.cross_entropy(logits, label, weight=class_weights, label_smoothing=label_smoothing)
     if mse_weight > 0:
         loss = loss + mse_weight * F.mse_loss(torch.softmax(logits, dim=-1), target)
+    return loss
+
+
+def _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, w: torch.Tensor) -> torch.Tensor:
+    """emotion_loss with a weight per row: cross-entropy normalised as torch's weighted mean is (by
+    the rows' class weights), times each row's own weight; with every weight 1 it is emotion_loss."""
+    w = w.to(logits.dtype if logits.is_floating_point() else torch.float32)
+    ce = F.cross_entropy(logits, label, weight=class_weights, label_smoothing=label_smoothing, reduction="none")
+    by_class = class_weights[label] if class_weights is not None else torch.ones_like(w)
+    loss = (ce * w).sum() / (by_class * w).sum().clamp(min=1e-12)
+    if mse_weight > 0:
+        mse = ((torch.softmax(logits, dim=-1) - target) ** 2).mean(-1)  # (B,)
+        loss = loss + mse_weight * (mse * w).sum() / w.sum().clamp(min=1e-12)
     return loss
 
 
@@ -29,7 +46,8 @@ def model_loss(out: dict, batch: dict, mse_weight: float, class_weights: torch.T
                label_smoothing: float = 0.0) -> torch.Tensor:
     """The objective of any model's output: the emotion loss on `logits`, plus, for models whose
     members are trained separately (late fusion), the mean member cross-entropy over present inputs."""
-    loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight, class_weights, label_smoothing)
+    loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight, class_weights, label_smoothing,
+                        batch.get("weight"))
     if "aux_logits" in out:
         aux = out["aux_logits"]  # (B, M, C)
         b, m, c = aux.shape

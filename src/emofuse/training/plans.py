@@ -9,12 +9,13 @@ from emofuse.corpora.base import Manifest
 
 
 def plans(manifest: Manifest, cross_validation: bool) -> list[dict]:
-    """Which rows train, validate and test in each unit of work. With cross-validation, fold f is
+    """Which rows train, validate and test in each unit of work (and, without cross-validation, which
+    are unlabeled: train.predict_unlabeled predicts them). With cross-validation, fold f is
     the test fold and fold f+1 the validation fold, so test folds cover every labelled row once."""
     df = manifest.df.reset_index(drop=True)
     labelled = df["split"] != "unlabeled"
     if not cross_validation:
-        return [{"name": "", **{s: np.flatnonzero(df["split"] == s) for s in ("train", "val", "test")}}]
+        return [{"name": "", **{s: np.flatnonzero(df["split"] == s) for s in ("train", "val", "test", "unlabeled")}}]
     folds = sorted(int(f) for f in df.loc[labelled, "fold"].unique() if int(f) >= 0)
     if len(folds) < 3:
         raise ValueError(f"cross-validation needs at least 3 folds in the manifest, found {folds}")

@@ -48,6 +48,7 @@ from emofuse.training.placement import (
     sharded,
 )
 from emofuse.training.plans import plans, speaker_folds
+from emofuse.training.pseudo import pseudo_label_run
 from emofuse.versions import library_versions
 
 
@@ -226,6 +227,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     if replay is not None:
         fit_s = replay["fit_time_s"]  # the longer run's seconds to the end of this budget's last epoch
     epochs_run = replay["epochs_run"] if replay else trainer.current_epoch if trainable else 0
+    if cfg.train.predict_unlabeled and len(plan.get("unlabeled", ())):  # the rows a teacher pseudo-labels
+        _predict_unlabeled(cfg, model, data.subset(plan["unlabeled"]).standardised(stats), unit_dir, classes)
     return _predict_unit(cfg, model, (val_ds, test_ds), plan, seed, best, fitted, fit_s, epochs_run,
                          {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, trainer.world_size, n_classes)
 
@@ -248,6 +251,13 @@ def _write_unit(cfg: RunConfig, model, stats: dict, unit_dir: Path, plan: dict, 
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(unit_dir / "model.safetensors"))
     save_file({f"{k}.{part}": torch.from_numpy(a) for k, (mean, std) in stats.items() for part, a in (("mean", mean), ("std", std))},
               str(unit_dir / "standardiser.safetensors"))
+
+
+def _predict_unlabeled(cfg: RunConfig, model, ds, unit_dir: Path, classes: list[str]) -> None:
+    """predictions_unlabeled.csv: the kept model's probabilities on the manifest's unlabeled rows."""
+    device = torch.device("cuda" if placement(cfg.train)["accelerator"] == "gpu" else "cpu")
+    pred = predict(model, ds, cfg.data.batch_size, device, cfg.train.multi_label)
+    write_predictions(unit_dir / "predictions_unlabeled.csv", model, pred, truth(ds, cfg.train.multi_label), classes)
 
 
 def _predict_unit(cfg: RunConfig, model, splits: tuple, plan: dict, seed: int, best: BestWeights, fitted: dict,
@@ -348,6 +358,8 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
                          f"{cfg.train.devices}, train.num_nodes={cfg.train.num_nodes}; train a run on several "
                          "devices with `emofuse train CONFIG --set train.devices=N` (docs/distributed.md)")
     model_config(cfg.model)  # a wrong model key fails here, before any data is read
+    if cfg.train.pseudo_label is not None:  # rounds of teacher and student, each a run of this loop
+        return pseudo_label_run(cfg, train_run)
     if (cfg.train.budgets or cfg.train.replay_from) and (why := check_budgets(cfg.train)):
         raise ValueError(f"run {cfg.name!r}: train.budgets / train.replay_from cannot stand for runs of those "
                          f"budgets here: {why}")

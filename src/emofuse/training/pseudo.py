@@ -1,0 +1,176 @@
+"""Pseudo-labelling (train.pseudo_label): learning from unlabelled rows through the one training loop.
+
+Round 0 trains a teacher on the labelled rows alone (the run's config as it is). Each round after
+that: the teacher, the best model so far by validation, predicts every unlabelled row; the rows it
+is confident of (a probability threshold, or per predicted class its most confident fraction) join
+the training rows with their predicted class and `weight` in the loss; a student trains on them.
+Validation and test rows are never candidates. Each round is a run of its own in the run's folder
+(`round0`, `round1`, …), and `pseudo_label.json` records, per round and class, how many rows were
+kept and, where the manifest keeps their real labels apart (`hidden_label`), how many were right.
+
+    <out>/<name>/config.yaml, pseudo_label.json, metrics.json (the round chosen on validation),
+                 manifest_round<r>.csv, round<r>/ (each round's run folder)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emofuse.config import PseudoLabelConfig, RunConfig, dump_config
+from emofuse.corpora.base import Manifest
+
+UNLABELED = "unlabeled"
+
+
+def candidates(manifest: Manifest, extra: str = "") -> Manifest:
+    """The run's manifest with the rows of `extra` (another manifest of the same corpus) added as
+    unlabelled rows: their labels, if any, kept apart in hidden_label. Every row gets a weight of 1."""
+    df = manifest.df.copy()
+    if extra:
+        more = Manifest.load(extra)
+        if more.corpus != manifest.corpus:
+            raise ValueError(f"train.pseudo_label.unlabelled: {extra} is corpus {more.corpus!r}, the run's is "
+                             f"{manifest.corpus!r} (their features must be in the same cache under one corpus)")
+        add = more.df.copy()
+        if "hidden_label" not in add:
+            add["hidden_label"] = add["label"]
+        add["label"], add["soft_label"], add["split"] = "", "", UNLABELED
+        clash = set(add["id"]) & set(df["id"])
+        if clash:
+            raise ValueError(f"train.pseudo_label.unlabelled: {len(clash)} ids of {extra} are already in the run's "
+                             f"manifest (e.g. {sorted(clash)[:3]})")
+        df = pd.concat([df, add], ignore_index=True)
+    if "hidden_label" not in df:
+        df["hidden_label"] = ""
+    df["hidden_label"] = df["hidden_label"].fillna("").astype(str)
+    df["weight"], df["pseudo"] = "1.0", ""
+    if not (df["split"] == UNLABELED).any():
+        raise ValueError("train.pseudo_label: the manifest has no unlabeled rows (split 'unlabeled') and "
+                         "train.pseudo_label.unlabelled names no manifest of them")
+    return Manifest(manifest.corpus, manifest.label_set, df.reset_index(drop=True), dict(manifest.meta))
+
+
+def select(probs: np.ndarray, cfg: PseudoLabelConfig) -> np.ndarray:
+    """(N,) bool: the rows kept. threshold: the top probability reaches it; top_fraction: per
+    predicted class, its most confident fraction of the rows (at least one where the class has any)."""
+    top, guess = probs.max(1), probs.argmax(1)
+    if cfg.top_fraction is None:
+        return top >= cfg.threshold
+    keep = np.zeros(len(probs), bool)
+    for c in np.unique(guess):
+        rows = np.flatnonzero(guess == c)
+        n = max(1, int(round(cfg.top_fraction * len(rows))))
+        keep[rows[np.argsort(-top[rows], kind="stable")[:n]]] = True
+    return keep
+
+
+def kept_by_class(classes: list[str], guess: np.ndarray, keep: np.ndarray, hidden: np.ndarray) -> dict:
+    """Per predicted class: the rows kept and, among those with a hidden label, how many were right."""
+    out = {}
+    for c in classes:
+        rows = keep & (guess == c)
+        known = rows & (hidden != "")
+        right = int((hidden[known] == c).sum())
+        out[c] = {"kept": int(rows.sum()), "with_hidden_label": int(known.sum()),
+                  "accuracy": right / int(known.sum()) if known.any() else None}
+    return out
+
+
+def _round_cfg(cfg: RunConfig, r: int, manifest_path: Path, run_dir: Path) -> RunConfig:
+    train = cfg.train.model_copy(update={"pseudo_label": None, "predict_unlabeled": True})
+    data = cfg.data.model_copy(update={"manifest": str(manifest_path)})
+    return cfg.model_copy(update={"name": f"round{r}", "out": str(run_dir), "train": train, "data": data})
+
+
+def teacher_probs(run_dir: Path, classes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """A run's probabilities on its unlabeled rows: the mean over its seeds where it has several (the
+    seeds' ensemble teaches), else its own."""
+    files = sorted(run_dir.glob("seed*/predictions_unlabeled.csv")) or [run_dir / "predictions_unlabeled.csv"]
+    preds = [pd.read_csv(f, dtype={"id": str}, keep_default_na=False) for f in files]
+    for p in preds[1:]:
+        if list(p["id"]) != list(preds[0]["id"]):
+            raise ValueError(f"{run_dir}: the seeds predicted different unlabeled rows")
+    cols = [f"p_{c}" for c in classes]
+    return preds[0], np.mean([p[cols].to_numpy(np.float64) for p in preds], axis=0)
+
+
+def _labelled(work: Manifest, teacher_dir: Path, cfg: PseudoLabelConfig) -> tuple[Manifest, dict]:
+    """The teacher's predictions on the rows still unlabelled in its manifest -> the next round's manifest
+    (the teacher's, with the rows it is confident of now labelled) and the round's record."""
+    classes = list(work.label_set.classes)
+    pred, probs = teacher_probs(teacher_dir, classes)
+    keep = select(probs, cfg)
+    guess = np.asarray(classes, dtype=object)[probs.argmax(1)]
+    df = work.df.copy()
+    index = {k: i for i, k in enumerate(df["id"])}
+    rows = np.array([index[k] for k in pred["id"]])
+    if (df["split"].to_numpy()[rows] != UNLABELED).any():
+        raise AssertionError("pseudo-labels reached rows that are not unlabeled")  # val and test: never
+    hidden = df["hidden_label"].to_numpy(dtype=object)[rows].astype(str)
+    chosen = rows[keep]
+    df.loc[chosen, "split"] = "train"
+    df.loc[chosen, "label"] = guess[keep]
+    df.loc[chosen, "weight"] = str(cfg.weight)
+    df.loc[chosen, "pseudo"] = "1"
+    known = keep & (hidden != "")
+    pseudo = df["pseudo"].to_numpy(dtype=object).astype(str) == "1"  # every pseudo-label, this round's and before
+    seen = pseudo & (df["hidden_label"].to_numpy(dtype=object).astype(str) != "")
+    so_far = {"rows": int(pseudo.sum()), "accuracy": float((df["hidden_label"][seen] == df["label"][seen]).mean())
+              if seen.any() else None}
+    record = {"candidates": int(len(rows)), "kept": int(keep.sum()), "pseudo_labelled_so_far": so_far,
+              "accuracy": float((hidden[known] == guess[known]).mean()) if known.any() else None,
+              "teacher_accuracy_all": float((hidden[hidden != ""] == guess[hidden != ""]).mean())
+              if (hidden != "").any() else None,
+              "per_class": kept_by_class(classes, guess, keep, hidden)}
+    return Manifest(work.corpus, work.label_set, df, dict(work.meta)), record
+
+
+def _score(val: dict, monitor: str) -> float:
+    return float(val[monitor] if monitor in val else val["accuracy"])
+
+
+def pseudo_label_run(cfg: RunConfig, train: Callable[[RunConfig], dict]) -> dict:
+    """Run train.pseudo_label's rounds, each through `train` (training.run.train_run); returns the
+    metrics of the round chosen on validation, with the rounds' record under "pseudo_label"."""
+    from emofuse.models.build import model_class
+
+    pl = cfg.train.pseudo_label
+    if model_class(cfg.model.name).raw_inputs and pl.weight != 1.0:
+        raise ValueError(f"train.pseudo_label.weight {pl.weight}: {cfg.model.name} reads the media (data/raw.py), whose "
+                         "batches carry no row weights yet; use weight 1.0, or a model on cached features")
+    run_dir = Path(cfg.out) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    work = candidates(Manifest.load(cfg.data.manifest), pl.unlabelled)
+    monitor = cfg.train.monitor.removeprefix("val_")
+    better = (lambda a, b: a < b) if monitor == "loss" else (lambda a, b: a > b)
+    rounds, best = [], None
+    for r in range(pl.rounds + 1):
+        record = None
+        if r > 0:  # the best teacher so far keeps its own pseudo-labels and adds those it is now sure of
+            teacher = Manifest.load(run_dir / f"manifest_round{best}.csv")
+            work, record = _labelled(teacher, run_dir / f"round{best}", pl)
+        path = run_dir / f"manifest_round{r}.csv"
+        work.save(path)
+        metrics = train(_round_cfg(cfg, r, path, run_dir))
+        rounds.append({"round": r, "teacher": None if r == 0 else f"round{best}", "pseudo_labels": record,
+                       "val": metrics["val"], "test": metrics["test"]})
+        if best is None or better(_score(metrics["val"], monitor), _score(rounds[best]["val"], monitor)):
+            best = r
+    summary = {"chosen_round": best, "monitor": cfg.train.monitor, "threshold": pl.threshold,
+               "top_fraction": pl.top_fraction, "weight": pl.weight, "rounds": rounds}
+    (run_dir / "pseudo_label.json").write_text(json.dumps(summary, indent=2))
+    for name in ("predictions.csv", "predictions_val.csv", "confusion.png", "reliability.png"):  # the chosen round's
+        if (run_dir / f"round{best}" / name).is_file():
+            shutil.copyfile(run_dir / f"round{best}" / name, run_dir / name)
+    chosen = json.loads((run_dir / f"round{best}" / "metrics.json").read_text())
+    chosen["pseudo_label"] = summary
+    chosen["name"] = cfg.name
+    (run_dir / "metrics.json").write_text(json.dumps(chosen, indent=2))
+    return chosen

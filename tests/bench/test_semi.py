@@ -1,0 +1,36 @@
+"""bench semi on a slice of MELD: the three rows, the pseudo-labelled runs' records, and the summary
+that states the margin and the kept rows' accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emofuse.bench import run_bench
+from emofuse.bench.driver import BenchOptions
+from emofuse.corpora.base import Manifest
+from tests.conftest import need
+
+pytestmark = pytest.mark.realdata
+
+
+def test_semi_meld_slice(data_root, tmp_path):
+    need(data_root, "meld")
+    opts = BenchOptions(data=data_root, out=tmp_path, cache=tmp_path / "cache", limit=60, max_epochs=3,
+                        baseline="none", bootstrap=50, progress=False)
+    metrics = run_bench("semi", opts, settings="meld", seeds=2, labelled=0.2)
+    rows = {"meld-20pct/supervised-only", "meld-20pct/pseudo-labelled (threshold 0.9)",
+            "meld-20pct/pseudo-labelled (top 0.5 per class)", "meld-full/supervised (every label)"}
+    assert rows <= set(metrics), sorted(metrics)
+    semi = Manifest.load(tmp_path / "meld-20pct" / "manifest.csv").df
+    hidden = semi["split"] == "unlabeled"
+    assert hidden.any() and (semi.loc[hidden, "label"] == "").all() and (semi.loc[hidden, "hidden_label"] != "").all()
+    run = tmp_path / "meld-20pct" / "runs" / "pseudo-labelled (top 0.5 per class)"
+    summary = json.loads((run / "pseudo_label.json").read_text())
+    kept = summary["rounds"][1]["pseudo_labels"]
+    assert kept["kept"] >= 1 and kept["candidates"] == int(hidden.sum())
+    for r in (0, 1):  # every round trained both seeds
+        assert all((run / f"round{r}" / f"seed{s}" / "predictions_unlabeled.csv").is_file() for s in (0, 1))
+    report = (tmp_path / "report.md").read_text()
+    assert "Pseudo-labelling against the supervised rows" in report and "| predicted class | kept | right |" in report

@@ -1,0 +1,114 @@
+"""Pseudo-labelling (train.pseudo_label): which rows a threshold or a top fraction keeps, that only
+unlabelled rows are ever pseudo-labelled, the row weights in the loss, and the rounds end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from emofuse.config import DataConfig, ModelConfig, PseudoLabelConfig, RunConfig, TrainConfig
+from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
+from emofuse.labels import LabelSet
+from emofuse.training.module import emotion_loss
+from emofuse.training.pseudo import select
+from emofuse.training.run import train_run
+from tests.training.cached import write_features
+
+
+def test_a_threshold_keeps_the_rows_that_reach_it():
+    probs = np.array([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.5, 0.5]])
+    assert select(probs, PseudoLabelConfig(threshold=0.9)).tolist() == [True, False, True, False]
+    assert select(probs, PseudoLabelConfig(threshold=0.5)).tolist() == [True, True, True, True]
+
+
+def test_a_top_fraction_keeps_each_predicted_class_most_confident_rows():
+    probs = np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45], [0.2, 0.8], [0.4, 0.6]])
+    # class 0 predicted for rows 0-3 (keep half: 0, 1), class 1 for rows 4-5 (half: 4)
+    assert select(probs, PseudoLabelConfig(top_fraction=0.5)).tolist() == [True, True, False, False, True, False]
+
+
+def test_row_weights_of_one_give_the_plain_loss_and_weights_shift_it():
+    g = torch.Generator().manual_seed(0)
+    logits, label = torch.randn(6, 3, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+    target = torch.nn.functional.one_hot(label, 3).float()
+    cw = torch.tensor([1.0, 2.0, 0.5])
+    for kw in ({}, {"class_weights": cw}, {"label_smoothing": 0.1}):
+        plain = emotion_loss(logits, label, target, 0.5, **kw)
+        ones = emotion_loss(logits, label, target, 0.5, sample_weight=torch.ones(6), **kw)
+        torch.testing.assert_close(plain, ones)
+    w = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])  # weight 0: as if the last three rows were absent
+    torch.testing.assert_close(emotion_loss(logits, label, target, 0.5, sample_weight=w),
+                               emotion_loss(logits[:3], label[:3], target[:3], 0.5))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """3 separable classes; 30 labelled training rows, 150 unlabelled (labels hidden), 40 val, 40 test."""
+    root = tmp_path_factory.mktemp("pseudo")
+    rng = np.random.default_rng(0)
+    labels = LabelSet("toy3", ("happy", "sad", "angry"))
+    n = 260
+    y = rng.integers(0, 3, n)
+    split = np.array(["train"] * 30 + ["unlabeled"] * 150 + ["val"] * 40 + ["test"] * 40)
+    rows = [{c: "" for c in MANIFEST_COLUMNS} | {
+        "id": f"u{i:04d}", "split": split[i], "fold": -1,
+        "label": "" if split[i] == "unlabeled" else labels.classes[y[i]]} for i in range(n)]
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    df["hidden_label"] = [labels.classes[y[i]] if split[i] == "unlabeled" else "" for i in range(n)]
+    Manifest("toy", labels, df, {"synthetic": True}).save(root / "manifest.csv")
+    centres = 3.0 * np.eye(3, 6)
+    write_features(root / "cache", "toy", "a", df["id"].tolist(), centres[y] + 0.8 * rng.normal(size=(n, 6)))
+    return root
+
+
+def _cfg(root, name, **pl) -> RunConfig:
+    return RunConfig(
+        name=name,
+        data=DataConfig(manifest=str(root / "manifest.csv"), cache=str(root / "cache"), features={"audio": "a"},
+                        batch_size=16),
+        model=ModelConfig(name="early", params={"hidden": 16}),
+        train=TrainConfig(max_epochs=20, patience=20, lr=1e-2, mse_weight=0.0, progress=False, logger="none",
+                          pseudo_label=PseudoLabelConfig(**pl)),
+        out=str(root / "runs"),
+    )
+
+
+def test_rounds_label_only_unlabelled_rows_and_record_them(corpus):
+    metrics = train_run(_cfg(corpus, "pl", threshold=0.8, rounds=2, weight=0.5))
+    run = corpus / "runs" / "pl"
+    summary = json.loads((run / "pseudo_label.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2] and summary["rounds"][0]["pseudo_labels"] is None
+    assert metrics["pseudo_label"]["chosen_round"] == summary["chosen_round"]
+    base = Manifest.load(run / "manifest_round0.csv").df.set_index("id")
+    for r in (1, 2):
+        df = Manifest.load(run / f"manifest_round{r}.csv").df.set_index("id")
+        pseudo = df["pseudo"] == "1"
+        assert pseudo.any()
+        assert (base.loc[pseudo[pseudo].index, "split"] == "unlabeled").all()  # only unlabelled rows became train
+        assert (df.loc[base["split"].isin(["val", "test"]), "label"] == base.loc[base["split"].isin(["val", "test"]), "label"]).all()
+        assert (df.loc[base["split"].isin(["val", "test"]), "split"] == base.loc[base["split"].isin(["val", "test"]), "split"]).all()
+        assert (df.loc[pseudo, "weight"].astype(float) == 0.5).all() and (df.loc[~pseudo, "weight"].astype(float) == 1.0).all()
+        rec = summary["rounds"][r]["pseudo_labels"]
+        assert rec["kept"] == sum(c["kept"] for c in rec["per_class"].values())
+        # the recorded accuracy is the kept rows' agreement with their hidden labels
+        new = df.index[pseudo] if r == 1 else df.index[pseudo & (Manifest.load(run / "manifest_round1.csv").df.set_index("id")["pseudo"] != "1")]
+        if r == 1:
+            right = (df.loc[new, "label"] == df.loc[new, "hidden_label"]).mean()
+            assert rec["accuracy"] == pytest.approx(right)
+    r1 = summary["rounds"][1]["pseudo_labels"]
+    assert r1["accuracy"] > 0.8  # separable classes: confident pseudo-labels are mostly right
+    assert (run / "round1" / "predictions_unlabeled.csv").is_file()
+
+
+def test_without_unlabelled_rows_it_says_so(corpus, tmp_path):
+    m = Manifest.load(corpus / "manifest.csv")
+    m.df = m.df[m.df["split"] != "unlabeled"].reset_index(drop=True)
+    m.save(tmp_path / "manifest.csv")
+    cfg = _cfg(corpus, "none")
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": str(tmp_path / "manifest.csv")})})
+    with pytest.raises(ValueError, match="no unlabeled rows"):
+        train_run(cfg)
