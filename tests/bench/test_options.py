@@ -15,7 +15,7 @@ from emofuse.bench.driver import BenchSpec
 from emofuse.cli import app
 from emofuse.config import ConfigError
 
-NAMES = ["ckplus", "fer2013", "goemotions", "meld-text", "paired", "ravdess", "speech-xcorpus"]
+NAMES = ["ckplus", "fer2013", "goemotions", "meld-text", "paired", "ravdess", "semi", "speech-xcorpus"]
 
 
 def test_every_benchmark_module_registers_itself():
