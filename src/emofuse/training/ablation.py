@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_base, validate
+from emofuse.training.tracking import parent_run
 
 
 class AblationConfig(StrictConfig):
@@ -72,6 +73,7 @@ def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict
     }
 
 
+@parent_run("ablation", lambda cfg: Path(cfg.out) / cfg.name)  # MLflow / W&B: the variants as one run's children
 def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: bool = True) -> dict:
     """Train every variant (or those in `only`) over cfg.seeds; returns ablation.json's content.
     Variants not in `only` keep their rows from <out>/<name>/ablation.json; `only` trains its variants

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from emofuse.config import ConfigError, DataConfig, GridConfig, RunConfig, dump_config
 from emofuse.training.ranking import rank_encoders, top_n
+from emofuse.training.tracking import parent_run
 
 LETTERS = {"A": "audio", "T": "text", "V": "video"}
 MODE_TAG = {"ranked": "", "per_sample": "-ps"}  # run names: AVT-top1-ep10, AVT-top1-ps-ep10
@@ -88,6 +89,7 @@ def shared_budgets(cfg: GridConfig) -> bool:
     return cfg.share_budgets and not check_budgets(cfg.train)
 
 
+@parent_run("grid", lambda cfg: Path(cfg.out))  # MLflow / W&B: the grid's runs as one run's children
 def run_grid(cfg: GridConfig, progress: bool = True) -> Path:
     """Rank, train every grid cell, and write <out>/table.md; returns its path."""
     from emofuse.corpora.base import Manifest

@@ -24,6 +24,7 @@ import pandas as pd
 
 from emofuse.config import PseudoLabelConfig, RunConfig, dump_config
 from emofuse.corpora.base import Manifest
+from emofuse.training.tracking import parent_run
 
 UNLABELED = "unlabeled"
 
@@ -135,6 +136,7 @@ def _score(val: dict, monitor: str) -> float:
     return float(val[monitor] if monitor in val else val["accuracy"])
 
 
+@parent_run("pseudo_label", lambda cfg: Path(cfg.out) / cfg.name)  # MLflow / W&B: the rounds as one run's children
 def pseudo_label_run(cfg: RunConfig, train: Callable[[RunConfig], dict]) -> dict:
     """Run train.pseudo_label's rounds, each through `train` (training.run.train_run); returns the
     metrics of the round chosen on validation, with the rounds' record under "pseudo_label"."""

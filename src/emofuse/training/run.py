@@ -101,12 +101,9 @@ def _splits(cfg: RunConfig, data, plan: dict) -> tuple[list, dict]:
 
 
 def _trainer(cfg: RunConfig, plan: dict, seed: int, tb_dir: Path, best: BestWeights, mode: str, refit: bool) -> L.Trainer:
-    logger = False
-    if cfg.train.logger == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
+    from emofuse.training.tracking import loggers
 
-        version = "_".join(x for x in (plan["name"], f"seed{seed}") if x)
-        logger = TensorBoardLogger(str(tb_dir), name="", version=version, default_hp_metric=False)
+    logger = loggers(cfg, plan, seed, tb_dir, process_rank(cfg.train)) or False  # train.loggers
     return L.Trainer(
         **placement(cfg.train),
         max_epochs=cfg.train.max_epochs,
@@ -383,6 +380,9 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
     if not lead:
         return from_rank_zero(None)
     metrics = _write_run(cfg, manifest, run_dir, classes, done, len(units), time.perf_counter() - t0 + done["replayed_s"])
+    from emofuse.training.tracking import finish
+
+    finish(cfg, run_dir, metrics)  # MLflow / W&B: the test metrics and the run folder's files, once
     return from_rank_zero(metrics)
 
 

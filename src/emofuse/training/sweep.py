@@ -28,6 +28,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_base, load_config, validate
+from emofuse.training.tracking import parent_run
 
 ValMetric = Literal["val_accuracy", "val_weighted_f1", "val_uar", "val_macro_f1", "val_loss"]
 # how the table heads the usual keys
@@ -125,6 +126,7 @@ def _trial_row(run_dir: Path, values: dict[str, Any]) -> dict:
     }
 
 
+@parent_run("sweep", lambda cfg: Path(cfg.out) / cfg.name)  # MLflow / W&B: the trials as one run's children
 def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
     """Run every trial, select on validation, re-run the best over final_seeds; returns sweep.json's content."""
     from emofuse.training.run import train_run
