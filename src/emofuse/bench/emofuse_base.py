@@ -84,13 +84,13 @@ def _say(opts: BenchOptions, line: str) -> None:
 
 
 def _speech(opts: BenchOptions) -> Path:
-    from emofuse.bench.speech_xcorpus import CORPUS, ROOTS, _in_space
+    from emofuse.bench.speech_xcorpus import CORPUS, ROOTS, in_space
 
     parts = []
     for name in ("ravdess", "nemo", "urdu"):
         kw = {"vocal_channel": "speech"} if name == "ravdess" else {}
         m = prepared(name, resolve_root(opts.data, *ROOTS[name]), opts.out / "prepared" / f"{name}.csv", opts, **kw)
-        df, _ = _in_space(m, name)  # ids "ravdess:..." as bench speech-xcorpus names them: one feature cache
+        df, _ = in_space(m, name)  # ids "ravdess:..." as bench speech-xcorpus names them: one feature cache
         parts.append(df.drop(columns=["corpus_group"]))
     m = Manifest(CORPUS, EMOTION7, pd.concat(parts, ignore_index=True), {"corpora": ["ravdess", "nemo", "urdu"]})
     return final_manifest(m, opts.out / "speech" / "manifest.csv", opts)
@@ -115,9 +115,9 @@ def _face(opts: BenchOptions) -> Path:
 
 def _paired(opts: BenchOptions) -> Path:
     """bench paired's rows (same sources, pairing and seed), validation and test only."""
-    from emofuse.bench.paired import PAIRED7, SOURCES, _source, pair
+    from emofuse.bench.paired import PAIRED7, SOURCES, source_of, pair
 
-    sources = {name: _source(name, opts.data, None, opts.out, opts) for name in SOURCES}
+    sources = {name: source_of(name, opts.data, None, opts.out, opts) for name in SOURCES}
     df, _ = pair(sources, 3, opts.seed)  # bench paired's default pairing: the same validation and test rows
     df = df[df["split"].isin(["val", "test"])].reset_index(drop=True)
     assert list(PAIRED7.classes) == list(EMOTION7.classes)

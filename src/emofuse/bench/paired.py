@@ -60,7 +60,7 @@ OVER_BASELINE = Target("weighted_f1", None, "project model ≥ strongest linear 
                        over_baseline=0.02)
 
 
-def _source(name: str, root: Path, eval_root: Path | None, out: Path, opts: BenchOptions) -> Manifest:
+def source_of(name: str, root: Path, eval_root: Path | None, out: Path, opts: BenchOptions) -> Manifest:
     corpus, subs, options = SOURCES[name]
     m = prepared(corpus, resolve_root(root, *subs), out / "prepared" / f"{name}.csv", opts, **options)
     if eval_root is not None:
@@ -144,7 +144,7 @@ def bench_paired(opts: BenchOptions, train_pairs: int = 3, eval_sources: dict[st
             found = [Path(opts.eval_data) / s for s in subs if (Path(opts.eval_data) / s).is_dir()]
             if found:
                 evals.setdefault(name, found[0])
-    sources = {name: _source(name, opts.data, evals.get(name), out, opts) for name in SOURCES}
+    sources = {name: source_of(name, opts.data, evals.get(name), out, opts) for name in SOURCES}
     df, info = pair(sources, train_pairs, opts.seed)
     meta = {"root": str(Path(opts.data).resolve()), "seed": opts.seed, "train_pairs": train_pairs,
             "sources": {k: v.meta.get("root") for k, v in sources.items()},

@@ -93,14 +93,14 @@ def _meld_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
 
 
 def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
-    from emofuse.bench.speech_xcorpus import CORPUS, DEFAULT_AUDIO, ROOTS, SPEECH7, _feature_name, _in_space
+    from emofuse.bench.speech_xcorpus import CORPUS, DEFAULT_AUDIO, ROOTS, SPEECH7, feature_name, in_space
 
     out = Path(opts.out)
     parts = {}
     for name in ("ravdess", "nemo"):
         kw = {"vocal_channel": "speech"} if name == "ravdess" else {}
         m = prepared(name, resolve_root(opts.data, *ROOTS[name]), out / "prepared" / f"{name}.csv", opts, **kw)
-        parts[name], _ = _in_space(m, name)
+        parts[name], _ = in_space(m, name)
     ravdess = parts["ravdess"].assign(split=parts["ravdess"]["split"].replace({"test": "train"}))  # its test speakers train
     nemo = parts["nemo"].reset_index(drop=True)
     heard = np.flatnonzero(nemo["split"].to_numpy() != "test")  # nEMO's train and val speakers: unlabelled
@@ -108,7 +108,7 @@ def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task
     full = pd.concat([ravdess, nemo.assign(split=nemo["split"].replace({"val": "train"}))], ignore_index=True)
     audio = opts.encoders.get("audio", DEFAULT_AUDIO)
     specs = [s for s in audio.split("+") if s.strip()]
-    encs = [_feature_name(s) for s in specs]
+    encs = [feature_name(s) for s in specs]
     features = {"audio": encs if len(encs) > 1 else encs[0]}
     model = "ensemble" if len(encs) > 1 else "unimodal"
     mlp, data = {"hidden": 256, "dropout": 0.3}, {"standardise": "per_speaker", "batch_size": 64}

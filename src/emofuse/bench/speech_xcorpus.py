@@ -115,7 +115,7 @@ def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess
         root = resolve_root(opts.data, *ROOTS[name])
         kw = {"vocal_channel": "speech"} if name == "ravdess" else {"check_counts": check_counts}
         m = prepared(name, root, out / "prepared" / f"{name}.csv", opts, **kw)
-        parts[name], note = _in_space(m, name)
+        parts[name], note = in_space(m, name)
         notes.append(note)
     evals = []
     for i, folder in enumerate(opts.eval_folders):
@@ -125,7 +125,7 @@ def bench_speech_xcorpus(opts: BenchOptions, corpora: str | list[str] = "ravdess
 
     audio = opts.encoders.get("audio", DEFAULT_AUDIO)
     specs = [s for s in audio.split("+") if s.strip()]
-    encs = [_feature_name(s) for s in specs]
+    encs = [feature_name(s) for s in specs]
     train = {"lr": 1e-3, "max_epochs": 100, "patience": 15, "mse_weight": 0.0}
     tasks = []
 
@@ -232,7 +232,7 @@ def _rows(encs: list[str], normalise: str = "speaker", corpus_manifest: Path | N
     return runs, baselines
 
 
-def _feature_name(spec: str) -> str:
+def feature_name(spec: str) -> str:
     """The cache name of an encoder spec ("mfcc@stats=mean_std" -> "mfcc-mean_std"), as training reads it."""
     spec = spec.strip()
     if spec.startswith("hf:") or "@" in spec:
@@ -242,7 +242,7 @@ def _feature_name(spec: str) -> str:
     return spec
 
 
-def _in_space(m: Manifest, corpus: str) -> tuple[pd.DataFrame, str]:
+def in_space(m: Manifest, corpus: str) -> tuple[pd.DataFrame, str]:
     """A corpus's rows in the 7-class space, ids and speakers prefixed by the corpus, and a line
     that says what was dropped."""
     df = m.df[m.df["split"] != "unlabeled"].copy()
