@@ -354,3 +354,342 @@ def test_smollm2_one_training_step():
     assert torch.equal(frozen, model.backbone.layers[0].self_attn.q_proj.base_layer.weight)
     assert all(k.startswith("backbone.") is False or "lora_" in k for k in model.state_dict())
     print(f"smollm2: build {load_s:.1f} s, one training step (batch 2) {step_s:.2f} s")
+
+
+# ------------------------------------------------------------------------------ readout "prompt"
+
+# Words the test tokenizer learns whole (class names, modality names, the default prompt's words), so
+# the verbaliser and the layout read as they would with a real tokenizer.
+_PROMPT_SENTENCES = [
+    "I am so happy today", "she was angry and sad", "a neutral voice", "fearful of the dark", "what a surprise",
+    "worried and disgust", "tell which emotion a person expresses from what is given of their face voice and words",
+    "question which emotion does the person express answer", "the table is brown and the kids are talking",
+]
+MER6 = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
+
+
+def prompt_llm(folder, tie: bool = True, seed: int = 0):
+    """A random 2-layer Llama (width 32) with its own byte-level BPE tokenizer (vocab ~400), saved
+    as a Hugging Face folder, LM head tied to the token embeddings as SmolLM2 has it (or not)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    if (folder / "config.json").is_file():
+        return folder
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_PROMPT_SENTENCES * 3, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                         tie_word_embeddings=tie)
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory):
+    return prompt_llm(tmp_path_factory.mktemp("prompt_llm") / "llm")
+
+
+def _prompt_model(llm, dims=DIMS, **params) -> LlamaTopN:
+    torch.manual_seed(0)
+    return build_model("llama_topn", {"backbone": str(llm), "readout": "prompt", "classes": MER6, "lora_r": 4}
+                       | params, dims, C)
+
+
+def _prompt_batch(n: int, texts: list[str] | None, seed: int = 0, dims=DIMS) -> dict:
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        it = {"id": f"s{i}", "label": i % C, "target": np.eye(C, dtype=np.float32)[i % C]}
+        for k, d in dims.items():
+            it[k] = rng.normal(size=d).astype(np.float32)
+            it[f"{k}_present"] = not (i == 0 and k == "video")  # sample 0 has no face
+        if texts is not None:
+            it["transcript"] = texts[i]
+        items.append(it)
+    return collate(items)
+
+
+def _tokens(model, row) -> list[str]:
+    """One prompt's tokens as text, soft slot k as "<soft k>"."""
+    return [model.tokenizer.convert_ids_to_tokens(t) if t >= 0 else f"<soft {-1 - t}>" for t in row]
+
+
+def test_prompt_layout_soft_tokens_after_their_names_transcript_truncated_and_verbaliser(llm):
+    model = _prompt_model(llm, prompt_text_tokens=3).eval()
+    tok = model.tokenizer
+    long_text = "I am so happy today what a surprise"
+    batch = _prompt_batch(3, [long_text, "", "sad"])
+    x, present = model.candidates(batch)
+    kept, kept_mask, _ = model.select(x, model.score(x, present), present)  # slots: audio, text, video
+    ids, mask = model.prompt_ids(kept_mask, batch["transcript"])
+    instruction = tok(model.cfg.instruction.replace("{labels}", ", ".join(MER6)), add_special_tokens=False)["input_ids"]
+    assert "Ġsurprise" in tok.convert_ids_to_tokens(instruction)  # the class list is in the instruction
+    question = tok("\n" + model.cfg.question, add_special_tokens=False)["input_ids"]
+    name = {m: tok(f"\n{m}:", add_special_tokens=False)["input_ids"] for m in ("face", "voice", "words")}
+    words = tok(" " + long_text, add_special_tokens=False)["input_ids"]
+    assert len(words) > 3
+    # instruction, then each modality's name followed by its soft token (face, voice, words), the
+    # transcript's first 3 tokens, and the question, which ends where the answer begins
+    expect = instruction + name["face"] + [-3] + name["voice"] + [-1] + name["words"] + [-2] + words[:3] + question
+    assert ids[0].tolist() == expect
+    assert _tokens(model, ids[0].tolist())[-1] == tok.convert_ids_to_tokens(question[-1])
+    # sample 0 has no face: its soft token alone is masked, the name stays
+    face = len(instruction) + len(name["face"])
+    assert mask[:, face].tolist() == [False, True, True] and mask[0, :face].all() and mask[0, face + 1:].all()
+    # every prompt has the same width, its padding before the question (left of each transcript)
+    t0 = len(expect) - len(question) - 3  # where the transcript part starts
+    assert (ids[:, :t0] == ids[0, :t0]).all() and (ids[:, t0 + 3:] == ids[0, t0 + 3:]).all()
+    assert mask[1, t0:t0 + 3].tolist() == [False] * 3  # no text: no words
+    sad = tok(" sad", add_special_tokens=False)["input_ids"]
+    assert ids[2, t0 + 3 - len(sad):t0 + 3].tolist() == sad and mask[2, t0:t0 + 3 - len(sad)].sum() == 0
+    # the embeddings: kept tokens at the soft positions, the tokenizer's own embeddings elsewhere
+    emb, emb_mask = model.prompt_embeds(kept, kept_mask, batch["transcript"])
+    assert torch.equal(emb_mask, mask) and emb.shape == (*ids.shape, 32)
+    soft = ids[0] < 0
+    assert torch.allclose(emb[:, soft], kept[:, (-1 - ids[0][soft])])
+    table = model.backbone.get_input_embeddings().weight
+    assert torch.allclose(emb[0, ~soft], table[ids[0][~soft]])
+    # the verbaliser: the first token of " <class>", one per class, all distinct
+    first = [tok(" " + c, add_special_tokens=False)["input_ids"][0] for c in MER6]
+    assert model.verbaliser_ids.tolist() == first and len(set(first)) == len(MER6)
+    assert model.verbaliser == {c: tok.convert_ids_to_tokens(t) for c, t in zip(MER6, first)}
+    assert model.verbaliser["happy"] == "Ġhappy" and model.classes == MER6
+
+
+def test_prompt_logits_are_the_tied_lm_heads_scores_for_the_verbaliser(llm):
+    from transformers import LlamaForCausalLM
+
+    model = _prompt_model(llm, lora_r=0).eval()
+    assert model.lm_head is None  # tied: the token embeddings are the head
+    batch = _prompt_batch(3, ["I am so happy today", "", "sad"])
+    x, present = model.candidates(batch)
+    kept, kept_mask, _ = model.select(x, model.score(x, present), present)
+    emb, mask = model.prompt_embeds(kept, kept_mask, batch["transcript"])
+    lm = LlamaForCausalLM.from_pretrained(llm).eval()
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    full = lm(inputs_embeds=emb, attention_mask=mask.long(), position_ids=positions).logits  # (B, T, vocab)
+    with torch.no_grad():
+        got = model(batch)["logits"]
+    assert torch.allclose(got, full[:, -1, model.verbaliser_ids], atol=1e-5)
+
+
+def test_the_shared_opening_run_once_gives_the_same_logits_and_gradients(llm):
+    """The opening every sample shares runs once per batch (its keys and values then copied per
+    sample); under gradient checkpointing the whole prompt runs per sample: the same numbers."""
+    batch = _prompt_batch(4, ["I am so happy today", "", "sad", "what a surprise"], seed=2)
+    got = []
+    for ckpt in (False, True):
+        model = _prompt_model(llm, gradient_checkpointing=ckpt, dropout=0.0, lora_dropout=0.0)
+        assert model._shared_len > 10
+        out = model(batch)["logits"]
+        (out * torch.arange(1.0, C + 1)).sum().backward()
+        got.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert torch.allclose(got[0][0], got[1][0], atol=1e-5)
+    assert got[0][1].keys() == got[1][1].keys() and any("lora_A" in n for n in got[0][1])
+    for n in got[0][1]:
+        assert torch.allclose(got[0][1][n], got[1][1][n], atol=1e-5), n
+
+
+def test_a_model_without_transcripts_has_no_words_part(llm):
+    dims = {"audio": 12, "video": 8}  # no text input either
+    model = _prompt_model(llm, dims=dims).eval()
+    names = "".join(t for t in _tokens(model, model.prompt_prefix.tolist()) if not t.startswith("<soft"))
+    assert names.endswith("Ċface:Ċvoice:") and "Ċwords:" not in names
+    for batch in (_prompt_batch(2, None, dims=dims), _prompt_batch(2, ["", " "], dims=dims)):
+        ids, mask = model.prompt_ids(torch.ones(2, 2, dtype=torch.bool), batch.get("transcript"))
+        assert ids.shape[1] == len(model.prompt_prefix) + len(model.prompt_question)  # nothing in between
+        assert torch.isfinite(model(batch)["logits"]).all()
+    # transcripts there, but prompt_words off (or no tokens allowed): the same prompt
+    texts = ["I am so happy today", "sad"]
+    for params in ({"prompt_words": False}, {"prompt_text_tokens": 0}):
+        m = _prompt_model(llm, dims=dims, **params)
+        assert m.transcript_ids(texts) is None
+        assert m.prompt_ids(torch.ones(2, 2, dtype=torch.bool), texts)[0].shape == ids.shape
+    # with transcripts, a "words:" part comes before the question, for the samples that have words
+    ids, mask = model.prompt_ids(torch.ones(2, 2, dtype=torch.bool), ["sad", ""])
+    w = len(model.prompt_prefix)
+    assert "".join(_tokens(model, ids[0, w:w + len(model.prompt_words_name)].tolist())) == "Ċwords:"
+    assert mask[0, w:].all() and not mask[1, w:w + len(model.prompt_words_name) + 1].any()
+
+
+def test_words_only_prompt_has_no_soft_tokens_and_trains_lora_alone(llm):
+    model = _prompt_model(llm, prompt_soft=False)
+    assert (model.prompt_prefix >= 0).all()
+    assert "".join(_tokens(model, model.prompt_prefix.tolist())).count(":") == 0  # no modality names
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    batch = _prompt_batch(3, ["I am so happy today", "she was angry", "sad"])
+    emotion_loss(model(batch)["logits"], batch["label"], batch["target"], mse_weight=0.0).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_prompt_gradients_reach_soft_tokens_scorer_and_lora_not_the_frozen_llm(llm):
+    model = _prompt_model(llm)
+    batch = _prompt_batch(4, ["I am so happy today", "", "sad", "what a surprise"], seed=1)
+    emotion_loss(model(batch)["logits"], batch["label"], batch["target"], mse_weight=1.0).backward()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"no gradient reached {n}"
+        else:
+            assert p.grad is None, f"frozen {n} got a gradient"
+    assert model.get_parameter("backbone.embed_tokens.weight").requires_grad is False
+    for name in ("proj.text.1.weight", "slot_emb", "modality_emb", "score_q.weight"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+    # the frozen folder backbone, embeddings (the tied head) included, is left out of the saved state
+    sd = model.state_dict()
+    assert "backbone.embed_tokens.weight" not in sd and any("lora_" in k for k in sd)
+
+
+def test_transcripts_are_tokenised_once(llm):
+    model = _prompt_model(llm).eval()
+    calls = []
+    tokenizer = model.tokenizer
+    model.tokenizer = lambda texts, **kw: calls.append(list(texts)) or tokenizer(texts, **kw)
+    batch = _prompt_batch(3, ["sad", "I am so happy today", "sad"])
+    for _ in range(3):  # three "epochs"
+        model(batch)
+    assert calls == [[" I am so happy today", " sad"]]  # each with the space a word has mid-sentence
+    model(_prompt_batch(2, ["sad", "what a surprise"]))
+    assert calls[1:] == [[" what a surprise"]]
+
+
+def test_zero_shot_trains_nothing(llm):
+    model = _prompt_model(llm, zero_shot=True)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    assert model(_prompt_batch(2, ["sad", ""]))["logits"].shape == (2, C)
+
+
+def test_untied_lm_head_is_the_checkpoints_own_and_not_saved(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    folder = prompt_llm(tmp_path / "untied", tie=False)
+    model = _prompt_model(folder, lora_r=0).eval()
+    lm = LlamaForCausalLM.from_pretrained(folder)
+    assert model.lm_head is not None and torch.equal(model.lm_head.weight, lm.lm_head.weight)
+    assert not torch.equal(model.lm_head.weight, model.backbone.get_input_embeddings().weight)
+    assert not any(k.startswith("lm_head.") for k in model.state_dict())
+    other = _prompt_model(folder, lora_r=0).eval()
+    other.load_state_dict(model.state_dict())  # strict: the head left out is kept from the folder
+    batch = _prompt_batch(2, ["sad", ""])
+    assert torch.allclose(other(batch)["logits"], model(batch)["logits"], atol=1e-6)
+
+
+def test_prompt_config_errors(llm):
+    with pytest.raises(ConfigError, match="backbone 'tiny' has none"):
+        build_model("llama_topn", TINY | {"readout": "prompt", "classes": MER6}, DIMS, C)
+    with pytest.raises(ConfigError, match="label_set .* or classes"):
+        build_model("llama_topn", {"backbone": str(llm), "readout": "prompt"}, DIMS, C)
+    with pytest.raises(ConfigError, match="3 classes .* the data has 6"):
+        _prompt_model(llm, classes=["sad", "happy", "angry"])
+    with pytest.raises(ConfigError, match="zero_shot needs readout 'prompt'"):
+        build_model("llama_topn", TINY | {"zero_shot": True}, DIMS, C)
+    with pytest.raises(ConfigError, match="prompt_soft and prompt_words both false"):
+        _prompt_model(llm, prompt_soft=False, prompt_words=False)
+    # two classes whose words begin with the same token cannot be told apart by one answer
+    tok = _prompt_model(llm).tokenizer
+    first = tok(" sadness", add_special_tokens=False)["input_ids"][0]
+    assert first == tok(" sad", add_special_tokens=False)["input_ids"][0]
+    clash = ["neutral", "angry", "happy", "sad", "worried", "sadness"]
+    with pytest.raises(ConfigError, match="sad/sadness begin with the same token"):
+        _prompt_model(llm, classes=clash)
+    model = _prompt_model(llm, classes=clash, class_words={"sadness": "surprise"})  # the documented way out
+    assert model.verbaliser["sadness"] == "Ġsurprise"
+    assert model.classes == clash  # the classes stay the data's; only the word asked for changes
+
+
+# ---------------------------------------- a prompt run, saved and loaded, and a zero-shot run, through the loop
+
+
+def _text_corpus(root):
+    """A toy 6-class corpus whose manifest has transcripts, with cached audio and video features."""
+    import pandas as pd
+
+    from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
+    from emofuse.labels import MER6 as MER6_SET
+    from tests.training.cached import write_features
+
+    rng = np.random.default_rng(0)
+    n = {"train": 36, "val": 12, "test": 12}
+    split = np.repeat(list(n), list(n.values()))
+    y = np.arange(len(split)) % C
+    said = {"happy": "I am so happy today", "sad": "she was sad", "angry": "she was angry",
+            "neutral": "the table is brown", "worried": "worried and sad", "surprise": "what a surprise"}
+    rows = [{c: "" for c in MANIFEST_COLUMNS} | {"id": f"u{i:03d}", "split": s, "fold": -1, "label": MER6[y[i]],
+                                                 "text": said[MER6[y[i]]] if i % 4 else ""}
+            for i, s in enumerate(split)]
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    Manifest("toy", MER6_SET, df, {"synthetic": True}).save(root / "manifest.csv")
+    ids = [r["id"] for r in rows]
+    for name, dim, modality in (("a", 6, "audio"), ("v", 5, "video")):
+        write_features(root / "cache", "toy", name, ids, rng.normal(size=(C, dim))[y] + rng.normal(size=(len(y), dim)),
+                       modality)
+    return root
+
+
+def _prompt_run(corpus, llm, out, name: str, epochs: int, **params):
+    import yaml
+
+    from emofuse.config import RunConfig, load_config
+    from emofuse.training.run import train_run
+
+    cfg = {"name": name,
+           "data": {"manifest": str(corpus / "manifest.csv"), "cache": str(corpus / "cache"),
+                    "features": {"audio": "a", "video": "v"}, "batch_size": 12},
+           "model": {"name": "llama_topn", "params": {"backbone": str(llm), "readout": "prompt", "label_set": "mer6",
+                                                      "lora_r": 4, "prompt_text_tokens": 4, **params}},
+           "train": {"max_epochs": epochs, "patience": epochs, "lr": 1e-2, "mse_weight": 0.0, "progress": False,
+                     "logger": "none"},
+           "out": str(out)}
+    (out / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return train_run(load_config(RunConfig, out / f"{name}.yaml")), out / name
+
+
+def _csv_probs(path) -> tuple[list[str], np.ndarray]:
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    return df["id"].tolist(), df[[f"p_{c}" for c in MER6]].to_numpy()
+
+
+def test_a_prompt_run_saved_and_loaded_predicts_the_same(llm, tmp_path, monkeypatch):
+    from emofuse.corpora.base import Manifest
+    from emofuse.data.dataset import FeatureDataset
+    from emofuse.evaluation.predictions import predict
+    from emofuse.inference import bundle as bundle_mod
+
+    corpus = _text_corpus(tmp_path / "corpus")
+    metrics, run = _prompt_run(corpus, llm, tmp_path, "prompt", epochs=2)
+    assert metrics["units"][0]["epochs_run"] == 2
+    # the toy encoders "a" and "v" are the test's own: the bundle's model is what is checked here
+    monkeypatch.setattr(bundle_mod, "build_encoders", lambda spec, trust_remote_code=False: ({}, []))
+    b = bundle_mod.load_bundle(run)
+    assert b.model.cfg.readout == "prompt" and b.model.classes == MER6
+    manifest = Manifest.load(corpus / "manifest.csv")
+    test = FeatureDataset.from_manifest(manifest, corpus / "cache", {"audio": "a", "video": "v"}, split="test")
+    assert test.texts is not None and test.texts[0] == ""  # the manifest's transcripts reach the batches
+    got = predict(b.model, test.standardised(b.standardiser), 5, torch.device("cpu"))
+    ids, probs = _csv_probs(run / "predictions.csv")
+    assert list(got["ids"]) == ids
+    assert np.allclose(got["probs"], probs, atol=2e-5)
+    # ... and they are the trained weights' predictions: a fresh model predicts otherwise
+    fresh = build_model("llama_topn", b.spec.params, {"audio": 6, "video": 5}, C).eval()
+    other = predict(fresh, test.standardised(b.standardiser), 5, torch.device("cpu"))
+    assert not np.allclose(other["probs"], probs, atol=1e-3)
+
+
+def test_zero_shot_prompt_run_skips_the_fit(llm, tmp_path):
+    corpus = _text_corpus(tmp_path / "corpus")
+    metrics, run = _prompt_run(corpus, llm, tmp_path, "zeroshot", epochs=5, zero_shot=True, prompt_soft=False)
+    unit = metrics["units"][0]
+    assert unit["epochs_run"] == 0 and not (run / "history.csv").exists()
+    assert (run / "predictions.csv").is_file() and 0 <= metrics["test"]["accuracy"] <= 1

@@ -44,6 +44,21 @@ def _features(name: str, params: dict, dims: dict[str, int], seq: tuple[str, ...
     return make
 
 
+def _prompt(params: dict):
+    """llama_topn with readout "prompt": a tiny Llama with its own tokenizer, saved and loaded by path."""
+    def make(tmp):
+        from tests.models.test_llama_topn import prompt_llm
+
+        dims = {"audio:egemaps": 12, "audio:mfcc": 10, "text": 16, "video": 8}
+        folder = prompt_llm(tmp / "llm")
+        model = build_model("llama_topn", {"backbone": str(folder), "readout": "prompt", "label_set": "mer6",
+                                           "lora_r": 4} | params, dims, C)
+        batch = _feature_batch(dims, set())
+        batch["transcript"] = ["I am so happy today", "", "she was sad", "what a surprise"]
+        return model, batch
+    return make
+
+
 def _raw_text(tmp):
     folder = build("bert", tmp / "bert")
     items = [{"id": f"s{i}", "label": i % C, "target": np.eye(C, dtype=np.float32)[i % C],
@@ -89,7 +104,10 @@ CASES = {
                   {"audio:egemaps": 12, "audio:mfcc": 10, "text": 16, "video": 8}, ("audio:mfcc",))
         for r in ("mean", "query", "query+skip", "skip")
     ] + [_features("llama_topn", TINY_LLM | {"segments": {"video": 2}, "backbone_dtype": "bfloat16"},
-                   {"audio": 12, "video": 8}, ("video",))],
+                   {"audio": 12, "video": 8}, ("video",))] + [
+        _prompt(p) for p in ({}, {"prompt_words": False}, {"prompt_soft": False}, {"zero_shot": True},
+                             {"backbone_dtype": "bfloat16"})
+    ],
     "finetune_text": [_raw_text],
     "finetune_audio": [_raw_audio],
     "clip_zeroshot": [_raw_video],

