@@ -228,7 +228,9 @@ def _dataset(rows, bundle, cache: Path, y_true: np.ndarray, run_cfg):
     n_classes = len(bundle.spec.labels)
     targets = np.zeros((len(ids), n_classes), np.float32)
     targets[y_true >= 0, y_true[y_true >= 0]] = 1.0
-    data = FeatureDataset(ids, y_true, targets, feats, rows.df["speaker"].astype(str).tolist())
+    texts = rows.df["text"].fillna("").astype(str).tolist() if "text" in rows.df else []
+    data = FeatureDataset(ids, y_true, targets, feats, rows.df["speaker"].astype(str).tolist(),
+                          texts=texts if any(t.strip() for t in texts) else None)  # transcripts: a prompt model reads them
     keys = per_speaker_keys(_standardise_mode(run_cfg), feats)
     if keys:  # as training did: each speaker by its own statistics (no labels read), then the run's
         data = data.per_speaker_standardised(keys=keys)
