@@ -30,13 +30,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from scipy.signal import lfilter
 
 from emofuse.labels import MER6
-from emofuse.media.audio import write_wav
-from emofuse.media.video import write_video
 
 CLASSES: tuple[str, ...] = MER6.classes  # neutral, angry, happy, sad, worried, surprise
 MARKER = "SYNTHETIC"
@@ -86,6 +82,9 @@ def make_demo_corpus(
     n_per_class labelled clips per class (6 classes) plus `n_unlabelled` unlabelled candidates.
     Re-running with the same arguments on a finished corpus does nothing; different arguments
     rewrite it."""
+    from emofuse.media.audio import write_wav  # media imports PyAV and OpenCV: only when writing
+    from emofuse.media.video import write_video
+
     if n_per_class < 1 or duration <= 0 or fps <= 0 or sr <= 0:
         raise ValueError("n_per_class, duration, fps and sr must be positive")
     if size < 32 or size % 2:
@@ -303,6 +302,8 @@ def render_face_clip(
     corrupt: None, or one of FACE_CORRUPTIONS, which all make the clip uninformative: the face is
     drawn neutral and then blurred beyond recognition, masked from the brows down by a grey
     occluder, or left out entirely."""
+    import cv2
+
     if corrupt is not None and corrupt not in FACE_CORRUPTIONS:
         raise ValueError(f"corrupt must be None or one of {FACE_CORRUPTIONS}, got {corrupt!r}")
     target = EXPRESSIONS["neutral" if corrupt else label]
@@ -343,6 +344,9 @@ class _Painter:
     """Anti-aliased cv2 drawing in face units on a (big, big, 3) canvas (cv2's shift=2: 1/4 px)."""
 
     def __init__(self, img: np.ndarray, centre: tuple[float, float], a: float, b: float):
+        import cv2  # here, not at import: the corpus registry imports every corpus module
+
+        self.cv2 = cv2
         self.img, (self.cx, self.cy), self.a, self.b = img, centre, a, b
 
     def pt(self, u: float, v: float) -> tuple[int, int]:
@@ -350,20 +354,22 @@ class _Painter:
 
     def ellipse(self, u, v, au, bv, color, thick=-1) -> None:
         axes = (int(au * self.a * 4), int(bv * self.b * 4))
-        cv2.ellipse(self.img, self.pt(u, v), axes, 0, 0, 360, color, thick, cv2.LINE_AA, 2)
+        self.cv2.ellipse(self.img, self.pt(u, v), axes, 0, 0, 360, color, thick, self.cv2.LINE_AA, 2)
 
     def line(self, pts, color, width: int, closed: bool = False) -> None:
         arr = np.array([self.pt(u, v) for u, v in pts], dtype=np.int32)
-        cv2.polylines(self.img, [arr], closed, color, max(1, width), cv2.LINE_AA, 2)
+        self.cv2.polylines(self.img, [arr], closed, color, max(1, width), self.cv2.LINE_AA, 2)
 
     def fill(self, pts, color) -> None:
-        cv2.fillPoly(self.img, [np.array([self.pt(u, v) for u, v in pts], dtype=np.int32)], color, cv2.LINE_AA, 2)
+        self.cv2.fillPoly(self.img, [np.array([self.pt(u, v) for u, v in pts], dtype=np.int32)], color, self.cv2.LINE_AA, 2)
 
     def rect(self, u0, v0, u1, v1, color) -> None:
-        cv2.rectangle(self.img, self.pt(u0, v0), self.pt(u1, v1), color, -1, cv2.LINE_AA, 2)
+        self.cv2.rectangle(self.img, self.pt(u0, v0), self.pt(u1, v1), color, -1, self.cv2.LINE_AA, 2)
 
 
 def _draw_face(big: int, spk: Speaker, e: Expression, centre, corrupt: str | None) -> np.ndarray:
+    import cv2
+
     img = np.empty((big, big, 3), dtype=np.uint8)  # (2S, 2S, 3)
     img[:] = spk.background
     pa = _Painter(img, centre, 0.26 * big, 0.34 * big)  # face half-width and half-height in pixels
@@ -475,6 +481,8 @@ def synth_voice(
 
     corrupt=True gives an uninformative clip: a neutral voice under heavy noise at a fixed overall
     level, whatever the label."""
+    from scipy.signal import lfilter
+
     pr = PROSODY["neutral" if corrupt else label]
     n = round(duration * sr)
     t = np.arange(n) / sr
@@ -550,5 +558,7 @@ def _resonator(fc: float, bw: float, sr: int):
 
 def _pink(rng: np.random.Generator, n: int) -> np.ndarray:
     """Approximately 1/f noise (Kellet's three-pole filter on white noise): sounds like babble/hum."""
+    from scipy.signal import lfilter
+
     return lfilter([0.049922035, -0.095993537, 0.050612699, -0.004408786],
                    [1, -2.494956002, 2.017265875, -0.522189400], rng.normal(0, 1, n))
