@@ -116,27 +116,37 @@ def face_run_probs(run_dir: Path, manifest_path: Path, split: str) -> tuple[list
     return list(got["ids"]), got["probs"].astype(np.float64)
 
 
+def runs_probs(runs: list[Path], manifest_path: Path, split: str) -> tuple[list[str], np.ndarray]:
+    """Finished finetune_face runs' class probabilities on one split, averaged (seeds of one recipe,
+    say): nothing is fitted."""
+    got = [face_run_probs(r, manifest_path, split) for r in runs]
+    return got[0][0], np.mean([p for _, p in got], axis=0)
+
+
 def _labels(manifest_path: Path, ids: list[str]) -> np.ndarray:
     m = Manifest.load(manifest_path)
     index = {k: i for i, k in enumerate(m.df["id"])}
     return m.label_indices()[[index[k] for k in ids]]
 
 
-def face_run_row(face_run: Path):
-    """A finished finetune_face run (trained by an earlier FER2013 bench) as a row of this task,
-    scored on its validation and test rows without training: nothing is fitted."""
+def face_run_row(face_runs: list[Path]):
+    """Finished finetune_face runs (trained by earlier FER2013 benches, or `emofuse train`) as a row of
+    this task, scored on its validation and test rows without training: their probabilities averaged
+    where there are several, nothing fitted."""
 
     def row(task_dir: Path, results: dict, manifest_path: Path, opts: BenchOptions):
         from emofuse.bench.driver import Combined
 
-        (val_ids, val), (test_ids, test) = (face_run_probs(face_run, manifest_path, s) for s in ("val", "test"))
-        return Combined(val_ids, val, test_ids, test, inputs=f"video: raw faces, the network of {face_run}",
-                        fitted={"face_run": str(face_run)})
+        (val_ids, val), (test_ids, test) = (runs_probs(face_runs, manifest_path, s) for s in ("val", "test"))
+        names = ", ".join(str(r) for r in face_runs)
+        return Combined(val_ids, val, test_ids, test, inputs=f"video: raw faces, the network(s) of {names}"
+                        + (" (mean of their probabilities)" if len(face_runs) > 1 else ""),
+                        fitted={"face_run": names})
 
     return row
 
 
-def face_ensemble(cnn: str, face_run: Path | None = None):
+def face_ensemble(cnn: str, face_run: list[Path] | None = None):
     """The ensemble row: the network trained here and the bundled CNN (`cnn`, with its test-time
     augmentation), a product of experts whose member temperatures, weights and output temperature are
     fitted on the validation rows (models.late.fit_fusion). The network's probabilities are this
@@ -156,8 +166,8 @@ def face_ensemble(cnn: str, face_run: Path | None = None):
             val, test = read_probs(run / "predictions_val.csv", classes), read_probs(run / "predictions.csv", classes)
             (val_ids, y_val, val_net), (test_ids, _, test_net) = val, test
         else:  # a finished run, on this task's validation and test rows
-            run = Path(face_run)
-            (val_ids, val_net), (test_ids, test_net) = (face_run_probs(run, manifest_path, s) for s in ("val", "test"))
+            run = ", ".join(str(r) for r in face_run)
+            (val_ids, val_net), (test_ids, test_net) = (runs_probs(face_run, manifest_path, s) for s in ("val", "test"))
             y_val = _labels(manifest_path, val_ids)
         val_cnn = cnn_probs(manifest_path, opts, val_ids, cnn)  # the run's validation rows are this task's too
         test_cnn = cnn_probs(manifest_path, opts, test_ids, cnn)
@@ -182,8 +192,9 @@ class Options(BenchConfig):
                                               "ensemble with the bundled CNN (minutes per epoch on CPU)")
     face_epochs: int = Field(24, description="the face network's epochs")
     face_width: int = Field(32, description="the face network's width")
-    face_run: str | None = Field(None, description="a face network run an earlier bench finished (its folder): "
-                                                   "scored here and ensembled with the CNN again, without face_net")
+    face_run: str | None = Field(None, description="face network runs finished earlier (their folders, comma-separated: "
+                                                   "their probabilities averaged): scored here and ensembled with the "
+                                                   "CNN again, without face_net")
 
 
 @BENCHMARKS.register("fer2013", options=Options)
@@ -233,9 +244,10 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
     if face_run:  # a network an earlier bench trained, scored here (CK+ rows, say) and ensembled again
         if face_net or not is_cnn:
             raise ValueError("face_run scores a finished run: without face_net, with the fer2013 face encoder")
-        face_run = Path(face_run)
-        combined[f"{FACE_NET} (run)"] = face_run_row(face_run)
-        combined[ENSEMBLE] = face_ensemble(face, face_run)
+        finished = [Path(r.strip()) for r in str(face_run).split(",") if r.strip()]
+        name = f"{FACE_NET} (run)" if len(finished) == 1 else f"{FACE_NET} ({len(finished)} runs, mean)"
+        combined[name] = face_run_row(finished)
+        combined[ENSEMBLE] = face_ensemble(face, finished)
     elif face_net:
         combined[ENSEMBLE] = face_ensemble(face)
     baselines = [Baseline("baseline-linear-hog", {"video": "hog"})]
@@ -280,7 +292,7 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
     # the rows whose validation and test figures are clean here: with held-out FER2013 training images as
     # test, every row that reads the CNN (which was trained on them) is optimistic, the ensemble too
     clean = [*combined] if not seen else []
-    face_rows = ([FACE_NET] if face_net else []) + [k for k in combined if k in clean or k.endswith("(run)")]
+    face_rows = ([FACE_NET] if face_net else []) + [k for k in combined if k in clean or k.startswith(f"{FACE_NET} (")]
     if face_rows:
         targets.append(Target("accuracy", 0.70, "the face network trained here (or, on faces the CNN never saw, its "
                               "ensemble with the CNN) reaches 70% accuracy (issue 24; the row chosen on validation)",
