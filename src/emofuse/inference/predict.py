@@ -304,7 +304,9 @@ class Predictor:
                 out[key] = (((np.asarray(x, np.float32) - mean) / std).astype(np.float32), True)
         return out
 
-    def forward(self, name: str, feats: dict[str, tuple[np.ndarray, bool]]) -> dict[str, np.ndarray]:
+    def forward(self, name: str, feats: dict[str, tuple[np.ndarray, bool]], transcript: str = "") -> dict[str, np.ndarray]:
+        """The model on one clip's inputs; `transcript` (the clip's words) reaches models that read the
+        words themselves (llama_topn's prompt readout), as the manifest's text does in training."""
         from emofuse.data.dataset import collate
 
         item: dict[str, Any] = {"id": name, "label": -1, "target": np.zeros(len(self.bundle.classes), np.float32)}
@@ -313,6 +315,7 @@ class Predictor:
         else:
             for key, (x, present) in feats.items():
                 item[key], item[f"{key}_present"] = x, present
+            item["transcript"] = transcript
             batch = collate([item])
         device = next(self.bundle.model.parameters()).device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -355,7 +358,7 @@ class Predictor:
                                  f"and this input gives none of them: {why}")
             if strict and warnings:
                 raise InputError("strict mode: " + "; ".join(warnings))
-            out = self.forward(clip.name or "clip", feats)
+            out = self.forward(clip.name or "clip", feats, transcript=inputs.get("text") or "")
             t3 = time.perf_counter()
         probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
         classes = self.bundle.classes
