@@ -15,7 +15,7 @@ def _out(r) -> str:
 
 def test_unknown_benchmark_lists_the_valid_ones(tmp_path):
     r = runner.invoke(app, ["bench", "iemocap-video", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "ckplus, fer2013, goemotions, meld-text, paired, ravdess, speech-xcorpus" in _out(r)
+    assert r.exit_code == 1 and "ckplus, fer2013, goemotions, meld-text, paired, ravdess, semi, speech-xcorpus" in _out(r)
 
 
 def test_bad_options_are_named(tmp_path):
