@@ -33,7 +33,7 @@ def _lines(text: str, root: Path) -> list[str]:
     return [ln for ln in text.splitlines() if not CLOCK.search(ln)]
 
 
-def same(a: Path, b: Path) -> bool:
+def same(a: Path, b: Path, a_root: Path, b_root: Path) -> bool:
     if a.suffix == ".json":
         try:
             ja = json.loads("\n".join(_lines(a.read_text(), a_root)))
@@ -52,7 +52,7 @@ if __name__ == "__main__":
     files_b = {p.relative_to(b_root) for p in b_root.rglob("*") if p.is_file()}
     rel = lambda s: {p for p in s if p.suffix not in SKIP_SUFFIXES and "tb" not in p.parts and ".lock" not in p.name}
     only = sorted(rel(files_a) ^ rel(files_b))
-    differ = sorted(str(p) for p in rel(files_a) & rel(files_b) if not same(a_root / p, b_root / p))
+    differ = sorted(str(p) for p in rel(files_a) & rel(files_b) if not same(a_root / p, b_root / p, a_root, b_root))
     n = len(rel(files_a) & rel(files_b))
     print(f"{n} files compared ({sum(p.suffix == '.safetensors' for p in rel(files_a))} weight files); "
           f"only on one side: {[str(p) for p in only]}; differ: {differ}")

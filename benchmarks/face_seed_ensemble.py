@@ -20,16 +20,12 @@ def _read(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.nda
     return list(df["id"]), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(), df[[f"p_{c}" for c in classes]].to_numpy()
 
 
-def _ci(right: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    boots = [right[rng.integers(0, len(right), len(right))].mean() for _ in range(n_boot)]
-    return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
-
-
 def _line(name: str, y: np.ndarray, probs: np.ndarray) -> str:
-    right = probs.argmax(1) == y
-    lo, hi = _ci(right)
-    return f"| {name} | {100 * right.mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {len(y)} |"
+    from emofuse.scoring.metrics import bootstrap_intervals
+
+    guess = probs.argmax(1)
+    lo, hi = bootstrap_intervals(y, guess, probs.shape[1])["accuracy"]
+    return f"| {name} | {100 * (guess == y).mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {len(y)} |"
 
 
 def main() -> None:

@@ -11,11 +11,10 @@ import pandas as pd
 import pytest
 
 from emofuse.config import DataConfig, GridConfig, ModelConfig, RunConfig, TrainConfig, validate
-from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
-from emofuse.labels import LabelSet
+from emofuse.corpora.base import Manifest
 from emofuse.training.grid import grid_runs
 from emofuse.training.run import train_run
-from tests.training.cached import write_features
+from tests.training.cached import toy_manifest, write_features
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +22,12 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("budgets")
     rng = np.random.default_rng(0)
     n = 200
-    labels = LabelSet("toy3", ("happy", "sad", "angry"))
     y = rng.integers(0, 3, n)
     split = np.where(np.arange(n) < 120, "train", np.where(np.arange(n) < 160, "val", "test"))
-    rows = [{c: "" for c in MANIFEST_COLUMNS} | {"id": f"u{i:04d}", "split": split[i], "fold": -1,
-                                                 "label": labels.classes[y[i]]} for i in range(n)]
-    Manifest("toy", labels, pd.DataFrame(rows, columns=MANIFEST_COLUMNS), {"synthetic": True}).save(root / "manifest.csv")
+    ids = toy_manifest(root / "manifest.csv", y, split)["id"].tolist()
     centres = rng.normal(size=(3, 6))
-    write_features(root / "cache", "toy", "a", [r["id"] for r in rows], centres[y] + 2.0 * rng.normal(size=(n, 6)))
-    write_features(root / "cache", "toy", "t", [r["id"] for r in rows], centres[y, :4] + 2.0 * rng.normal(size=(n, 4)))
+    write_features(root / "cache", "toy", "a", ids, centres[y] + 2.0 * rng.normal(size=(n, 6)))
+    write_features(root / "cache", "toy", "t", ids, centres[y, :4] + 2.0 * rng.normal(size=(n, 4)))
     return root
 
 

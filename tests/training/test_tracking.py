@@ -17,11 +17,9 @@ import pytest
 import yaml
 
 from emofuse.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, validate
-from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
-from emofuse.labels import LabelSet
 from emofuse.training import tracking
 from emofuse.training.run import train_run
-from tests.training.cached import write_features
+from tests.training.cached import toy_manifest, write_features
 
 EPOCHS = 3
 REPORT = {"metrics.json", "predictions.csv", "confusion.png", "curves.png", "reliability.png", "config.yaml"}
@@ -32,13 +30,10 @@ def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tracking")
     rng = np.random.default_rng(0)
     n = 120
-    labels = LabelSet("toy3", ("happy", "sad", "angry"))
     y = rng.integers(0, 3, n)
     split = np.where(np.arange(n) < 60, "train", np.where(np.arange(n) < 90, "val", "test"))
-    rows = [{c: "" for c in MANIFEST_COLUMNS} | {"id": f"u{i:04d}", "split": split[i], "fold": -1,
-                                                 "label": labels.classes[y[i]]} for i in range(n)]
-    Manifest("toy", labels, pd.DataFrame(rows, columns=MANIFEST_COLUMNS), {"synthetic": True}).save(root / "manifest.csv")
-    write_features(root / "cache", "toy", "a", [r["id"] for r in rows], rng.normal(size=(3, 6))[y] + rng.normal(size=(n, 6)))
+    ids = toy_manifest(root / "manifest.csv", y, split)["id"].tolist()
+    write_features(root / "cache", "toy", "a", ids, rng.normal(size=(3, 6))[y] + rng.normal(size=(n, 6)))
     return root
 
 

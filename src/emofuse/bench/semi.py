@@ -54,14 +54,14 @@ def _hide(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     return df
 
 
-def _rows(features: dict, params: dict, data: dict, seeds: list[int], o: Options) -> list[ModelRun]:
+def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int], o: Options) -> list[ModelRun]:
     base = {"seeds": seeds}
     pl = {"weight": o.weight, "rounds": o.rounds}
     return [
-        ModelRun(SUPERVISED, "unimodal", features, params, data=data, train=base),
-        ModelRun(f"pseudo-labelled (threshold {o.threshold:g})", "unimodal", features, params, data=data,
+        ModelRun(SUPERVISED, model, features, params, data=data, train=base),
+        ModelRun(f"pseudo-labelled (threshold {o.threshold:g})", model, features, params, data=data,
                  train=base | {"pseudo_label": pl | {"threshold": o.threshold}}),
-        ModelRun(f"pseudo-labelled (top {o.top_fraction:g} per class)", "unimodal", features, params, data=data,
+        ModelRun(f"pseudo-labelled (top {o.top_fraction:g} per class)", model, features, params, data=data,
                  train=base | {"pseudo_label": pl | {"top_fraction": o.top_fraction}}),
     ]
 
@@ -83,7 +83,7 @@ def _meld_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
     pct = f"{100 * o.labelled:g}"
     return [
         Task(f"meld-{pct}pct", final_manifest(semi, out / f"meld-{pct}pct" / "manifest.csv", opts), [text],
-             _rows({"text": text}, mlp, data, seeds, o), train=train_cfg, targets=[target],
+             _rows("unimodal", {"text": text}, mlp, data, seeds, o), train=train_cfg, targets=[target],
              notes=[f"{len(train) - len(hidden)} of MELD's {len(train)} training utterances keep their label; "
                     f"{len(hidden)} are unlabelled (their labels hidden, used only to score the pseudo-labels)."]),
         Task("meld-full", final_manifest(m, out / "meld-full" / "manifest.csv", opts), [text],
@@ -113,7 +113,7 @@ def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task
     model = "ensemble" if len(encs) > 1 else "unimodal"
     mlp, data = {"hidden": 256, "dropout": 0.3}, {"standardise": "per_speaker", "batch_size": 64}
     train_cfg = {"lr": 1e-3, "max_epochs": 100, "patience": 15, "mse_weight": 0.0}
-    rows = [ModelRun(r.name, model, features, mlp, data=data, train=r.train) for r in _rows(features, mlp, data, seeds, o)]
+    rows = _rows(model, features, mlp, data, seeds, o)
     target = Target("weighted_f1", None, f"pseudo-labelled ≥ RAVDESS-only + {100 * TARGETS['speech']:.0f} weighted F1 on "
                     "held-out nEMO speakers (3-seed means)")
     meta = {"corpora": ["nemo", "ravdess"]}
