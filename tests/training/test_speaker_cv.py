@@ -8,14 +8,15 @@ import pandas as pd
 import pytest
 
 from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from emofuse.corpora.base import MANIFEST_COLUMNS, Manifest
+from emofuse.corpora.base import AUGMENTED, MANIFEST_COLUMNS, Manifest
 from emofuse.labels import LabelSet
 from emofuse.training.run import train_run
 from tests.training.cached import write_features
 
 
-def _corpus(root, speakers: bool = True):
-    """12 speakers x 20 rows, 3 classes; speakers s00-s07 train, s08-s09 val, s10-s11 test."""
+def _corpus(root, speakers: bool = True, copies: bool = False):
+    """12 speakers x 20 rows, 3 classes; speakers s00-s07 train, s08-s09 val, s10-s11 test. With
+    copies, every row also has an augmented copy (corpora.augment), its own speaker group."""
     rng = np.random.default_rng(0)
     labels = LabelSet("toy3", ("angry", "happy", "sad"))
     n_spk, per = 12, 20
@@ -26,9 +27,15 @@ def _corpus(root, speakers: bool = True):
     rows = [{c: "" for c in MANIFEST_COLUMNS} | {"id": f"u{i:04d}", "split": split[i], "fold": -1,
                                                  "label": labels.classes[y[i]],
                                                  "speaker": f"s{spk[i]:02d}" if speakers else ""} for i in range(n)]
-    Manifest("toy", labels, pd.DataFrame(rows, columns=MANIFEST_COLUMNS), {"synthetic": True}).save(root / "manifest.csv")
     centres = rng.normal(size=(3, 6)) * 1.2
     x = centres[y] + rng.normal(size=(n, 6)) + rng.normal(size=(n_spk, 6))[spk]  # a per-speaker offset
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if copies:
+        twin = df.assign(id=df["id"] + "@speed1.1", speaker=df["speaker"] + "@speed1.1", **{AUGMENTED: df["id"]})
+        df = pd.concat([df.assign(**{AUGMENTED: ""}), twin], ignore_index=True)
+        rows = df.to_dict("records")
+        x = np.concatenate([x, x + 0.1 * rng.normal(size=x.shape)])
+    Manifest("toy", labels, df, {"synthetic": True}).save(root / "manifest.csv")
     write_features(root / "cache", "toy", "f", [r["id"] for r in rows], x, modality="audio")
     return root
 
@@ -62,6 +69,21 @@ def test_folds_are_speaker_disjoint_and_the_refit_trains_the_chosen_budget(tmp_p
     test = pd.read_csv(root / "runs" / "cv" / "predictions.csv")
     assert sorted(test["id"]) == sorted(manifest.loc[manifest["split"] == "test", "id"])
     assert m["test"]["accuracy"] > 0.5  # 3 classes, learnable
+
+
+def test_augmented_copies_train_only_with_their_originals(tmp_path):
+    """Copies are never held out: the folds hold the original speakers, and the out-of-fold and test
+    predictions are of original rows only."""
+    root = _corpus(tmp_path, copies=True)
+    m = train_run(_cfg(root))
+    held = [s for f in m["units"][0]["selection"]["folds"] for s in f["speakers"]]
+    assert sorted(held) == [f"s{i:02d}" for i in range(10)]
+    manifest = Manifest.load(root / "manifest.csv").df
+    own = manifest[manifest[AUGMENTED] == ""]
+    val = pd.read_csv(root / "runs" / "cv" / "predictions_val.csv")
+    test = pd.read_csv(root / "runs" / "cv" / "predictions.csv")
+    assert sorted(val["id"]) == sorted(own.loc[own["split"] != "test", "id"])
+    assert sorted(test["id"]) == sorted(own.loc[own["split"] == "test", "id"])
 
 
 def test_speaker_cv_needs_speakers(tmp_path):

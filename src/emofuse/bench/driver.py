@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emofuse.corpora.augment import originals
 from emofuse.corpora.base import Manifest
 from emofuse.scoring.metrics import (
     METRIC_NAMES,
@@ -217,9 +218,30 @@ def row_manifest(task_manifest: Manifest, path: Path | None) -> Manifest:
         return task_manifest
     own = Manifest.load(path)
     cols = ["id", "split"]
-    if not own.df[cols].reset_index(drop=True).equals(task_manifest.df[cols].reset_index(drop=True)):
+    rows = originals(own).df  # its augmented copies (training only) are its own
+    if not rows[cols].reset_index(drop=True).equals(task_manifest.df[cols].reset_index(drop=True)):
         raise ValueError(f"{path}: not the task's rows (ids and splits must match {task_manifest.corpus}'s manifest)")
     return own
+
+
+def extract_own_rows(task: Task, manifest: Manifest, users: list, opts: BenchOptions) -> None:
+    """The features of rows a run's or baseline's own manifest adds to the task's (its augmented
+    copies), for the task's encoders it reads: the task's extraction covers only the task's rows."""
+    from emofuse.features.encoders.hf import build_encoder
+    from emofuse.features.extract import extract
+
+    wanted: dict[Path, set[str]] = {}
+    for u in users:
+        if u.manifest is not None:
+            names = [v for f in u.features.values() for v in (f if isinstance(f, list) else [f])]
+            wanted.setdefault(Path(u.manifest), set()).update(str(n) for n in names)
+    for path, names in wanted.items():
+        own = row_manifest(manifest, path)
+        if len(own.df) == len(manifest.df):
+            continue  # the task's rows: extracted already
+        specs = [e for e in task.encoders if build_encoder(e).name in names or e in names]
+        if specs:
+            extract(own, specs, opts.cache_dir, progress=opts.progress, **task.extract)
 
 
 def resolve_root(data: Path, *names: str) -> Path:
@@ -506,6 +528,9 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         MODELS.get(extra)  # fails with the valid names
         base = runs[0] if runs else task.runs[0]
         runs.append(ModelRun(extra, extra, dict(base.features), data=dict(base.data)))
+    t = time.perf_counter()
+    extract_own_rows(task, manifest, [*runs, *(task.baselines if opts.baseline == "linear" else [])], opts)
+    timings["extract"] += time.perf_counter() - t
     for run in runs:
         row_manifest(manifest, run.manifest)
         train = {"max_epochs": 100, "patience": 15, "seeds": list(opts.seeds), "monitor": task.monitor,

@@ -36,14 +36,17 @@ from emofuse.bench.driver import (
     Task,
     describe_inputs,
     drop_classes,
+    extract_own_rows,
     final_manifest,
     limit_manifest,
     linear_baseline,
     prepared,
     resolve_root,
+    row_manifest,
     score_entry,
     with_eval_rows,
 )
+from emofuse.corpora.augment import is_augmented, speed_perturbed
 from emofuse.corpora.base import Manifest
 
 TARGET = Target("weighted_f1", 0.85, "≥ 85.0 weighted F1, mean over the actor folds, and above the Whisper recipe run as a "
@@ -59,6 +62,10 @@ WHISPER = "whisper-base"  # 1024-d mean+std of one Whisper-base encoder layer (2
 # Its neighbours, the next best layers on the layer CV (docs/benchmarks.md "Whisper layers"): specs to
 # extract, names to read from the cache
 WHISPER_LAYERS = {"whisper-base@layer=1": "whisper-base-l1", "whisper-base@layer=3": "whisper-base-l3"}
+# Speed perturbation of the training clips (tempo and pitch together, the x-vector recipe): two more
+# copies of every training clip, each its own speaker group for the per-speaker z-scores. Validation
+# and test clips are never perturbed.
+SPEED_RATES = "0.9,1.1"
 
 
 class Options(BenchConfig):
@@ -71,14 +78,18 @@ class Options(BenchConfig):
         None, description="cv: actor-independent cross-validation (the default), or split: one fixed split by actor "
                           "(the default with --eval-data, which needs it)")
     actors_per_fold: int = Field(2, description="the cross-validation's fold size, in actors")
+    speed_perturb: str = Field(SPEED_RATES, description="speed-perturbation rates of the training clips for the "
+                                                        "`speed-perturbed` rows, e.g. 0.9,1.1 (none: no such rows)")
 
 
 @BENCHMARKS.register("ravdess", options=Options)
 def bench_ravdess(opts: BenchOptions, test_actors: str | list[int] | None = None, val_actors: str | list[int] | None = None,
-                  protocol: str | None = None, actors_per_fold: int = 2) -> BenchSpec:
+                  protocol: str | None = None, actors_per_fold: int = 2, speed_perturb: str = SPEED_RATES) -> BenchSpec:
     """test_actors / val_actors: the fixed split, as the ravdess adapter takes them (default: the
     last two actors present test, the two before them validation). protocol: cv (default) or split
-    (default with --eval-data, which needs it). actors_per_fold: the cross-validation's fold size."""
+    (default with --eval-data, which needs it). actors_per_fold: the cross-validation's fold size.
+    speed_perturb: the rates of the speed-perturbed training copies (none: no such rows)."""
+    rates = _rates(speed_perturb)
     protocol = protocol or ("split" if opts.eval_data else "cv")
     if protocol not in ("cv", "split"):
         raise ValueError(f"protocol must be cv or split, not {protocol!r}")
@@ -154,7 +165,7 @@ def bench_ravdess(opts: BenchOptions, test_actors: str | list[int] | None = None
             f"The test set is {int((df['split'] == 'test').sum())} clips of {len(actors['test'])} actors: the "
             "intervals are wide, and a few points either way are within them.",
         ]
-    tasks = []
+    tasks, per_task = [], {}
     seven = Target("weighted_f1", None, "beat the linear baselines (no figure set by the issue)")
     for name, m, target in (("ravdess8", manifest, TARGET), ("ravdess7", drop_classes(manifest, ["calm"], "ravdess7"), seven)):
         if cv:  # --limit per fold (the split column does not say who trains in cross-validation)
@@ -162,14 +173,55 @@ def bench_ravdess(opts: BenchOptions, test_actors: str | list[int] | None = None
                                   dataclasses.replace(opts, limit=None))
         else:
             path = final_manifest(m, out / name / "manifest.csv", opts)
-        tasks.append(Task(name, path, encoders, runs, baselines=[] if cv else baselines,
+        task_runs, task_baselines = list(runs), list(baselines)
+        if rates and not own_audio:
+            task_runs, task_baselines = _speed_perturbed_rows(path, rates, opts, cv, mlp, per_speaker, runs, baselines)
+        tasks.append(Task(name, path, encoders, task_runs, baselines=[] if cv else task_baselines,
                           notes=notes if name == "ravdess8" else [], train=train, targets=[target]))
+        per_task[name] = task_baselines
     if cv:
         intro = ["RAVDESS speech (actors 01–12 here), actor-independent cross-validation in folds of "
                  f"{actors_per_fold} actors; 8 classes, and 7 without calm."]
-        return BenchSpec(tasks, intro, after=lambda ts, outs: _cross_validated(ts, outs, baselines, opts))
+        return BenchSpec(tasks, intro, after=lambda ts, outs: _cross_validated(ts, outs, per_task, opts))
     intro = ["RAVDESS speech (actors 01–12 here), speaker-independent; 8 classes, and 7 without calm."]
     return BenchSpec(tasks, intro)
+
+
+def _rates(spec: str | float | list | None) -> list[float]:
+    """`0.9,1.1` -> [0.9, 1.1]; none, "" or 0 -> []."""
+    if spec is None or str(spec).strip().lower() in ("", "none", "0", "false"):
+        return []
+    items = spec if isinstance(spec, list) else str(spec).replace(";", ",").split(",")
+    try:
+        rates = [float(r) for r in items if str(r).strip()]
+    except ValueError:
+        raise ValueError(f"speed_perturb must be rates such as 0.9,1.1, or none; not {spec!r}") from None
+    bad = [r for r in rates if not 0.5 <= r <= 2.0 or r == 1.0]
+    if bad:
+        raise ValueError(f"speed_perturb rates must lie in [0.5, 2.0] and differ from 1.0, not {bad}")
+    return rates
+
+
+def _speed_perturbed_rows(path: Path, rates: list[float], opts: BenchOptions, cv: bool, mlp: dict, per_speaker: dict,
+                          runs: list[ModelRun], baselines: list[Baseline]) -> tuple[list[ModelRun], list[Baseline]]:
+    """The task's rows plus the Whisper rows trained with speed-perturbed copies of the training clips
+    (written once under the cache, beside the features), and the Whisper recipe so trained, as a baseline."""
+    aug = speed_perturbed(Manifest.load(path), rates, Path(opts.cache_dir) / "augmented" / "ravdess-speed",
+                          splits=None if cv else ("train",), progress=opts.progress)
+    aug_path = path.with_name(path.stem + "-speed.csv")
+    aug.save(aug_path)
+    layers = [WHISPER_LAYERS["whisper-base@layer=1"], WHISPER, WHISPER_LAYERS["whisper-base@layer=3"]]
+    tag = "speed " + "+".join(f"{r:g}" for r in rates)
+    runs = runs + [
+        ModelRun(f"ensemble(whisper layers 1+2+3), {tag}", "ensemble", {"audio": layers}, mlp, data=per_speaker,
+                 manifest=aug_path),
+        # linear members: a hidden layer is less needed once the copies triple the training clips
+        ModelRun(f"ensemble(whisper layers 1+2+3, linear), {tag}", "ensemble", {"audio": layers},
+                 mlp | {"linear": layers}, data=per_speaker, manifest=aug_path),
+    ]
+    baselines = baselines + [Baseline(f"baseline-linear-whisper, {tag}", {"audio": WHISPER}, "per_speaker",
+                                      cs=(0.01, 0.03, 0.1, 0.3, 1.0), manifest=aug_path)]
+    return runs, baselines
 
 
 def _limit_per_fold(manifest: Manifest, n: int | None, seed: int) -> Manifest:
@@ -184,15 +236,18 @@ def _limit_per_fold(manifest: Manifest, n: int | None, seed: int) -> Manifest:
 
 def fold_manifest(manifest: Manifest, test_fold: int) -> Manifest:
     """The manifest with test = `test_fold`, val = the next fold (cyclically), train = the rest:
-    the plan train.cross_validation follows for the same fold."""
-    folds = sorted(int(f) for f in manifest.df["fold"].unique() if int(f) >= 0)
+    the plan train.cross_validation follows for the same fold (augmented copies train, or are left out)."""
+    copy = is_augmented(manifest.df).to_numpy()
+    folds = sorted(int(f) for f in manifest.df.loc[~copy, "fold"].unique() if int(f) >= 0)
     val_fold = folds[(folds.index(test_fold) + 1) % len(folds)]
     fold = manifest.df["fold"].astype(int)
     split = np.where(fold == test_fold, "test", np.where(fold == val_fold, "val", "train"))
-    return Manifest(manifest.corpus, manifest.label_set, manifest.df.assign(split=split), dict(manifest.meta))
+    df = manifest.df.assign(split=split)[~(copy & (split != "train"))].reset_index(drop=True)
+    return Manifest(manifest.corpus, manifest.label_set, df, dict(manifest.meta))
 
 
-def _cross_validated(tasks: list[Task], outs: list[dict], baselines: list[Baseline], opts: BenchOptions) -> list[str]:
+def _cross_validated(tasks: list[Task], outs: list[dict], per_task: dict[str, list[Baseline]],
+                     opts: BenchOptions) -> list[str]:
     """After the project's runs (each trained by the loop's cross-validation): the linear baselines
     fitted fold by fold on the same plans (C chosen on each fold's validation actors), their plain
     probability average, and the per-fold table. The baseline rows join each task's results before
@@ -208,11 +263,13 @@ def _cross_validated(tasks: list[Task], outs: list[dict], baselines: list[Baseli
         task_dir = Path(opts.out) / task.name
         per_fold: dict[str, list[float]] = {}
         probs: dict[str, pd.DataFrame] = {}
-        for b in baselines if opts.baseline == "linear" else []:
+        if opts.baseline == "linear":  # the features of the baselines' own rows (speed-perturbed copies)
+            extract_own_rows(task, manifest, per_task[task.name], opts)
+        for b in per_task[task.name] if opts.baseline == "linear" else []:
             y_true, y_pred, scores, parts, fitted = [], [], [], [], []
             for f in folds:
                 run_dir = task_dir / "runs" / b.name / f"fold{f}"
-                info, t, p = linear_baseline(task, b, fold_manifest(manifest, f), opts, run_dir)
+                info, t, p = linear_baseline(task, b, fold_manifest(row_manifest(manifest, b.manifest), f), opts, run_dir)
                 y_true.append(t), y_pred.append(p), parts.append(pd.read_csv(run_dir / "predictions.csv"))
                 scores.append(classification_metrics(t, p, len(classes))["weighted_f1"])
                 fitted.append(info)

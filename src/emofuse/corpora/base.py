@@ -37,8 +37,10 @@ MANIFEST_COLUMNS = [
 ]
 SPLITS = ("train", "val", "test", "unlabeled")
 # Columns a manifest may also have, kept when it is saved: a row's weight in the loss, whether its label
-# is a pseudo-label (train.pseudo_label), and a label kept out of training, to score what replaced it.
-OPTIONAL_COLUMNS = ["weight", "pseudo", "hidden_label"]
+# is a pseudo-label (train.pseudo_label), a label kept out of training, to score what replaced it, and
+# the original of an augmented copy (corpora.augment: such rows only ever train).
+AUGMENTED = "augmented_from"
+OPTIONAL_COLUMNS = ["weight", "pseudo", "hidden_label", AUGMENTED]
 # The video decoding of corpora whose video cells are face crops (FER2013's 48x48 faces, CK+): each
 # image used whole as a one-frame clip, at the CNN's 64 px. Recorded in the manifest's meta
 # ("decoding"), so that every extract on it (the CLI, grids, sweeps) decodes it so without being told.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from emofuse.corpora.augment import is_augmented
 from emofuse.corpora.base import Manifest
 
 
@@ -14,8 +15,12 @@ def plans(manifest: Manifest, cross_validation: bool) -> list[dict]:
     the test fold and fold f+1 the validation fold, so test folds cover every labelled row once."""
     df = manifest.df.reset_index(drop=True)
     labelled = df["split"] != "unlabeled"
+    # augmented copies (corpora.augment) only ever train: never validated, tested or pseudo-labelled
+    copy = is_augmented(df).to_numpy()
     if not cross_validation:
-        return [{"name": "", **{s: np.flatnonzero(df["split"] == s) for s in ("train", "val", "test", "unlabeled")}}]
+        split = df["split"].to_numpy()
+        return [{"name": "", "train": np.flatnonzero(split == "train"),
+                 **{s: np.flatnonzero((split == s) & ~copy) for s in ("val", "test", "unlabeled")}}]
     folds = sorted(int(f) for f in df.loc[labelled, "fold"].unique() if int(f) >= 0)
     if len(folds) < 3:
         raise ValueError(f"cross-validation needs at least 3 folds in the manifest, found {folds}")
@@ -25,8 +30,8 @@ def plans(manifest: Manifest, cross_validation: bool) -> list[dict]:
         fold = df["fold"].astype(int)
         out.append({
             "name": f"fold{f}",
-            "test": np.flatnonzero(labelled & (fold == f)),
-            "val": np.flatnonzero(labelled & (fold == v)),
+            "test": np.flatnonzero(labelled & ~copy & (fold == f)),
+            "val": np.flatnonzero(labelled & ~copy & (fold == v)),
             "train": np.flatnonzero(labelled & (fold != f) & (fold != v)),
         })
     return out

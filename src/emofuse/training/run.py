@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from emofuse.config import RunConfig, dump_config
-from emofuse.corpora.base import Manifest
+from emofuse.corpora.augment import is_augmented
+from emofuse.corpora.base import AUGMENTED, Manifest
 from emofuse.data.dataset import FeatureDataset, per_speaker_keys, unstandardised_keys
 from emofuse.data.raw import RawDataset
 from emofuse.evaluation.predictions import (
@@ -59,10 +60,16 @@ def _select_and_refit(cfg: RunConfig, data, plan: dict, seed: int, unit_dir: Pat
     of those rows for that many epochs and scored once on test. The "validation" predictions it
     returns are out-of-fold: each row predicted by the fold model that never saw its speaker."""
     pool = np.concatenate([plan["train"], plan["val"]])
-    folds = speaker_folds(df, pool, cfg.train.cv_folds, seed)
+    # augmented copies (corpora.augment) train in a fold only when their original does
+    copy = is_augmented(df).to_numpy()[pool]
+    originals, copies = pool[~copy], pool[copy]
+    folds = speaker_folds(df, originals, cfg.train.cv_folds, seed)
     fold_info, oof, oof_true = [], [], []
     for k, held in enumerate(folds):
-        sub = {"name": f"cv{k}", "train": np.setdiff1d(pool, held), "val": held, "test": held}
+        of_held = (np.isin(df[AUGMENTED].astype(str).to_numpy()[copies], df["id"].astype(str).to_numpy()[held])
+                   if len(copies) else np.zeros(0, bool))
+        train = np.concatenate([np.setdiff1d(originals, held), copies[~of_held]])
+        sub = {"name": f"cv{k}", "train": train, "val": held, "test": held}
         _, _, _, val_m, info = _fit_one(cfg, data, sub, seed, unit_dir / "cv" / f"fold{k}", classes, tb_dir)
         if val_m is None:  # not process 0: it took part in the fit only (its best epoch is process 0's)
             fold_info.append({"best_epoch": info["best_epoch"]})
