@@ -14,7 +14,10 @@ every clip of the evaluation folder is test.
 Inputs are eGeMAPS and ComParE-2016 functionals, MFCC statistics and Whisper-base's encoder states (mean
 and std over frames of its default layer), standardised per speaker (each actor's inputs by that actor's
 own statistics, data.standardise: per_speaker; label-free). The Whisper baseline (per-speaker z-scores and
-logistic regression on the same features) is the issue's simple recipe, run in the same bench."""
+logistic regression on the same features) is the issue's simple recipe, run in the same bench.
+
+The `speed` rows (and a baseline) also train on speed-perturbed copies of the training clips (0.9 and
+1.1 times their speed; corpora.augment): rows of their own that never validate or test."""
 
 from __future__ import annotations
 
