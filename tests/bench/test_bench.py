@@ -57,6 +57,8 @@ def test_ravdess(data_root, tmp_path, cache):
     m7 = json.loads((tmp_path / "ravdess7" / "results.json").read_text())
     assert len(m8["classes"]) == 8 and "calm" not in m7["classes"] and len(m7["classes"]) == 7
     assert "Speaker-independent" in (tmp_path / "report.md").read_text()
+    # no speed row selected: no speed-perturbed copies written, and no baseline trained on them
+    assert not (tmp_path / "ravdess8" / "manifest-speed.csv").exists() and not any("speed" in k for k in metrics)
 
 
 def test_fer2013(data_root, tmp_path, cache):

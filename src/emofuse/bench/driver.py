@@ -224,7 +224,8 @@ def row_manifest(task_manifest: Manifest, path: Path | None) -> Manifest:
     return own
 
 
-def extract_own_rows(task: Task, manifest: Manifest, users: list, opts: BenchOptions) -> None:
+def extract_own_rows(task: Task, manifest: Manifest, users: list[ModelRun | Baseline],
+                     opts: BenchOptions) -> None:
     """The features of rows a run's or baseline's own manifest adds to the task's (its augmented
     copies), for the task's encoders it reads: the task's extraction covers only the task's rows."""
     from emofuse.features.encoders.hf import build_encoder

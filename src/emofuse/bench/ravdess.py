@@ -208,20 +208,22 @@ def _rates(spec: str | float | list | None) -> list[float]:
 def _speed_perturbed_rows(path: Path, rates: list[float], opts: BenchOptions, cv: bool, mlp: dict, per_speaker: dict,
                           runs: list[ModelRun], baselines: list[Baseline]) -> tuple[list[ModelRun], list[Baseline]]:
     """The task's rows plus the Whisper rows trained with speed-perturbed copies of the training clips
-    (written once under the cache, beside the features), and the Whisper recipe so trained, as a baseline."""
+    (written once under the cache, beside the features), and the Whisper recipe so trained, as a baseline.
+    Nothing is added (and no copy written) when `-m` selects none of those rows: their baseline is there to
+    be compared with them."""
+    layers = [WHISPER_LAYERS["whisper-base@layer=1"], WHISPER, WHISPER_LAYERS["whisper-base@layer=3"]]
+    tag = "speed " + "+".join(f"{r:g}" for r in rates)
+    names = {f"ensemble(whisper layers 1+2+3), {tag}": {},
+             f"ensemble(whisper layers 1+2+3, linear), {tag}": {"linear": layers}}
+    if opts.models is not None and not any(m in opts.models for m in (*names, "ensemble")):
+        return runs, baselines
     aug = speed_perturbed(Manifest.load(path), rates, Path(opts.cache_dir) / "augmented" / "ravdess-speed",
                           splits=None if cv else ("train",), progress=opts.progress)
     aug_path = path.with_name(path.stem + "-speed.csv")
     aug.save(aug_path)
-    layers = [WHISPER_LAYERS["whisper-base@layer=1"], WHISPER, WHISPER_LAYERS["whisper-base@layer=3"]]
-    tag = "speed " + "+".join(f"{r:g}" for r in rates)
-    runs = runs + [
-        ModelRun(f"ensemble(whisper layers 1+2+3), {tag}", "ensemble", {"audio": layers}, mlp, data=per_speaker,
-                 manifest=aug_path),
-        # linear members: a hidden layer is less needed once the copies triple the training clips
-        ModelRun(f"ensemble(whisper layers 1+2+3, linear), {tag}", "ensemble", {"audio": layers},
-                 mlp | {"linear": layers}, data=per_speaker, manifest=aug_path),
-    ]
+    # MLP members, and linear members: a hidden layer is less needed once the copies triple the training clips
+    runs = runs + [ModelRun(name, "ensemble", {"audio": layers}, mlp | extra, data=per_speaker, manifest=aug_path)
+                   for name, extra in names.items()]
     baselines = baselines + [Baseline(f"baseline-linear-whisper, {tag}", {"audio": WHISPER}, "per_speaker",
                                       cs=(0.01, 0.03, 0.1, 0.3, 1.0), manifest=aug_path)]
     return runs, baselines
