@@ -5,16 +5,16 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    recall_score,
-)
 
 METRIC_NAMES = ("accuracy", "uar", "weighted_f1", "macro_f1")
+
+
+def _sk():
+    """scikit-learn's metrics, imported on first use: the import costs most of a second, which commands
+    that score nothing (`bench --help`, `predict`) need not pay."""
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 def classification_metrics(y_true, y_pred, n_classes: int) -> dict[str, float]:
@@ -27,18 +27,18 @@ def classification_metrics(y_true, y_pred, n_classes: int) -> dict[str, float]:
         # "y_pred contains classes not in y_true": expected on small validation batches; the mean
         # recall over the classes that occur is exactly what UAR means here
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        uar = float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 0 else 0.0
+        uar = float(_sk().balanced_accuracy_score(y_true, y_pred)) if len(present) > 0 else 0.0
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
         # balanced accuracy is the mean recall over the classes that occur in y_true
         "uar": uar,
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "weighted_f1": float(_sk().f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "macro_f1": float(_sk().f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
     }
 
 
 def per_class(y_true, y_pred, classes: list[str]) -> list[dict]:
-    p, r, f, s = precision_recall_fscore_support(
+    p, r, f, s = _sk().precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(len(classes))), zero_division=0
     )
     return [
@@ -48,7 +48,7 @@ def per_class(y_true, y_pred, classes: list[str]) -> list[dict]:
 
 
 def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
-    return confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
+    return _sk().confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,16 +65,16 @@ def multilabel_metrics(y_true, y_pred) -> dict[str, float]:
     present = np.flatnonzero(y_true.any(0)).tolist()
     kw = dict(labels=present, zero_division=0) if present else dict(zero_division=0)
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "uar": float(recall_score(y_true, y_pred, average="macro", **kw)) if present else 0.0,
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", **kw)) if present else 0.0,
-        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
+        "uar": float(_sk().recall_score(y_true, y_pred, average="macro", **kw)) if present else 0.0,
+        "weighted_f1": float(_sk().f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "macro_f1": float(_sk().f1_score(y_true, y_pred, average="macro", **kw)) if present else 0.0,
+        "micro_f1": float(_sk().f1_score(y_true, y_pred, average="micro", zero_division=0)),
     }
 
 
 def multilabel_per_class(y_true, y_pred, classes: list[str]) -> list[dict]:
-    p, r, f, s = precision_recall_fscore_support(
+    p, r, f, s = _sk().precision_recall_fscore_support(
         np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool), labels=list(range(len(classes))),
         zero_division=0,
     )
