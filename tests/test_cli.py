@@ -61,3 +61,33 @@ def test_evaluate_help_and_one_line_errors(tmp_path):
     assert r.exit_code == 1 and "error: model folder not found" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["evaluate", str(tmp_path), "--data", "m.csv", "--out", "o", "--map", "calm"])
     assert r.exit_code == 1 and "is not from=to" in r.output
+
+
+def test_prepare_adds_speed_perturbed_copies_of_training_clips(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from emofuse.media.audio import write_wav
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(5):
+        for c in ("happy", "sad"):
+            for k in range(2):
+                write_wav(tmp_path / f"u{s}{c}{k}.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)
+                rows.append(f"u{s}{c}{k},{c},u{s}{c}{k}.wav,spk{s}")
+    (tmp_path / "t.csv").write_text("id,label,wav,speaker\n" + "\n".join(rows) + "\n")
+    args = ["prepare", "csv", "--root", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m.csv"),
+            "-o", "audio_col=wav", "-o", "speaker_col=speaker", "--speed-perturb", "0.9,1.1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "m.csv", keep_default_na=False)
+    own, copies = df[df["augmented_from"] == ""], df[df["augmented_from"] != ""]
+    assert len(own) == 20 and len(copies) == 2 * (own["split"] == "train").sum() > 0
+    assert set(copies["split"]) == {"train"} and copies["speaker"].str.contains("@speed").all()
+    assert (tmp_path / "m-speed" / "speed0.9").is_dir()
+    before = (tmp_path / "m.csv").read_text()
+    for bad in ("fast", "1.0", "3"):  # refused before anything is written: the manifest is as it was
+        r = runner.invoke(app, args[:-1] + [bad])
+        assert r.exit_code == 1 and "--speed-perturb" in r.output and "Traceback" not in r.output
+        assert (tmp_path / "m.csv").read_text() == before

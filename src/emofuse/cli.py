@@ -83,6 +83,8 @@ def prepare(
     n_folds: int = typer.Option(5, help="Number of cross-validation folds."),
     option: list[str] = typer.Option([], "--option", "-o", help="Adapter option key=value (repeatable)."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="csv: accept media paths outside the table's folder."),
+    speed_perturb: Optional[str] = typer.Option(None, "--speed-perturb", help="Also add speed-perturbed copies of the training clips at these rates, e.g. 0.9,1.1 (rows that only ever train; their wavs go to <out>-speed/)."),
+    speed_perturb_splits: str = typer.Option("train", "--speed-perturb-splits", help="Whose clips get copies: train, or all (for train.cross_validation, where any fold may train)."),
 ) -> None:
     """Read a corpus and write one checked manifest (one row per utterance)."""
     import warnings
@@ -94,6 +96,7 @@ def prepare(
     from emofuse.corpora.csv import SplitWarning
     from emofuse.registry import UnknownNameError
 
+    rates = _rates(speed_perturb, speed_perturb_splits) if speed_perturb else []  # refused before anything is written
     opts = {}
     for o in option:
         if "=" not in o:
@@ -120,6 +123,38 @@ def prepare(
                   f"of {meta['rows_in']}; splits {meta['split_counts']}")
     if meta["rows_rejected"]:
         console.print(f"rejected rows are listed in {m.rejects_path(out)}")
+    if rates:
+        _speed_copies(m, out, rates, speed_perturb_splits)
+
+
+def _rates(spec: str, splits: str) -> list[float]:
+    """prepare --speed-perturb's rates, checked (as --speed-perturb-splits) before anything is written."""
+    from emofuse.corpora.augment import parse_rates
+
+    if splits not in ("train", "all"):
+        _fail(f"--speed-perturb-splits must be train or all, not {splits!r}")
+    try:
+        rates = parse_rates(spec, "--speed-perturb")
+    except ValueError as e:
+        _fail(str(e))
+    if not rates:
+        _fail(f"--speed-perturb takes rates such as 0.9,1.1, not {spec!r}")
+    return rates
+
+
+def _speed_copies(m, out: Path, rates: list[float], splits: str) -> None:
+    """prepare --speed-perturb: the manifest rewritten with its speed-perturbed copies."""
+    from emofuse.corpora.augment import speed_perturbed
+    from emofuse.media.errors import MediaError
+
+    folder = out.with_name(out.stem + "-speed")
+    try:
+        aug = speed_perturbed(m, rates, folder, splits=None if splits == "all" else ("train",), progress=True)
+    except (ValueError, MediaError) as e:
+        _fail(f"--speed-perturb: {e} (the manifest was written without copies)")
+    aug.save(out)
+    console.print(f"[green]added[/] {aug.meta['n_augmented']} speed-perturbed copies at {', '.join(f'{r:g}' for r in rates)} "
+                  f"(training only; wavs in {folder})")
 
 
 @app.command()

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emofuse.bench.ravdess import _rates, fold_manifest
-from emofuse.corpora.augment import is_augmented, originals, speed_perturbed
+from emofuse.bench.ravdess import fold_manifest
+from emofuse.corpora.augment import is_augmented, originals, parse_rates, speed_perturbed
 from emofuse.corpora.base import AUGMENTED, MANIFEST_COLUMNS, Manifest
 from emofuse.labels import LabelSet
 from emofuse.media.audio import load_audio, write_wav
@@ -88,7 +88,8 @@ def test_copies_only_ever_train(tmp_path):
 
 
 def test_rates_option():
-    assert _rates("0.9,1.1") == [0.9, 1.1] and _rates("none") == [] and _rates(None) == []
+    assert parse_rates("0.9,1.1") == [0.9, 1.1] and parse_rates("none") == [] and parse_rates(None) == []
+    assert parse_rates([0.9, "1.1"]) == [0.9, 1.1]
     for bad in ("1.0", "0.2", "fast"):
         with pytest.raises(ValueError, match="speed_perturb"):
-            _rates(bad)
+            parse_rates(bad)

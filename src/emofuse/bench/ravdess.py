@@ -49,7 +49,7 @@ from emofuse.bench.driver import (
     score_entry,
     with_eval_rows,
 )
-from emofuse.corpora.augment import is_augmented, speed_perturbed
+from emofuse.corpora.augment import is_augmented, parse_rates, speed_perturbed
 from emofuse.corpora.base import Manifest
 
 TARGET = Target("weighted_f1", 0.85, "≥ 85.0 weighted F1, mean over the actor folds, and above the Whisper recipe run as a "
@@ -92,7 +92,7 @@ def bench_ravdess(opts: BenchOptions, test_actors: str | list[int] | None = None
     last two actors present test, the two before them validation). protocol: cv (default) or split
     (default with --eval-data, which needs it). actors_per_fold: the cross-validation's fold size.
     speed_perturb: the rates of the speed-perturbed training copies (none: no such rows)."""
-    rates = _rates(speed_perturb)
+    rates = parse_rates(speed_perturb)
     protocol = protocol or ("split" if opts.eval_data else "cv")
     if protocol not in ("cv", "split"):
         raise ValueError(f"protocol must be cv or split, not {protocol!r}")
@@ -188,21 +188,6 @@ def bench_ravdess(opts: BenchOptions, test_actors: str | list[int] | None = None
         return BenchSpec(tasks, intro, after=lambda ts, outs: _cross_validated(ts, outs, per_task, opts))
     intro = ["RAVDESS speech (actors 01–12 here), speaker-independent; 8 classes, and 7 without calm."]
     return BenchSpec(tasks, intro)
-
-
-def _rates(spec: str | float | list | None) -> list[float]:
-    """`0.9,1.1` -> [0.9, 1.1]; none, "" or 0 -> []."""
-    if spec is None or str(spec).strip().lower() in ("", "none", "0", "false"):
-        return []
-    items = spec if isinstance(spec, list) else str(spec).replace(";", ",").split(",")
-    try:
-        rates = [float(r) for r in items if str(r).strip()]
-    except ValueError:
-        raise ValueError(f"speed_perturb must be rates such as 0.9,1.1, or none; not {spec!r}") from None
-    bad = [r for r in rates if not 0.5 <= r <= 2.0 or r == 1.0]
-    if bad:
-        raise ValueError(f"speed_perturb rates must lie in [0.5, 2.0] and differ from 1.0, not {bad}")
-    return rates
 
 
 def _speed_perturbed_rows(path: Path, rates: list[float], opts: BenchOptions, cv: bool, mlp: dict, per_speaker: dict,
