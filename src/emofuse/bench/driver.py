@@ -224,6 +224,11 @@ def row_manifest(task_manifest: Manifest, path: Path | None) -> Manifest:
     return own
 
 
+def selected(run: ModelRun, opts: BenchOptions) -> bool:
+    """Whether `-m` keeps this run: no `-m`, or it names the run or its model."""
+    return opts.models is None or run.name in opts.models or run.model in opts.models
+
+
 def extract_own_rows(task: Task, manifest: Manifest, users: list[ModelRun | Baseline],
                      opts: BenchOptions) -> None:
     """The features of rows a run's or baseline's own manifest adds to the task's (its augmented
@@ -524,7 +529,7 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
     timings["extract"] = time.perf_counter() - t
 
     results: dict[str, dict] = {}
-    runs = [r for r in task.runs if opts.models is None or r.name in opts.models or r.model in opts.models]
+    runs = [r for r in task.runs if selected(r, opts)]
     for extra in opts.extra_models:  # a hook for models the benchmark does not list (e.g. finetune_text)
         MODELS.get(extra)  # fails with the valid names
         base = runs[0] if runs else task.runs[0]

@@ -47,6 +47,7 @@ from emofuse.bench.driver import (
     resolve_root,
     row_manifest,
     score_entry,
+    selected,
     with_eval_rows,
 )
 from emofuse.corpora.augment import is_augmented, parse_rates, speed_perturbed
@@ -65,6 +66,7 @@ WHISPER = "whisper-base"  # 1024-d mean+std of one Whisper-base encoder layer (2
 # Its neighbours, the next best layers on the layer CV (docs/benchmarks.md "Whisper layers"): specs to
 # extract, names to read from the cache
 WHISPER_LAYERS = {"whisper-base@layer=1": "whisper-base-l1", "whisper-base@layer=3": "whisper-base-l3"}
+WHISPER_CS = (0.01, 0.03, 0.1, 0.3, 1.0)  # the Whisper recipe's C grid, with or without the speed copies
 # Speed perturbation of the training clips (tempo and pitch together, the x-vector recipe): two more
 # copies of every training clip, each its own speaker group for the per-speaker z-scores. Validation
 # and test clips are never perturbed.
@@ -141,7 +143,7 @@ def bench_ravdess(opts: BenchOptions, test_actors: str | list[int] | None = None
         baselines += [
             Baseline("baseline-linear-compare", {"audio": COMPARE}, "per_speaker", cs=COMPARE_CS),
             Baseline("baseline-linear-mfcc", {"audio": MFCC}, "per_speaker"),
-            Baseline("baseline-linear-whisper", {"audio": WHISPER}, "per_speaker", cs=(0.01, 0.03, 0.1, 0.3, 1.0)),
+            Baseline("baseline-linear-whisper", {"audio": WHISPER}, "per_speaker", cs=WHISPER_CS),
         ]
     train = {"lr": 1e-3, "max_epochs": 150, "patience": 20, "mse_weight": 0.0, "cross_validation": cv}
 
@@ -198,19 +200,19 @@ def _speed_perturbed_rows(path: Path, rates: list[float], opts: BenchOptions, cv
     be compared with them."""
     layers = [WHISPER_LAYERS["whisper-base@layer=1"], WHISPER, WHISPER_LAYERS["whisper-base@layer=3"]]
     tag = "speed " + "+".join(f"{r:g}" for r in rates)
-    names = {f"ensemble(whisper layers 1+2+3), {tag}": {},
-             f"ensemble(whisper layers 1+2+3, linear), {tag}": {"linear": layers}}
-    if opts.models is not None and not any(m in opts.models for m in (*names, "ensemble")):
+    aug_path = path.with_name(path.stem + "-speed.csv")
+    # MLP members, and linear members: a hidden layer is less needed once the copies triple the training clips
+    speed_runs = [ModelRun(name, "ensemble", {"audio": layers}, mlp | extra, data=per_speaker, manifest=aug_path)
+                  for name, extra in ((f"ensemble(whisper layers 1+2+3), {tag}", {}),
+                                      (f"ensemble(whisper layers 1+2+3, linear), {tag}", {"linear": layers}))]
+    if not any(selected(r, opts) for r in speed_runs):
         return runs, baselines
     aug = speed_perturbed(Manifest.load(path), rates, Path(opts.cache_dir) / "augmented" / "ravdess-speed",
                           splits=None if cv else ("train",), progress=opts.progress)
-    aug_path = path.with_name(path.stem + "-speed.csv")
     aug.save(aug_path)
-    # MLP members, and linear members: a hidden layer is less needed once the copies triple the training clips
-    runs = runs + [ModelRun(name, "ensemble", {"audio": layers}, mlp | extra, data=per_speaker, manifest=aug_path)
-                   for name, extra in names.items()]
+    runs = runs + speed_runs
     baselines = baselines + [Baseline(f"baseline-linear-whisper, {tag}", {"audio": WHISPER}, "per_speaker",
-                                      cs=(0.01, 0.03, 0.1, 0.3, 1.0), manifest=aug_path)]
+                                      cs=WHISPER_CS, manifest=aug_path)]
     return runs, baselines
 
 

@@ -33,7 +33,7 @@ def parse_rates(spec: str | float | list | None, what: str = "speed_perturb") ->
     return rates
 
 
-def is_augmented(df: pd.DataFrame):
+def is_augmented(df: pd.DataFrame) -> pd.Series:
     """A boolean Series: the rows that are augmented copies (training only)."""
     if AUGMENTED not in df:
         return pd.Series(False, index=df.index)
