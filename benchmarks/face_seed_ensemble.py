@@ -1,14 +1,21 @@
 """finetune_face networks trained with different seeds, their probabilities averaged (nothing fitted),
-against each alone: FER2013's validation tenth and held-out test (each run's own predictions_val.csv and
-predictions.csv, so the runs must share their manifest), and CK+ (every subject: faces none of them saw).
+against each alone: FER2013's validation tenth and held-out test (the runs must share their manifest),
+and CK+ (every subject: faces none of them saw).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/face_seed_ensemble.py RUN [RUN ...] \
-        [--ckplus runs/bench/fer24-ckplus/fer2013/manifest.csv]
+        [--ckplus runs/bench/fer24-ckplus/fer2013/manifest.csv] [--tta-shift 0 1 2]
+
+Without --tta-shift, FER2013's figures are each run's own saved predictions (predictions_val.csv,
+predictions.csv). With it, every split is predicted again once per test-time shift (finetune_face's
+`tta_shift`, pixels; 0 = the face and its mirror image only), and the rows of all shifts are printed
+side by side, so that the shift is chosen on validation like any other row.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +27,12 @@ def _read(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.nda
     return list(df["id"]), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(), df[[f"p_{c}" for c in classes]].to_numpy()
 
 
-def _line(name: str, y: np.ndarray, probs: np.ndarray) -> str:
+def _cell(y: np.ndarray, probs: np.ndarray) -> str:
     from emofuse.scoring.metrics import bootstrap_intervals
 
     guess = probs.argmax(1)
     lo, hi = bootstrap_intervals(y, guess, probs.shape[1])["accuracy"]
-    return f"| {name} | {100 * (guess == y).mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {len(y)} |"
+    return f"{100 * (guess == y).mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def main() -> None:
@@ -33,29 +40,46 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--ckplus", type=Path, default=None, help="a CK+ manifest in FER2013's classes (bench fer2013 "
                     "-o eval_corpus=ckplus writes one); its test rows are scored")
+    ap.add_argument("--tta-shift", type=int, nargs="+", default=None, metavar="PIXELS",
+                    help="predict every split again with these test-time shifts (one table row per shift)")
     a = ap.parse_args()
-    import json
+    from emofuse.bench.fer2013 import _labels, face_run_probs
+    from emofuse.config import RunConfig, load_config
 
     classes = json.loads((a.runs[0] / "labels.json").read_text())["classes"]
-    for split, name in (("FER2013 validation (held-out tenth of train)", "predictions_val.csv"),
-                        ("FER2013 test (held out here)", "predictions.csv")):
-        got = [_read(r / name, classes) for r in a.runs]
-        if any(g[0] != got[0][0] for g in got):
-            raise SystemExit(f"{name}: the runs predicted different rows (not the same manifest)")
-        y = got[0][1]
-        print(f"\n{split}\n\n| model | accuracy [95% CI] | n |\n|---|---:|---:|")
-        for r, g in zip(a.runs, got):
-            print(_line(str(r), y, g[2]))
-        print(_line(f"mean of the {len(a.runs)}", y, np.mean([g[2] for g in got], 0)))
+    own = {load_config(RunConfig, r / "config.yaml").data.manifest for r in a.runs}
+    if len(own) > 1:
+        raise SystemExit(f"the runs were trained on different manifests ({sorted(own)}): their validation differs")
+    fer = Path(own.pop())
+    splits = [("FER2013 validation", fer, "val", "predictions_val.csv"), ("FER2013 held-out test", fer, "test", "predictions.csv")]
     if a.ckplus:
-        from emofuse.bench.fer2013 import _labels, face_run_probs
-
-        got = [face_run_probs(r, a.ckplus, "test") for r in a.runs]
-        y = _labels(a.ckplus, got[0][0])
-        print(f"\nCK+ ({a.ckplus}, test rows)\n\n| model | accuracy [95% CI] | n |\n|---|---:|---:|")
-        for r, g in zip(a.runs, got):
-            print(_line(str(r), y, g[1]))
-        print(_line(f"mean of the {len(a.runs)}", y, np.mean([g[1] for g in got], 0)))
+        splits.append(("CK+, all subjects", a.ckplus, "test", None))
+    shifts = a.tta_shift if a.tta_shift is not None else [None]
+    names = [str(r) for r in a.runs] + [f"mean of the {len(a.runs)}"]
+    cells: dict[tuple, str] = {}
+    sizes = []
+    for title, manifest, split, saved in splits:
+        for shift in shifts:
+            t = time.perf_counter()
+            if shift is None and saved:
+                got = [_read(r / saved, classes) for r in a.runs]
+                if any(g[0] != got[0][0] for g in got):
+                    raise SystemExit(f"{saved}: the runs predicted different rows")
+                y, probs = got[0][1], [g[2] for g in got]
+            else:
+                got = [face_run_probs(r, manifest, split, tta_shift=shift) for r in a.runs]
+                y, probs = _labels(manifest, got[0][0]), [g[1] for g in got]
+            for name, p in zip(names, probs + [np.mean(probs, 0)]):
+                cells[(name, shift, title)] = _cell(y, p)
+            print(f"  {title}, shift {shift}: {time.perf_counter() - t:.0f} s", flush=True)
+        sizes.append(f"{title} ({len(y)})")
+    print("\nAccuracy [95% bootstrap CI]\n")
+    print("| model | test-time shift (px) | " + " | ".join(sizes) + " |")
+    print("|---|---:|" + "---:|" * len(splits))
+    for shift in shifts:
+        for name in names:
+            label = "as saved (flip)" if shift is None else str(shift)
+            print(f"| {name} | {label} | " + " | ".join(cells[(name, shift, s[0])] for s in splits) + " |")
 
 
 if __name__ == "__main__":

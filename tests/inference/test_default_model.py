@@ -86,9 +86,13 @@ def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_p
     cache = tmp_path / "cache"  # shared: the second build reads the features the first extracted
     a = build_base_model(data_root, tmp_path / "a", cache=cache, face_net=net, limit=12, progress=False)
     b = build_base_model(data_root, tmp_path / "b", cache=cache, face_net=net, limit=12, progress=False)
-    for f in ("model.safetensors", "standardiser.safetensors"):
-        assert (tmp_path / "a" / "emofuse-base" / f).read_bytes() == (tmp_path / "b" / "emofuse-base" / f).read_bytes(), f
+    for f in ("emofuse-base/model.safetensors", "emofuse-base/standardiser.safetensors", "text-net/model.safetensors",
+              "text-net/config.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     assert a["paired"]["test"] == b["paired"]["test"]
     card = (tmp_path / "a" / "model_card.md").read_text()
     assert "non-commercial research only" in card and "bench paired" in card
     assert set(a["experts"]) == {"speech", "text", "face"} and a["paired"]["rows"]["test"] > 0
+    assert set(a["experts"]["text"]["test_by_corpus"]) == {"meld", "goemotions"} and "| text | meld |" in card
+    spec = json.loads((tmp_path / "a" / "emofuse-base" / "bundle.json").read_text())
+    assert spec["inputs"]["text"]["encoder"] == "emofuse-text" and spec["inputs"]["text"]["dim"] == 7 + 384

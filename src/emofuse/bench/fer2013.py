@@ -94,9 +94,11 @@ def cnn_probs(manifest_path, opts: BenchOptions, ids: list[str], encoder: str = 
     return table.vectors[:, :7].astype(np.float64)
 
 
-def face_run_probs(run_dir: Path, manifest_path: Path, split: str) -> tuple[list[str], np.ndarray]:
+def face_run_probs(run_dir: Path, manifest_path: Path, split: str, *,
+                   tta_shift: int | None = None) -> tuple[list[str], np.ndarray]:
     """A finished finetune_face run's class probabilities on one split of another manifest (CK+ rows,
-    say), its faces decoded as the run decoded its own."""
+    say), its faces decoded as the run decoded its own. tta_shift: test-time shifts in pixels
+    (finetune_face's `tta_shift`) instead of the run's own."""
     import torch
 
     from emofuse.config import RunConfig, load_config
@@ -106,6 +108,9 @@ def face_run_probs(run_dir: Path, manifest_path: Path, split: str) -> tuple[list
 
     run_dir = Path(run_dir)
     bundle = load_bundle(run_dir)
+    if tta_shift is not None:
+        cfg0 = bundle.model.cfg
+        bundle.model.cfg = type(cfg0).model_validate({**cfg0.model_dump(), "tta_shift": int(tta_shift)})
     manifest = Manifest.load(manifest_path)
     if list(bundle.classes) != list(manifest.label_set.classes):
         raise ValueError(f"{run_dir} predicts {bundle.classes}, the task's classes are {list(manifest.label_set.classes)}")

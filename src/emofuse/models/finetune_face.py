@@ -12,7 +12,7 @@ Widths double per stage from `width` (32: 32, 64, 128, 256 channels, 1.2M parame
 Augmentation runs on the batch tensor, on the training device, from torch's generator (seeded by the
 loop, so the same seed gives the same batches): a random affine per face (zoom, shift, rotation,
 horizontal flip; one `grid_sample` for the batch) and random erasing of a rectangle. Evaluation may
-average the face and its mirror image (`tta_flip`).
+average the face and its mirror image (`tta_flip`), and the face moved by `tta_shift` pixels each way.
 
 The run saves the network as a face encoder folder (RUN/encoder: config.json + model.safetensors),
 so that `finetuned:RUN` gives its class probabilities and penultimate features as video features for
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from emofuse.config import StrictConfig
-from emofuse.features.encoders.face_net import FaceNet, save_face_net, to_grey  # models -> features, one way
+from emofuse.features.encoders.face_net import FaceNet, save_face_net, to_grey, tta_views  # models -> features, one way
 from emofuse.models.base import EmotionModel
 from emofuse.registry import MODELS
 
@@ -47,6 +47,7 @@ class FinetuneFaceConfig(StrictConfig):
     rotate: float = Field(10.0, ge=0.0, le=180.0)  # degrees, either way
     erase: float = Field(0.5, ge=0.0, le=1.0)  # probability of erasing one rectangle (2-20 % of the face)
     tta_flip: bool = True  # evaluation: mean of the logits of the face and its mirror image
+    tta_shift: int = Field(0, ge=0, le=8)  # evaluation: also the face moved this many pixels each way (x5 views)
 
 
 def augment(x: torch.Tensor, *, flip: bool = True, zoom: float = 0.15, shift: float = 0.1, rotate: float = 10.0,
@@ -103,9 +104,8 @@ class FinetuneFace(EmotionModel):
         if self.training:
             x = augment(x, flip=c.flip, zoom=c.zoom, shift=c.shift, rotate=c.rotate, erase=c.erase)
             return self.net(x)
-        if c.tta_flip:
-            return (self.net(x) + self.net(x.flip(-1))) / 2
-        return self.net(x)
+        views = tta_views(x, flip=c.tta_flip, shift=c.tta_shift)
+        return torch.stack([self.net(v) for v in views]).mean(0)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         video, mask = batch["video"], batch["video_mask"]  # (B, F, H, W, 3) uint8, (B, F) bool
@@ -122,4 +122,4 @@ class FinetuneFace(EmotionModel):
         """The network as a face encoder folder (finetuned:RUN): config.json + model.safetensors."""
         c = self.cfg
         save_face_net(self.net, Path(unit_dir) / ENCODER_DIR, size=c.size, width=c.width, blocks=c.blocks,
-                      tta_flip=c.tta_flip)
+                      tta_flip=c.tta_flip, tta_shift=c.tta_shift)

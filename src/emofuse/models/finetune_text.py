@@ -30,6 +30,9 @@ class FinetuneTextConfig(StrictConfig):
     # does not dilute the utterance); cls: the first token's state
     pooling: Literal["mean", "cls", "utterance"] = "mean"
     freeze_layers: int = 0  # freeze the embeddings and the first K layers; -1: the whole encoder (a probe)
+    # keep the token embedding table as it came (most of a small encoder's weights: MiniLM-L6's 11.7M of
+    # 22.7M), so that the run differs from its encoder only in the layers (what emofuse-base ships)
+    freeze_input_embeddings: bool = False
     dropout: float = 0.1
     gradient_checkpointing: bool = False  # trade compute for memory on long contexts
 
@@ -66,6 +69,11 @@ class FinetuneText(EmotionModel):
         self._token_cache: dict[str, list[int]] = {}
         self._prefix, self._suffix = special_tokens(self.tokenizer)
         self.frozen = freeze_first_layers(self.backbone, cfg.freeze_layers)
+        if cfg.freeze_input_embeddings:
+            table = self.backbone.get_input_embeddings().weight
+            if table.requires_grad:
+                table.requires_grad_(False)
+                self.frozen += table.numel()
         if getattr(self.backbone, "pooler", None) is not None:  # BERT's pooler: unused (we pool the states)
             self.backbone.pooler.requires_grad_(False)
         hidden = int(self.backbone.config.hidden_size)

@@ -3,7 +3,7 @@ where RUN is a finetune_face run (its saved RUN/encoder folder: config.json whos
 emofuse-face-cnn, and model.safetensors).
 
 Per clip: each face crop (F, H, W, 3) goes through the network (grey, resized to its input side,
-with the mirror image averaged in when the run evaluated so); the features are the mean over the
+with the mirror image, and faces shifted by a pixel or two, averaged in when the run evaluated so); the features are the mean over the
 frames of [class probabilities (C), penultimate activations (D)], and the frame sequence of the
 same. The network body lives here, below the models, so that the model and the encoder share it."""
 
@@ -64,8 +64,24 @@ def to_grey(frames: torch.Tensor, size: int) -> torch.Tensor:
     return (grey - 0.5) / 0.25
 
 
+def tta_views(x: torch.Tensor, *, flip: bool = True, shift: int = 0) -> list[torch.Tensor]:
+    """Test-time views of a batch of faces (N, C, S, S): the face itself; with `shift` > 0, the face moved by
+    `shift` pixels left, right, up and down (the vacated border repeats the edge); with `flip`, the
+    mirror image of each of those. 1, 2, 5 or 10 views, each of the batch's shape."""
+    views = [x]
+    if shift > 0:
+        s = int(shift)
+        pad = F.pad(x, (s, s, s, s), mode="replicate")
+        n = x.shape[-1]
+        for dy, dx in ((0, -s), (0, s), (-s, 0), (s, 0)):  # the face moves right, left, down, up
+            views.append(pad[..., s + dy:s + dy + n, s + dx:s + dx + n])
+    if flip:
+        views += [v.flip(-1) for v in views]
+    return views
+
+
 def save_face_net(net: FaceNet, folder: Path, *, size: int, width: int, blocks: int, tta_flip: bool,
-                  classes: list[str] | None = None) -> Path:
+                  classes: list[str] | None = None, tta_shift: int = 0) -> Path:
     """Write the network as an encoder folder: config.json + model.safetensors."""
     from safetensors.torch import save_file
 
@@ -73,7 +89,8 @@ def save_face_net(net: FaceNet, folder: Path, *, size: int, width: int, blocks: 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(
         {"model_type": FACE_NET_TYPE, "n_classes": net.classifier.out_features, "size": size, "width": width,
-         "blocks": blocks, "tta_flip": tta_flip, **({"classes": list(classes)} if classes else {})}, indent=2))
+         "blocks": blocks, "tta_flip": tta_flip, **({"tta_shift": int(tta_shift)} if tta_shift else {}),
+         **({"classes": list(classes)} if classes else {})}, indent=2))
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(folder / WEIGHTS))
     return folder
 
@@ -84,7 +101,8 @@ class FaceNetEncoder(Encoder):
     modality = "video"
     gives_sequence = True
 
-    def __init__(self, folder: str | Path, *, name: str | None = None, tta_flip: bool | None = None, batch: int = 256):
+    def __init__(self, folder: str | Path, *, name: str | None = None, tta_flip: bool | None = None,
+                 tta_shift: int | None = None, batch: int = 256):
         from safetensors.torch import load_file
 
         self.folder = Path(folder)
@@ -95,13 +113,17 @@ class FaceNetEncoder(Encoder):
         self.net.load_state_dict(load_file(str(self.folder / WEIGHTS)))
         self.size = int(self.cfg["size"])
         self.tta_flip = bool(self.cfg.get("tta_flip", True) if tta_flip is None else tta_flip)
+        self.tta_shift = int(self.cfg.get("tta_shift", 0) if tta_shift is None else tta_shift)
+        if self.tta_shift < 0 or self.tta_shift >= self.size // 2:
+            raise ValueError(f"tta_shift must be 0 to {self.size // 2 - 1} pixels, not {self.tta_shift}")
         self.batch = int(batch)
         self.name = name or f"facenet-{self.folder.resolve().parent.name}"
         self.dim = int(self.cfg["n_classes"]) + self.net.dim
 
     def config(self) -> dict[str, Any]:
         return {"encoder": FACE_NET_TYPE, "size": self.size, "width": self.cfg["width"], "blocks": self.cfg["blocks"],
-                "n_classes": self.cfg["n_classes"], "tta_flip": self.tta_flip}
+                "n_classes": self.cfg["n_classes"], "tta_flip": self.tta_flip,
+                **({"tta_shift": self.tta_shift} if self.tta_shift else {})}  # an old cache key stays valid without shifts
 
     def weights_digest(self) -> str:
         return sha256_file(self.folder / WEIGHTS)
@@ -112,8 +134,7 @@ class FaceNetEncoder(Encoder):
         out = []
         for i in range(0, len(crops), self.batch):
             x = to_grey(torch.from_numpy(np.array(crops[i:i + self.batch])), self.size)  # a copy: crops may be read-only
-            views = [x, x.flip(-1)] if self.tta_flip else [x]
-            feats = [self.net.features(v) for v in views]
+            feats = [self.net.features(v) for v in tta_views(x, flip=self.tta_flip, shift=self.tta_shift)]
             probs = torch.stack([torch.softmax(self.net.classifier(f), -1) for f in feats]).mean(0)
             out.append(torch.cat([probs, torch.stack(feats).mean(0)], -1).numpy().astype(np.float32))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
@@ -127,7 +148,8 @@ class FaceNetEncoder(Encoder):
 
 
 @ENCODERS.register("emofuse-face")
-def shipped_face_net(*, folder: str = "", tta_flip: bool | None = None, batch: int = 256) -> FaceNetEncoder:
+def shipped_face_net(*, folder: str = "", tta_flip: bool | None = None, tta_shift: int | None = None,
+                     batch: int = 256) -> FaceNetEncoder:
     """The face network shipped with the package (folder: another saved network under the same name,
     e.g. while building a model around a network that is not shipped yet). Its features: 7 FER2013
     class probabilities (angry, disgust, fear, happy, sad, surprise, neutral) and the pooled activations."""
@@ -135,4 +157,4 @@ def shipped_face_net(*, folder: str = "", tta_flip: bool | None = None, batch: i
     if not (where / "config.json").is_file():
         raise FileNotFoundError(f"no face network at {where}: the package ships none, or it was removed; train one "
                                 "with `emofuse bench fer2013 -o face_net=true` and pass its RUN/encoder folder")
-    return FaceNetEncoder(where, name="emofuse-face", tta_flip=tta_flip, batch=batch)
+    return FaceNetEncoder(where, name="emofuse-face", tta_flip=tta_flip, tta_shift=tta_shift, batch=batch)

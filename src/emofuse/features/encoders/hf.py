@@ -528,8 +528,8 @@ def _build_hf(source: str, opts: dict[str, str], **fixed) -> Encoder:
     if model_type == "emofuse-face-cnn":  # a face network trained here (finetune_face)
         from emofuse.features.encoders.face_net import FaceNetEncoder
 
-        def face_net(*, tta_flip: bool | None = None, batch: int = 256, name=None):
-            return FaceNetEncoder(folder, tta_flip=tta_flip, batch=batch, name=name)
+        def face_net(*, tta_flip: bool | None = None, tta_shift: int | None = None, batch: int = 256, name=None):
+            return FaceNetEncoder(folder, tta_flip=tta_flip, tta_shift=tta_shift, batch=batch, name=name)
 
         return _call_with_options(face_net, f"face network {source!r}", opts, **fixed)
     if model_type == "whisper":
