@@ -22,6 +22,8 @@ CLASSES = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"
 
 def test_the_shipped_files_are_the_ones_the_bundle_pins():
     from emofuse.features.encoders.face_net import SHIPPED, FaceNetEncoder
+    from emofuse.features.encoders.text_net import SHIPPED as TEXT_NET
+    from emofuse.features.encoders.text_net import TextNetEncoder
     from emofuse.inference.bundle import read_spec
 
     spec = read_spec(default_model())  # checks bundle.json's digest and every file's sha256
@@ -32,6 +34,9 @@ def test_the_shipped_files_are_the_ones_the_bundle_pins():
     # the face expert's network: the package's, with the weights the model was built with
     assert spec.inputs["video:emofuse-face"].encoder == "emofuse-face"
     assert FaceNetEncoder(SHIPPED, name="emofuse-face").fingerprint() == spec.inputs["video:emofuse-face"].fingerprint
+    # the text expert's network: the package's, the one the model was built with
+    assert spec.inputs["text"].encoder == "emofuse-text"
+    assert TextNetEncoder(TEXT_NET, name="emofuse-text").fingerprint() == spec.inputs["text"].fingerprint
     assert (DEFAULT_MODEL / "model_card.md").is_file()
     size = sum(p.stat().st_size for p in (DEFAULT_MODEL.parent).rglob("*") if p.is_file())
     assert size < 40 * 2**20, size  # the budget for weights in the repository
