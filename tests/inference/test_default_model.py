@@ -99,5 +99,8 @@ def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_p
     assert "non-commercial research only" in card and "bench paired" in card
     assert set(a["experts"]) == {"speech", "text", "face"} and a["paired"]["rows"]["test"] > 0
     assert set(a["experts"]["text"]["test_by_corpus"]) == {"meld", "goemotions"} and "| text | meld |" in card
+    # the ablation: each expert dropped from the product, on both paired splits, in the card
+    assert set(a["paired"]["without_val"]) == set(a["paired"]["without_test"]) == {"audio", "text", "video"}
+    assert "| fused without text |" in card and "| fused (all three) |" in card
     spec = json.loads((tmp_path / "a" / "emofuse-base" / "bundle.json").read_text())
     assert spec["inputs"]["text"]["encoder"] == "emofuse-text" and spec["inputs"]["text"]["dim"] == 7 + 384

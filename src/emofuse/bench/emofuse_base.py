@@ -300,7 +300,10 @@ def _compose(runs: dict[str, Path], paired: Path, opts: BenchOptions, metrics: d
     metrics["paired"] = {"rows": {"val": len(val), "test": len(test)}, "fitted_on_val": fitted,
                          "val": scores(val), "test": scores(test),
                          "experts_test": {m: scores(test, {m}) for m in EXPERTS},
-                         "experts_val": {m: scores(val, {m}) for m in EXPERTS}}
+                         "experts_val": {m: scores(val, {m}) for m in EXPERTS},
+                         # the ablation: each expert dropped from the product (as a clip without it drops it)
+                         "without_test": {m: scores(test, set(EXPERTS) - {m}) for m in EXPERTS},
+                         "without_val": {m: scores(val, set(EXPERTS) - {m}) for m in EXPERTS}}
     best = max(metrics["paired"]["experts_val"], key=lambda m: metrics["paired"]["experts_val"][m]["weighted_f1"])
     metrics["paired"]["best_expert_on_val"] = best
     metrics["paired"]["gain_over_best_expert"] = (metrics["paired"]["test"]["weighted_f1"]
@@ -364,7 +367,12 @@ def model_card(metrics: dict) -> str:
                      f"| {pct(e['test']['accuracy'])} |" for name, e in ex.items())
     by_corpus = "\n".join(f"| {name} | {c} | {m['n']} | {pct(m['weighted_f1'])} | {pct(m['accuracy'])} |"
                           for name, e in ex.items() for c, m in e.get("test_by_corpus", {}).items())
-    fused_rows = "\n".join(f"| {m} alone | {pct(s['weighted_f1'])} | {pct(s['accuracy'])} |" for m, s in p["experts_test"].items())
+    def fused_row(name: str, val: dict, test: dict) -> str:
+        return f"| {name} | {pct(val['weighted_f1'])} | {pct(test['weighted_f1'])} | {pct(test['accuracy'])} |"
+
+    fused_rows = "\n".join([fused_row("fused (all three)", p["val"], p["test"])]
+                           + [fused_row(f"fused without {m}", p["without_val"][m], p["without_test"][m]) for m in p["without_test"]]
+                           + [fused_row(f"{m} alone", p["experts_val"][m], p["experts_test"][m]) for m in p["experts_test"]])
     weights = p["fitted_on_val"].get("fused", {}).get("fusion_weights", {})
     return f"""# Model card: {metrics['name']} {metrics['version']}
 
@@ -419,11 +427,11 @@ Each corpus's own test rows (speakers, dialogues or images none of the experts t
 {by_corpus}
 
 On `bench paired`'s test ({p['rows']['test']} samples; a RAVDESS clip, a MELD utterance and a FER2013 face of
-one class, three different people):
+one class, three different people). "Without" drops one expert from the product, with the weights and
+temperatures fitted for all three, as a clip that lacks that modality drops it:
 
-| model | test wF1 | test accuracy |
-|---|---:|---:|
-| fused (all three) | {pct(p['test']['weighted_f1'])} | {pct(p['test']['accuracy'])} |
+| model | validation wF1 | test wF1 | test accuracy |
+|---|---:|---:|---:|
 {fused_rows}
 
 Best expert on validation: {p['best_expert_on_val']}; the fused model's test gain over it:
