@@ -21,8 +21,6 @@ import numpy as np
 import pandas as pd
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# the network's outputs (FER2013's order) in the manifest's names
-NET_CLASSES = ["angry", "disgust", "fearful", "happy", "sad", "surprised", "neutral"]
 
 
 def main() -> None:
@@ -34,17 +32,18 @@ def main() -> None:
     from PIL import Image
 
     from emofuse.features.encoders.face_net import SHIPPED, FaceNetEncoder
+    from emofuse.labels import FER7  # the network's outputs, in FER2013's order
     from emofuse.scoring.metrics import bootstrap_intervals
 
     df = pd.read_csv(a.manifest, dtype={"id": str}, keep_default_na=False)
-    unknown = sorted(set(df["label"]) - set(NET_CLASSES))
+    unknown = sorted(c for c in set(df["label"]) if not FER7.is_known(c))
     if unknown:
         raise SystemExit(f"{a.manifest}: labels outside the network's classes: {unknown}")
     splits = {s: df[df["split"] == s] for s in ("val", "test")}
     if any(len(rows) == 0 for rows in splits.values()):
         raise SystemExit(f"{a.manifest}: needs val and test rows")
     images = {s: np.stack([np.asarray(Image.open(p).convert("RGB")) for p in rows["video"]]) for s, rows in splits.items()}
-    truth = {s: rows["label"].map({c: i for i, c in enumerate(NET_CLASSES)}).to_numpy() for s, rows in splits.items()}
+    truth = {s: rows["label"].map(FER7.index).to_numpy() for s, rows in splits.items()}
     print(f"network: {a.folder or SHIPPED}; rows: val {len(truth['val'])}, test {len(truth['test'])}")
     print("| test-time shift (px) | views | FER2013 validation | FER2013 held-out test | seconds |")
     print("|---:|---:|---:|---:|---:|")
@@ -53,8 +52,8 @@ def main() -> None:
         t = time.perf_counter()
         cells = []
         for s in ("val", "test"):
-            guess = enc.frames(images[s])[:, :len(NET_CLASSES)].argmax(1)
-            lo, hi = bootstrap_intervals(truth[s], guess, len(NET_CLASSES))["accuracy"]
+            guess = enc.frames(images[s])[:, :len(FER7)].argmax(1)
+            lo, hi = bootstrap_intervals(truth[s], guess, len(FER7))["accuracy"]
             cells.append(f"{100 * (guess == truth[s]).mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
         views = (5 if shift else 1) * (2 if enc.tta_flip else 1)
         print(f"| {shift} | {views} | {cells[0]} | {cells[1]} | {time.perf_counter() - t:.1f} |", flush=True)

@@ -43,9 +43,11 @@ def test_the_encoder_gives_the_fine_tuned_models_probabilities(bert, tmp_path, d
                            max_length=8, classes=["a", "b", "c"], dtype=dtype)
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["model_type"] == "emofuse-text-net" and cfg["classes"] == ["a", "b", "c"]
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    stored = load_file(str(folder / "model.safetensors"))
+    from emofuse.features.encoders.text_net import weights_bytes
+
+    stored = load(weights_bytes(folder))
     assert "embeddings.word_embeddings.weight" not in stored and {"head.weight", "head.bias"} <= set(stored)
     assert all(v.dtype == getattr(torch, dtype) for v in stored.values() if v.is_floating_point())
     enc = TextNetEncoder(folder)
@@ -79,3 +81,22 @@ def test_refuses_a_moved_embedding_table_another_base_and_foreign_weights(bert, 
         TextNetEncoder(folder)
     with pytest.raises(FileNotFoundError, match="no text network"):
         TextNetEncoder(tmp_path / "nowhere")
+
+
+def test_a_missing_part_of_the_weights_is_refused(bert, tmp_path, monkeypatch):
+    import emofuse.features.encoders.text_net as tn
+
+    monkeypatch.setattr(tn, "PART_BYTES", 20_000)  # a tiny network still cut into several parts
+    model = _tuned(bert)
+    folder = save_text_net(model.backbone, model.head[1], tmp_path / "net", base=f"hf:{bert}", pooling="mean",
+                           max_length=8, classes=["a", "b", "c"])
+    parts = sorted(folder.glob("model.safetensors.part-*"))
+    assert len(parts) >= 3 and all(p.stat().st_size <= 20_000 for p in parts)
+    whole = TextNetEncoder(folder).weights_digest()
+    parts[1].unlink()
+    with pytest.raises(FileNotFoundError, match="part-002"):
+        TextNetEncoder(folder)
+    # saving again over the folder writes the parts afresh: the same file, the same digest
+    save_text_net(model.backbone, model.head[1], folder, base=f"hf:{bert}", pooling="mean", max_length=8,
+                  classes=["a", "b", "c"])
+    assert TextNetEncoder(folder).weights_digest() == whole

