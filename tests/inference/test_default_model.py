@@ -106,3 +106,25 @@ def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_p
     assert "| fused without text |" in card and "| fused (all three) |" in card
     spec = json.loads((tmp_path / "a" / "emofuse-base" / "bundle.json").read_text())
     assert spec["inputs"]["text"]["encoder"] == "emofuse-text" and spec["inputs"]["text"]["dim"] == 7 + 384
+
+
+def test_the_text_manifest_mixes_goemotions_rows_per_meld_row(data_root, tmp_path):
+    from emofuse.bench.driver import BenchOptions
+    from emofuse.bench.emofuse_base import _text
+    from emofuse.corpora.base import Manifest
+
+    for sub in ("meld", "goemotions"):
+        need(data_root, sub)
+    counts = {}
+    for r in (0.0, 0.5, 1.0):
+        opts = BenchOptions(data=data_root, out=tmp_path / f"mix-{r}", progress=False)
+        df = Manifest.load(_text(opts, goemotions_per_meld=r)).df
+        corpus = df["id"].str.split(":").str[0]
+        counts[r] = {(c, s): int(((corpus == c) & (df["split"] == s)).sum()) for c in ("meld", "goemotions")
+                     for s in ("train", "val", "test")}
+        for s in ("train", "val"):
+            assert counts[r][("goemotions", s)] == round(r * counts[r][("meld", s)]), (r, s, counts[r])
+        assert counts[r][("goemotions", "test")] > 0  # GoEmotions' test split is whole at any mix
+    assert counts[0.0][("meld", "train")] == counts[1.0][("meld", "train")] > 0
+    with pytest.raises(ValueError, match="goemotions_per_meld"):
+        _text(BenchOptions(data=data_root, out=tmp_path / "bad", progress=False), goemotions_per_meld=-1)

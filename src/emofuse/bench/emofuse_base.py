@@ -108,15 +108,21 @@ def _speech(opts: BenchOptions) -> Path:
     return final_manifest(m, opts.out / "speech" / "manifest.csv", opts)
 
 
-def _text(opts: BenchOptions) -> Path:
+def _text(opts: BenchOptions, goemotions_per_meld: float = 1.0) -> Path:
+    """MELD and GoEmotions' Ekman split in the 7-class space: all of MELD, GoEmotions' whole test split,
+    and, in train and val, `goemotions_per_meld` GoEmotions rows per MELD row of that split (drawn by
+    the seed; 0: MELD alone in train and val)."""
     meld = prepared("meld", resolve_root(opts.data, "meld"), opts.out / "prepared" / "meld.csv", opts, text_only=True)
     goe = prepared("goemotions", resolve_root(opts.data, "goemotions"), opts.out / "prepared" / "goemotions.csv", opts,
                    variant="ekman")
     meld_df, goe_df = _in_7(meld, "meld", "meld"), _in_7(goe, "goemotions", "goemotions")
     parts = [meld_df, goe_df[goe_df["split"] == "test"]]
-    for split in ("train", "val"):  # as many GoEmotions rows as MELD has (GoEmotions has four times more)
+    if goemotions_per_meld < 0:
+        raise ValueError(f"goemotions_per_meld must be >= 0, got {goemotions_per_meld}")
+    for split in ("train", "val"):  # GoEmotions has four times more rows than MELD
         rows = goe_df[goe_df["split"] == split]
-        parts.append(rows.sample(n=min(len(rows), int((meld_df["split"] == split).sum())), random_state=opts.seed))
+        n = int(round(goemotions_per_meld * int((meld_df["split"] == split).sum())))
+        parts.append(rows.sample(n=min(len(rows), n), random_state=opts.seed))
     df = pd.concat(parts, ignore_index=True)
     df["dialogue"] = ""  # utterances alone: the default model has no dialogue at prediction time
     return final_manifest(Manifest("emofuse-text", EMOTION7, df, {"corpora": ["meld", "goemotions-ekman"]}),

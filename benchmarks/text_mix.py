@@ -1,0 +1,77 @@
+"""The default model's text network trained on MELD with more or fewer GoEmotions rows, side by side: one
+row per mix (GoEmotions rows per MELD row in train and val; 0 is MELD alone), each trained as
+`emofuse build-model` trains it (bench/emofuse_base.py: TEXT_NET, TEXT_TRAIN, the seed), with its
+weighted F1 on MELD dev and test and on GoEmotions val and test, and its time.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/text_mix.py --data ../shared/data --out runs/text-mix --mix 0 0.5 1
+
+The mix is chosen on MELD dev: the default model reads transcripts of speech, which MELD is and GoEmotions
+(Reddit comments) is not. A mix's run folder is <out>/mix-<r>/experts/text-net; an existing one is read,
+not trained again (--retrain to train it anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def scores(run: Path) -> dict[str, float]:
+    import pandas as pd
+    from sklearn.metrics import f1_score
+
+    out = {}
+    for split, name in (("val", "predictions_val.csv"), ("test", "predictions.csv")):
+        df = pd.read_csv(run / name, dtype={"id": str}, keep_default_na=False)
+        corpus = df["id"].str.split(":").str[0]
+        for c, g in df.groupby(corpus):
+            out[f"{c} {split}"] = 100 * f1_score(g["true"], g["predicted"], average="weighted")
+            out[f"{c} {split} n"] = len(g)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--mix", type=float, nargs="+", default=[0.0, 0.5, 1.0], metavar="R")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--retrain", action="store_true")
+    a = ap.parse_args()
+    import json
+
+    from emofuse.bench.driver import BenchOptions
+    from emofuse.bench.emofuse_base import _text, _text_net
+
+    rows = []
+    for r in a.mix:
+        opts = BenchOptions(data=a.data, out=a.out / f"mix-{r:g}", seed=a.seed, progress=True)
+        run = opts.out / "experts" / "text-net"
+        t = time.perf_counter()
+        if a.retrain or not (run / "predictions.csv").is_file():
+            manifest = _text(opts, goemotions_per_meld=r)
+            _text_net(manifest, opts.out / "text-net", opts)
+            seconds = time.perf_counter() - t
+            (opts.out / "seconds.json").write_text(json.dumps({"seconds": seconds}))
+        else:
+            seconds = json.loads((opts.out / "seconds.json").read_text())["seconds"] if (opts.out / "seconds.json").is_file() else float("nan")
+        s = scores(run)
+        train = sum(1 for _ in open(opts.out / "text" / "manifest.csv")) if (opts.out / "text" / "manifest.csv").is_file() else 0
+        rows.append((r, s, seconds, train))
+    print(f"seed {a.seed}; weighted F1; the mix chosen on MELD dev is marked")
+    print("| GoEmotions rows per MELD row | MELD dev | MELD test | GoEmotions val | GoEmotions test | seconds |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    best = max(rows, key=lambda x: x[1]["meld val"])[0]
+    for r, s, seconds, _ in rows:
+        cell = lambda k: f"{s[k]:.1f}" if k in s else "–"  # noqa: E731
+        mark = "**" if r == best else ""
+        print(f"| {mark}{r:g}{mark} | {cell('meld val')} | {cell('meld test')} | {cell('goemotions val')} | "
+              f"{cell('goemotions test')} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
