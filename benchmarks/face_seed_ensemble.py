@@ -5,6 +5,10 @@ and CK+ (every subject: faces none of them saw).
     OMP_WAIT_POLICY=PASSIVE python benchmarks/face_seed_ensemble.py RUN [RUN ...] \
         [--ckplus runs/bench/fer24-ckplus/fer2013/manifest.csv] [--tta-shift 0 1 2]
 
+A member may also be a saved face network folder (its config.json, as `src/emofuse/assets/face-net` or a
+run's encoder/): it is predicted on the runs' manifest with the face encoder (its faces decoded as
+benchmarks/face_tta_shift.py decodes them). At least one member must be a run: its manifest is the one read.
+
 Without --tta-shift, FER2013's figures are each run's own saved predictions (predictions_val.csv,
 predictions.csv). With it, every split is predicted again once per test-time shift (finetune_face's
 `tta_shift`, pixels; 0 = the face and its mirror image only), and the rows of all shifts are printed
@@ -27,6 +31,25 @@ def _read(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.nda
     return list(df["id"]), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(), df[[f"p_{c}" for c in classes]].to_numpy()
 
 
+def _is_network(path: Path) -> bool:
+    """A saved face network folder (config.json of an emofuse face network), not a run folder."""
+    return (path / "config.json").is_file() and not (path / "config.yaml").is_file()
+
+
+def _network_probs(folder: Path, manifest: Path, split: str, shift: int | None) -> tuple[list[str], np.ndarray]:
+    """A saved face network's probabilities (FER2013's class order) on one split of a manifest."""
+    from PIL import Image
+
+    from emofuse.features.encoders.face_net import FaceNetEncoder
+    from emofuse.labels import FER7
+
+    df = pd.read_csv(manifest, dtype={"id": str}, keep_default_na=False)
+    rows = df[df["split"] == split]
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in rows["video"]])
+    enc = FaceNetEncoder(folder, tta_shift=shift or 0)
+    return list(rows["id"]), enc.frames(images)[:, :len(FER7)].astype(np.float64)
+
+
 def _cell(y: np.ndarray, probs: np.ndarray) -> str:
     from emofuse.scoring.metrics import bootstrap_intervals
 
@@ -46,8 +69,15 @@ def main() -> None:
     from emofuse.bench.fer2013 import _labels, face_run_probs
     from emofuse.config import RunConfig, load_config
 
-    classes = json.loads((a.runs[0] / "labels.json").read_text())["classes"]
-    own = {load_config(RunConfig, r / "config.yaml").data.manifest for r in a.runs}
+    runs = [r for r in a.runs if not _is_network(r)]
+    if not runs:
+        raise SystemExit("give at least one finetune_face run folder: its manifest's rows are the ones scored")
+    classes = json.loads((runs[0] / "labels.json").read_text())["classes"]
+    from emofuse.labels import FER7
+
+    if any(_is_network(r) for r in a.runs) and list(classes) != list(FER7.classes):
+        raise SystemExit(f"a saved network answers in FER2013's class order; the runs' classes are {classes}")
+    own = {load_config(RunConfig, r / "config.yaml").data.manifest for r in runs}
     if len(own) > 1:
         raise SystemExit(f"the runs were trained on different manifests ({sorted(own)}): their validation differs")
     fer = Path(own.pop())
@@ -61,14 +91,24 @@ def main() -> None:
     for title, manifest, split, saved in splits:
         for shift in shifts:
             t = time.perf_counter()
-            if shift is None and saved:
-                got = [_read(r / saved, classes) for r in a.runs]
-                if any(g[0] != got[0][0] for g in got):
-                    raise SystemExit(f"{saved}: the runs predicted different rows")
-                y, probs = got[0][1], [g[2] for g in got]
-            else:
-                got = [face_run_probs(r, manifest, split, tta_shift=shift) for r in a.runs]
-                y, probs = _labels(manifest, got[0][0]), [g[1] for g in got]
+            got = []
+            for r in a.runs:
+                if _is_network(r):
+                    ids, p = _network_probs(r, manifest, split, shift)
+                    got.append((ids, None, p))
+                elif shift is None and saved:
+                    got.append(_read(r / saved, classes))
+                else:
+                    ids, p = face_run_probs(r, manifest, split, tta_shift=shift)
+                    got.append((ids, None, p))
+            ref = got[0][0]
+            if any(sorted(g[0]) != sorted(ref) for g in got):
+                raise SystemExit(f"{title}: the members predicted different rows")
+            probs = []  # each member's rows in the first member's order
+            for ids, _, p in got:
+                where = {k: i for i, k in enumerate(ids)}
+                probs.append(p[[where[k] for k in ref]])
+            y = _labels(manifest, ref)
             for name, p in zip(names, probs + [np.mean(probs, 0)]):
                 cells[(name, shift, title)] = _cell(y, p)
             print(f"  {title}, shift {shift}: {time.perf_counter() - t:.0f} s", flush=True)

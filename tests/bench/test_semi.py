@@ -34,3 +34,23 @@ def test_semi_meld_slice(data_root, tmp_path):
         assert all((run / f"round{r}" / f"seed{s}" / "predictions_unlabeled.csv").is_file() for s in (0, 1))
     report = (tmp_path / "report.md").read_text()
     assert "Pseudo-labelling against the supervised rows" in report and "| predicted class | kept | right |" in report
+
+
+def test_semi_meld_finetuned_slice(data_root, tmp_path):
+    need(data_root, "meld")
+    opts = BenchOptions(data=data_root, out=tmp_path, cache=tmp_path / "cache", limit=40, max_epochs=1,
+                        baseline="none", bootstrap=50, progress=False)
+    with pytest.raises(ValueError, match="weight=1"):
+        run_bench("semi", opts, settings="meld", meld_model="finetune")
+    with pytest.raises(ValueError, match="pseudo_rows"):
+        run_bench("semi", opts, settings="meld", pseudo_rows="both")
+    metrics = run_bench("semi", opts, settings="meld", seeds=1, labelled=0.3, meld_model="finetune", weight=1.0,
+                        pseudo_rows="top", ceiling=False)
+    assert set(metrics) == {"supervised-only", "pseudo-labelled (top 0.5 per class)"}  # one task: rows unprefixed
+    run = tmp_path / "meld-30pct" / "runs" / "pseudo-labelled (top 0.5 per class)"
+    config = (run / "round1" / "config.yaml").read_text()
+    assert "finetune_text" in config and "text: raw" in config
+    summary = json.loads((run / "pseudo_label.json").read_text())
+    kept = summary["rounds"][1]["pseudo_labels"]
+    assert kept["kept"] >= 1 and summary["weight"] == 1.0
+    assert "MELD's model: finetune" in (tmp_path / "report.md").read_text()

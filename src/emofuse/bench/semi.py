@@ -5,7 +5,11 @@ epochs, and each pseudo-labelled run's round, chosen on validation.
   meld-<p>pct      MELD text, frozen MiniLM sentence vectors, an MLP: <p> % of the training utterances keep
                    their labels (stratified, seeded); the rest are unlabelled (their labels kept apart as
                    hidden_label, to score the pseudo-labels, never trained on). Dev validates, test as always.
-  meld-full        the same model on every training label: the ceiling.
+  meld-full        the same model on every training label: the ceiling (-o ceiling=false leaves it out).
+                   With -o meld_model=finetune, the model is MiniLM fine-tuned end to end on the utterances
+                   (finetune_text, bench meld-text's recipe with FINETUNE_EPOCHS epochs, as a small labelled
+                   set needs more passes); its pseudo-labels weigh 1.0 (-o weight=1), as raw-text batches
+                   carry no row weights.
   speech-nemo      speech (Whisper-base + eGeMAPS, standardised per speaker): RAVDESS labelled (its train
                    speakers train, its val speakers validate); nEMO's train and val speakers unlabelled
                    (hidden labels); nEMO's test speakers test. Nothing of nEMO's labels chooses anything.
@@ -41,6 +45,16 @@ class Options(BenchConfig):
     top_fraction: float = Field(0.5, gt=0.0, le=1.0, description="the top-fraction row's share of each predicted class")
     weight: float = Field(0.5, gt=0.0, description="a pseudo-labelled row's weight in the loss")
     rounds: int = Field(1, ge=1, description="teacher -> pseudo-labels -> student rounds")
+    meld_model: str = Field("mlp", description="MELD's model: mlp (frozen MiniLM sentence vectors, an MLP) or finetune "
+                                               "(MiniLM fine-tuned end to end; needs weight=1)")
+    pseudo_rows: str = Field("threshold,top", description="the pseudo-labelled rows to run: threshold, top, or both")
+    ceiling: bool = Field(True, description="also the every-label rows (meld-full, speech-nemo-full)")
+
+
+# MELD fine-tuned (meld_model=finetune): bench meld-text's finetune_text recipe, but up to this many epochs,
+# the epoch still chosen on dev: a tenth of MELD is 31 steps an epoch at batch 32, where the full set's 3 epochs
+# are 936 steps
+FINETUNE_EPOCHS = 6
 
 
 def _hide(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
@@ -54,16 +68,43 @@ def _hide(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     return df
 
 
-def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int], o: Options) -> list[ModelRun]:
-    base = {"seeds": seeds}
+PSEUDO_ROWS = ("threshold", "top")
+
+
+def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int], o: Options,
+          train: dict | None = None) -> list[ModelRun]:
+    base = {**(train or {}), "seeds": seeds}
     pl = {"weight": o.weight, "rounds": o.rounds}
-    return [
-        ModelRun(SUPERVISED, model, features, params, data=data, train=base),
-        ModelRun(f"pseudo-labelled (threshold {o.threshold:g})", model, features, params, data=data,
-                 train=base | {"pseudo_label": pl | {"threshold": o.threshold}}),
-        ModelRun(f"pseudo-labelled (top {o.top_fraction:g} per class)", model, features, params, data=data,
-                 train=base | {"pseudo_label": pl | {"top_fraction": o.top_fraction}}),
-    ]
+    wanted = _pseudo_rows(o.pseudo_rows)
+    rows = [ModelRun(SUPERVISED, model, features, params, data=data, train=base)]
+    if "threshold" in wanted:
+        rows.append(ModelRun(f"pseudo-labelled (threshold {o.threshold:g})", model, features, params, data=data,
+                             train=base | {"pseudo_label": pl | {"threshold": o.threshold}}))
+    if "top" in wanted:
+        rows.append(ModelRun(f"pseudo-labelled (top {o.top_fraction:g} per class)", model, features, params, data=data,
+                             train=base | {"pseudo_label": pl | {"top_fraction": o.top_fraction}}))
+    return rows
+
+
+def _pseudo_rows(spec: str) -> list[str]:
+    wanted = [r.strip() for r in spec.split(",") if r.strip()]
+    if not wanted or set(wanted) - set(PSEUDO_ROWS):
+        raise ValueError(f"pseudo_rows: threshold, top or both (comma-separated), not {spec!r}")
+    return wanted
+
+
+def _meld_model(o: Options, text: str) -> tuple[str, dict, dict, dict, dict, str]:
+    """MELD's model: (name, features, params, data, train, what it is in words)."""
+    if o.meld_model == "mlp":
+        return ("unimodal", {"text": text}, {"hidden": 256, "dropout": 0.3}, {"batch_size": 64},
+                {"lr": 1e-3, "max_epochs": 40, "patience": 6, "mse_weight": 0.0},
+                f"frozen {text} sentence vectors, an MLP")
+    from emofuse.bench.meld_text import finetune_run
+
+    run = finetune_run(encoder=text)
+    train = {k: v for k, v in run.train.items() if k != "seeds"} | {"max_epochs": FINETUNE_EPOCHS, "patience": FINETUNE_EPOCHS}
+    return (run.model, dict(run.features), dict(run.params), dict(run.data), train,
+            f"{text} fine-tuned end to end (finetune_text), up to {FINETUNE_EPOCHS} epochs, the epoch chosen on dev")
 
 
 def _meld_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
@@ -72,24 +113,27 @@ def _meld_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
     out = Path(opts.out)
     m = prepared("meld", resolve_root(opts.data, "meld"), out / "prepared" / "meld.csv", opts)
     text = opts.encoders.get("text", "minilm")
+    model, features, params, data, train_cfg, what = _meld_model(o, text)
     df = m.df.reset_index(drop=True)
     train = np.flatnonzero(df["split"].to_numpy() == "train")
     _, hidden = train_test_split(train, train_size=o.labelled, random_state=opts.seed, stratify=df["label"].to_numpy()[train])
     semi = Manifest(m.corpus, m.label_set, _hide(df, np.sort(hidden)), dict(m.meta, labelled_fraction=o.labelled))
-    mlp, data = {"hidden": 256, "dropout": 0.3}, {"batch_size": 64}
-    train_cfg = {"lr": 1e-3, "max_epochs": 40, "patience": 6, "mse_weight": 0.0}
     target = Target("weighted_f1", None, f"pseudo-labelled ≥ supervised-only + {100 * TARGETS['meld']:.0f} weighted F1 "
                     "(3-seed means)")
     pct = f"{100 * o.labelled:g}"
-    return [
-        Task(f"meld-{pct}pct", final_manifest(semi, out / f"meld-{pct}pct" / "manifest.csv", opts), [text],
-             _rows("unimodal", {"text": text}, mlp, data, seeds, o), train=train_cfg, targets=[target],
+    specs = [] if model == "finetune_text" else [text]  # fine-tuning reads the raw text: nothing to extract
+    tasks = [
+        Task(f"meld-{pct}pct", final_manifest(semi, out / f"meld-{pct}pct" / "manifest.csv", opts), specs,
+             _rows(model, features, params, data, seeds, o), train=train_cfg, targets=[target],
              notes=[f"{len(train) - len(hidden)} of MELD's {len(train)} training utterances keep their label; "
-                    f"{len(hidden)} are unlabelled (their labels hidden, used only to score the pseudo-labels)."]),
-        Task("meld-full", final_manifest(m, out / "meld-full" / "manifest.csv", opts), [text],
-             [ModelRun(FULL, "unimodal", {"text": text}, mlp, data=data, train={"seeds": seeds})], train=train_cfg,
-             notes=["Every training label: the ceiling."]),
+                    f"{len(hidden)} are unlabelled (their labels hidden, used only to score the pseudo-labels). "
+                    f"Model: {what}."]),
     ]
+    if o.ceiling:
+        tasks.append(Task("meld-full", final_manifest(m, out / "meld-full" / "manifest.csv", opts), specs,
+                          [ModelRun(FULL, model, features, params, data=data, train={"seeds": seeds})], train=train_cfg,
+                          notes=["Every training label: the ceiling."]))
+    return tasks
 
 
 def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
@@ -117,16 +161,18 @@ def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task
     target = Target("weighted_f1", None, f"pseudo-labelled ≥ RAVDESS-only + {100 * TARGETS['speech']:.0f} weighted F1 on "
                     "held-out nEMO speakers (3-seed means)")
     meta = {"corpora": ["nemo", "ravdess"]}
-    return [
+    tasks = [
         Task("speech-nemo", final_manifest(Manifest(CORPUS, SPEECH7, semi, meta), out / "speech-nemo" / "manifest.csv", opts),
              specs, rows, train=train_cfg, targets=[target],
              notes=[f"RAVDESS labelled ({len(ravdess)} clips; its val speakers validate); nEMO: {len(heard)} clips of its "
                     f"train and val speakers unlabelled, {len(nemo) - len(heard)} of its test speakers test."]),
-        Task("speech-nemo-full", final_manifest(Manifest(CORPUS, SPEECH7, full, meta), out / "speech-nemo-full" / "manifest.csv",
-                                                opts),
-             specs, [ModelRun(FULL, model, features, mlp, data=data, train={"seeds": seeds})], train=train_cfg,
-             notes=["nEMO's training speakers' labels too: the ceiling."]),
     ]
+    if o.ceiling:
+        tasks.append(Task("speech-nemo-full", final_manifest(Manifest(CORPUS, SPEECH7, full, meta),
+                                                             out / "speech-nemo-full" / "manifest.csv", opts),
+                          specs, [ModelRun(FULL, model, features, mlp, data=data, train={"seeds": seeds})], train=train_cfg,
+                          notes=["nEMO's training speakers' labels too: the ceiling."]))
+    return tasks
 
 
 def _mean(entry: dict) -> float:
@@ -171,10 +217,17 @@ def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
 
 @BENCHMARKS.register("semi", options=Options)
 def bench_semi(opts: BenchOptions, settings: str = "meld,speech", labelled: float = 0.1, seeds: int = 3,
-               threshold: float = 0.9, top_fraction: float = 0.5, weight: float = 0.5, rounds: int = 1) -> BenchSpec:
+               threshold: float = 0.9, top_fraction: float = 0.5, weight: float = 0.5, rounds: int = 1,
+               meld_model: str = "mlp", pseudo_rows: str = "threshold,top", ceiling: bool = True) -> BenchSpec:
     """Pseudo-labelling measured: MELD with a fraction of its labels, speech with nEMO unlabelled."""
     o = Options(settings=settings, labelled=labelled, seeds=seeds, threshold=threshold, top_fraction=top_fraction,
-                weight=weight, rounds=rounds)
+                weight=weight, rounds=rounds, meld_model=meld_model, pseudo_rows=pseudo_rows, ceiling=ceiling)
+    _pseudo_rows(pseudo_rows)
+    if meld_model not in ("mlp", "finetune"):
+        raise ValueError(f"meld_model: mlp or finetune, not {meld_model!r}")
+    if meld_model == "finetune" and weight != 1.0:
+        raise ValueError(f"meld_model=finetune reads the raw text, whose batches carry no row weights: "
+                         f"pass -o weight=1 (not {weight:g})")
     chosen = [s.strip() for s in settings.split(",") if s.strip()]
     unknown = sorted(set(chosen) - {"meld", "speech"})
     if unknown or not chosen:
@@ -183,5 +236,6 @@ def bench_semi(opts: BenchOptions, settings: str = "meld,speech", labelled: floa
     tasks = (_meld_tasks(opts, o, seed_list) if "meld" in chosen else []) + \
             (_speech_tasks(opts, o, seed_list) if "speech" in chosen else [])
     intro = [__doc__.split("\n\n")[0].replace("\n", " "),
-             "", f"Seeds per row: {seeds}; pseudo-labels weighted {weight} in the loss; {rounds} round(s)."]
+             "", f"Seeds per row: {seeds}; pseudo-labels weighted {weight} in the loss; {rounds} round(s); "
+                 f"MELD's model: {meld_model}."]
     return BenchSpec(tasks, intro, after=_summary)
