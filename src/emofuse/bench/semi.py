@@ -71,9 +71,8 @@ def _hide(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
 PSEUDO_ROWS = ("threshold", "top")
 
 
-def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int], o: Options,
-          train: dict | None = None) -> list[ModelRun]:
-    base = {**(train or {}), "seeds": seeds}
+def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int], o: Options) -> list[ModelRun]:
+    base = {"seeds": seeds}
     pl = {"weight": o.weight, "rounds": o.rounds}
     wanted = _pseudo_rows(o.pseudo_rows)
     rows = [ModelRun(SUPERVISED, model, features, params, data=data, train=base)]
