@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 
-def _read(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _read(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray]:
     df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
-    return list(df["id"]), df["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(), df[[f"p_{c}" for c in classes]].to_numpy()
+    return list(df["id"]), df[[f"p_{c}" for c in classes]].to_numpy()
 
 
 def _is_network(path: Path) -> bool:
@@ -91,21 +91,19 @@ def main() -> None:
     for title, manifest, split, saved in splits:
         for shift in shifts:
             t = time.perf_counter()
-            got = []
+            got = []  # (ids, probabilities) per member
             for r in a.runs:
                 if _is_network(r):
-                    ids, p = _network_probs(r, manifest, split, shift)
-                    got.append((ids, None, p))
+                    got.append(_network_probs(r, manifest, split, shift))
                 elif shift is None and saved:
                     got.append(_read(r / saved, classes))
                 else:
-                    ids, p = face_run_probs(r, manifest, split, tta_shift=shift)
-                    got.append((ids, None, p))
+                    got.append(face_run_probs(r, manifest, split, tta_shift=shift))
             ref = got[0][0]
             if any(sorted(g[0]) != sorted(ref) for g in got):
                 raise SystemExit(f"{title}: the members predicted different rows")
             probs = []  # each member's rows in the first member's order
-            for ids, _, p in got:
+            for ids, p in got:
                 where = {k: i for i, k in enumerate(ids)}
                 probs.append(p[[where[k] for k in ref]])
             y = _labels(manifest, ref)

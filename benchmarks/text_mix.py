@@ -21,17 +21,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def scores(run: Path) -> dict[str, float]:
-    import pandas as pd
-    from sklearn.metrics import f1_score
+    """Weighted F1 per corpus on the run's validation and test predictions (build-model's own split by corpus)."""
+    from emofuse.bench.emofuse_base import _by_corpus
 
-    out = {}
-    for split, name in (("val", "predictions_val.csv"), ("test", "predictions.csv")):
-        df = pd.read_csv(run / name, dtype={"id": str}, keep_default_na=False)
-        corpus = df["id"].str.split(":").str[0]
-        for c, g in df.groupby(corpus):
-            out[f"{c} {split}"] = 100 * f1_score(g["true"], g["predicted"], average="weighted")
-            out[f"{c} {split} n"] = len(g)
-    return out
+    return {f"{corpus} {split}": 100 * m["weighted_f1"]
+            for split, name in (("val", "predictions_val.csv"), ("test", "predictions.csv"))
+            for corpus, m in _by_corpus(run / name).items()}
 
 
 def main() -> None:
@@ -59,14 +54,12 @@ def main() -> None:
             (opts.out / "seconds.json").write_text(json.dumps({"seconds": seconds}))
         else:
             seconds = json.loads((opts.out / "seconds.json").read_text())["seconds"] if (opts.out / "seconds.json").is_file() else float("nan")
-        s = scores(run)
-        train = sum(1 for _ in open(opts.out / "text" / "manifest.csv")) if (opts.out / "text" / "manifest.csv").is_file() else 0
-        rows.append((r, s, seconds, train))
+        rows.append((r, scores(run), seconds))
     print(f"seed {a.seed}; weighted F1; the mix chosen on MELD dev is marked")
     print("| GoEmotions rows per MELD row | MELD dev | MELD test | GoEmotions val | GoEmotions test | seconds |")
     print("|---:|---:|---:|---:|---:|---:|")
     best = max(rows, key=lambda x: x[1]["meld val"])[0]
-    for r, s, seconds, _ in rows:
+    for r, s, seconds in rows:
         cell = lambda k: f"{s[k]:.1f}" if k in s else "–"  # noqa: E731
         mark = "**" if r == best else ""
         print(f"| {mark}{r:g}{mark} | {cell('meld val')} | {cell('meld test')} | {cell('goemotions val')} | "
