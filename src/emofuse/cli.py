@@ -555,7 +555,7 @@ def build_model(
     out: Path = typer.Option(..., "--out", help="Output folder: the bundle (<out>/emofuse-base), metrics.json, model_card.md, the run and its work files."),
     seed: int = typer.Option(0, "--seed", help="Seed of every split, pairing and fit (the same seed gives the same weights)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (default <out>/cache); a benchmark's cache is reused."),
-    face_net: Optional[Path] = typer.Option(None, "--face-net", help="A finetune_face run (or its encoder folder) for the face expert (default: the network the package ships)."),
+    face_net: Optional[list[Path]] = typer.Option(None, "--face-net", help="A finetune_face run (or its encoder folder) for the face expert; repeat it to average several networks (default: the networks the package ships)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows per split of each expert's corpora: a quick slice."),
 ) -> None:
     """Build the default model, emofuse-base, from the real corpora: three calibrated experts (speech, text, face) fused as a product."""

