@@ -1,6 +1,6 @@
 """Train the FER2013 face network (bench fer2013's finetune_face row) with another training seed on the same
-folds as seed 0. `emofuse bench fer2013 --seed N` would also move the folds (the bench's split seed is its
-first training seed), so the networks' validation and test images would differ; this keeps the split seed 0.
+folds as seed 0: the same as `emofuse bench fer2013 --seed N --split-seed 0 --model finetune_face -o face_net=true`
+(without --split-seed the bench's split seed is its first training seed, so the folds would move).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/face_seed.py 1 [--data ../shared/data] [--cache runs/base-cache]
 

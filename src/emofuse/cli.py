@@ -704,6 +704,7 @@ def bench(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder (default <out>/cache)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows per split (seeded, stratified): a quick slice."),
     seed: list[int] = typer.Option([0], "--seed", help="Training seed (repeatable; figures are the first seed's, with the spread over seeds)."),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the splits, pairings, subsamples and bootstrap (default: the first --seed); keep it to train another seed on the same rows."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Cap every run's epoch budget."),
     model: list[str] = typer.Option([], "--model", help="Run only these of the benchmark's models (row or model name; repeatable)."),
     extra_model: list[str] = typer.Option([], "--extra-model", help="Also train this registered model on the benchmark's first inputs (repeatable)."),
@@ -733,7 +734,8 @@ def bench(
     options = BenchOptions(data=data, out=out, eval_data=eval_data[0] if eval_data else None,
                            extra_eval_data=list(eval_data[1:]), cache=cache, encoders=pairs["--encoder"],
                            baseline=baseline, limit=limit, seeds=list(seed), max_epochs=max_epochs,
-                           models=list(model) or None, extra_models=list(extra_model), bootstrap=bootstrap, seed=seed[0],
+                           models=list(model) or None, extra_models=list(extra_model), bootstrap=bootstrap,
+                           seed=seed[0] if split_seed is None else split_seed,
                            resume=resume)
     try:
         metrics = run_bench(name, options, **opts)

@@ -25,3 +25,15 @@ def test_bad_options_are_named(tmp_path):
     assert r.exit_code == 1 and "contxt" in _out(r)
     r = runner.invoke(app, ["bench", "meld-text", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "no MELD annotation file" in _out(r)
+
+
+def test_the_split_seed_is_the_first_training_seed_unless_given(tmp_path, monkeypatch):
+    import emofuse.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "run_bench", lambda name, opts, **kw: seen.append((opts.seeds, opts.seed)) or {})
+    for extra in ([], ["--split-seed", "0"]):
+        r = runner.invoke(app, ["bench", "fer2013", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                                "--seed", "2", "--seed", "3", *extra])
+        assert r.exit_code == 0, r.output
+    assert seen == [([2, 3], 2), ([2, 3], 0)]
