@@ -37,3 +37,8 @@ def test_the_split_seed_is_the_first_training_seed_unless_given(tmp_path, monkey
                                 "--seed", "2", "--seed", "3", *extra])
         assert r.exit_code == 0, r.output
     assert seen == [([2, 3], 2), ([2, 3], 0)]
+
+
+def test_a_face_shift_without_face_networks_is_refused(tmp_path):
+    r = runner.invoke(app, ["bench", "fer2013", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "-o", "face_tta_shift=1"])
+    assert r.exit_code == 1 and "face_tta_shift is for the networks of face_run" in _out(r)

@@ -267,3 +267,37 @@ def test_several_networks_make_one_encoder_their_probabilities_averaged(tmp_path
         FaceNetEncoder([folders[0], tmp_path / "two"])
     with pytest.raises(FileNotFoundError, match="no face network"):
         shipped_face_net(folder=f"{folders[0]}+{tmp_path / 'missing'}")
+
+
+def test_bench_fer2013_scores_a_saved_network_folder_as_it_scores_a_run(trained, faces, tmp_path):
+    """bench fer2013's face_run also takes saved network folders (as the package ships them): predicted on
+    the task's rows with the face encoder, faces decoded as the manifest says."""
+    from safetensors.torch import load_file
+
+    from emofuse.bench.fer2013 import face_run_probs, is_face_network, runs_probs
+    from emofuse.features.encoders.face_net import FaceNet, FaceNetEncoder, save_face_net
+
+    _, run = trained
+    cfg = json.loads((run / "encoder" / "config.json").read_text())
+    net = FaceNet(2, cfg["width"], cfg["blocks"]).eval()
+    net.load_state_dict(load_file(str(run / "encoder" / "model.safetensors")))
+    folder = save_face_net(net, tmp_path / "net", size=cfg["size"], width=cfg["width"], blocks=cfg["blocks"],
+                           tta_flip=cfg["tta_flip"], classes=["happy", "sad"])
+    assert is_face_network(folder) and not is_face_network(run)
+    ids, p = face_run_probs(folder, faces, "test")
+    run_ids, q = face_run_probs(run, faces, "test")
+    assert ids == run_ids and p.shape == (16, 2)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    # the run averages logits over the mirror views, the encoder probabilities: the same answers
+    assert (p.argmax(1) == q.argmax(1)).all()
+    m = Manifest.load(faces)
+    test = m.df[m.df["split"] == "test"]
+    images = np.stack([np.asarray(Image.open(v).convert("RGB")) for v in test["video"]])
+    np.testing.assert_allclose(p, FaceNetEncoder(folder).frames(images)[:, :2], atol=1e-5)
+    # a run and a network averaged; shifted views change the probabilities
+    both_ids, both = runs_probs([run, folder], faces, "test")
+    np.testing.assert_allclose(both, (p + q) / 2, atol=1e-6)
+    assert not np.allclose(face_run_probs(folder, faces, "test", tta_shift=2)[1], p, atol=1e-4)
+    # a network whose classes are not named cannot be matched to the task's
+    with pytest.raises(ValueError, match="task's classes"):
+        face_run_probs(run / "encoder", faces, "test")

@@ -17,6 +17,7 @@ row is always the CNN alone without it, and a second reference row reads the CNN
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
@@ -94,10 +95,52 @@ def cnn_probs(manifest_path, opts: BenchOptions, ids: list[str], encoder: str = 
     return table.vectors[:, :7].astype(np.float64)
 
 
+def is_face_network(path: Path) -> bool:
+    """A saved face network folder (its config.json says emofuse-face-cnn: a run's encoder/, or the ones the
+    package ships under assets/), not a run folder."""
+    from emofuse.features.encoders.face_net import FACE_NET_TYPE
+
+    cfg = Path(path) / "config.json"
+    return (cfg.is_file() and not (Path(path) / "config.yaml").is_file()
+            and json.loads(cfg.read_text()).get("model_type") == FACE_NET_TYPE)
+
+
+def _network_probs(folder: Path, manifest: Manifest, rows: np.ndarray,
+                   tta_shift: int | None) -> tuple[list[str], np.ndarray]:
+    """A saved face network's class probabilities on some rows of a manifest: each row's frames with a face
+    (every frame where none has one) through the network, averaged; faces decoded as the manifest says."""
+    from emofuse.config import RawInputConfig
+    from emofuse.data.raw import RawDataset
+    from emofuse.features.encoders.face_net import FaceNetEncoder
+    from emofuse.labels import FER7
+
+    enc = FaceNetEncoder(folder, tta_shift=tta_shift)
+    classes = enc.cfg.get("classes") or (list(FER7.classes) if enc.n_classes == len(FER7) else None)
+    if classes is None or list(classes) != list(manifest.label_set.classes):
+        raise ValueError(f"{folder} predicts {classes or str(enc.n_classes) + ' unnamed classes'}, the task's "
+                         f"classes are {list(manifest.label_set.classes)}")
+    # faces at the network's own input side (FER2013's 48 px images go in as they are)
+    ds = RawDataset.from_manifest(manifest, {"video": "raw"}, RawInputConfig(face_size=enc.size)).subset(rows)
+    frames, owner = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        f = item["video"][item["video_face"]] if item["video_face"].any() else item["video"]
+        frames.append(f)
+        owner += [i] * len(f)
+    probs = np.full((len(ds), enc.n_classes), 1.0 / enc.n_classes)  # a row with no frame: no evidence
+    if owner:
+        per_frame = enc.frames(np.concatenate(frames))[:, :enc.n_classes].astype(np.float64)
+        owner = np.asarray(owner)
+        for i in np.unique(owner):
+            probs[i] = per_frame[owner == i].mean(0)
+    return [str(k) for k in manifest.df["id"].to_numpy()[rows]], probs
+
+
 def face_run_probs(run_dir: Path, manifest_path: Path, split: str, *,
                    tta_shift: int | None = None) -> tuple[list[str], np.ndarray]:
     """A finished finetune_face run's class probabilities on one split of another manifest (CK+ rows,
-    say), its faces decoded as the run decoded its own. tta_shift: test-time shifts in pixels
+    say), its faces decoded as the run decoded its own; or a saved face network folder's (as the
+    package ships them), its faces decoded as the manifest says. tta_shift: test-time shifts in pixels
     (finetune_face's `tta_shift`) instead of the run's own."""
     import torch
 
@@ -107,24 +150,29 @@ def face_run_probs(run_dir: Path, manifest_path: Path, split: str, *,
     from emofuse.evaluation.predictions import predict
 
     run_dir = Path(run_dir)
+    manifest = Manifest.load(manifest_path)
+    rows = np.flatnonzero((manifest.df["split"] == split).to_numpy())
+    if is_face_network(run_dir):
+        return _network_probs(run_dir, manifest, rows, tta_shift)
     bundle = load_bundle(run_dir)
     if tta_shift is not None:
         cfg0 = bundle.model.cfg
         bundle.model.cfg = type(cfg0).model_validate({**cfg0.model_dump(), "tta_shift": int(tta_shift)})
-    manifest = Manifest.load(manifest_path)
     if list(bundle.classes) != list(manifest.label_set.classes):
         raise ValueError(f"{run_dir} predicts {bundle.classes}, the task's classes are {list(manifest.label_set.classes)}")
     cfg = load_config(RunConfig, run_dir / "config.yaml")
-    rows = np.flatnonzero((manifest.df["split"] == split).to_numpy())
     ds = RawDataset.from_manifest(manifest, {"video": "raw"}, cfg.data.raw).subset(rows)
     got = predict(bundle.model, ds, 256, torch.device("cpu"))
     return list(got["ids"]), got["probs"].astype(np.float64)
 
 
-def runs_probs(runs: list[Path], manifest_path: Path, split: str) -> tuple[list[str], np.ndarray]:
-    """Finished finetune_face runs' class probabilities on one split, averaged (seeds of one recipe,
-    say): nothing is fitted."""
-    got = [face_run_probs(r, manifest_path, split) for r in runs]
+def runs_probs(runs: list[Path], manifest_path: Path, split: str,
+               tta_shift: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Finished finetune_face runs' (or saved networks') class probabilities on one split, averaged (seeds
+    of one recipe, say): nothing is fitted."""
+    got = [face_run_probs(r, manifest_path, split, tta_shift=tta_shift) for r in runs]
+    if any(ids != got[0][0] for ids, _ in got[1:]):
+        raise ValueError("the face runs scored different rows")
     return got[0][0], np.mean([p for _, p in got], axis=0)
 
 
@@ -134,7 +182,7 @@ def _labels(manifest_path: Path, ids: list[str]) -> np.ndarray:
     return m.label_indices()[[index[k] for k in ids]]
 
 
-def face_run_row(face_runs: list[Path]):
+def face_run_row(face_runs: list[Path], tta_shift: int | None = None):
     """Finished finetune_face runs (trained by earlier FER2013 benches, or `emofuse train`) as a row of
     this task, scored on its validation and test rows without training: their probabilities averaged
     where there are several, nothing fitted."""
@@ -142,16 +190,17 @@ def face_run_row(face_runs: list[Path]):
     def row(task_dir: Path, results: dict, manifest_path: Path, opts: BenchOptions):
         from emofuse.bench.driver import Combined
 
-        (val_ids, val), (test_ids, test) = (runs_probs(face_runs, manifest_path, s) for s in ("val", "test"))
+        (val_ids, val), (test_ids, test) = (runs_probs(face_runs, manifest_path, s, tta_shift) for s in ("val", "test"))
         names = ", ".join(str(r) for r in face_runs)
         return Combined(val_ids, val, test_ids, test, inputs=f"video: raw faces, the network(s) of {names}"
-                        + (" (mean of their probabilities)" if len(face_runs) > 1 else ""),
-                        fitted={"face_run": names})
+                        + (" (mean of their probabilities)" if len(face_runs) > 1 else "")
+                        + (f", test-time shifts of {tta_shift} px" if tta_shift else ""),
+                        fitted={"face_run": names, **({"tta_shift": tta_shift} if tta_shift is not None else {})})
 
     return row
 
 
-def face_ensemble(cnn: str, face_run: list[Path] | None = None):
+def face_ensemble(cnn: str, face_run: list[Path] | None = None, tta_shift: int | None = None):
     """The ensemble row: the network trained here and the bundled CNN (`cnn`, with its test-time
     augmentation), a product of experts whose member temperatures, weights and output temperature are
     fitted on the validation rows (models.late.fit_fusion). The network's probabilities are this
@@ -172,7 +221,8 @@ def face_ensemble(cnn: str, face_run: list[Path] | None = None):
             (val_ids, y_val, val_net), (test_ids, _, test_net) = val, test
         else:  # a finished run, on this task's validation and test rows
             run = ", ".join(str(r) for r in face_run)
-            (val_ids, val_net), (test_ids, test_net) = (runs_probs(face_run, manifest_path, s) for s in ("val", "test"))
+            (val_ids, val_net), (test_ids, test_net) = (runs_probs(face_run, manifest_path, s, tta_shift)
+                                                        for s in ("val", "test"))
             y_val = _labels(manifest_path, val_ids)
         val_cnn = cnn_probs(manifest_path, opts, val_ids, cnn)  # the run's validation rows are this task's too
         test_cnn = cnn_probs(manifest_path, opts, test_ids, cnn)
@@ -198,20 +248,25 @@ class Options(BenchConfig):
     face_epochs: int = Field(24, description="the face network's epochs")
     face_width: int = Field(32, description="the face network's width")
     face_run: str | None = Field(None, description="face network runs finished earlier (their folders, comma-separated: "
-                                                   "their probabilities averaged): scored here and ensembled with the "
+                                                   "their probabilities averaged; a saved network folder too, as "
+                                                   "src/emofuse/assets/face-net): scored here and ensembled with the "
                                                    "CNN again, without face_net")
+    face_tta_shift: int | None = Field(None, description="with face_run: test-time shifts in pixels for its networks "
+                                                         "(0: the face and its mirror image; default: each run's own)")
 
 
 @BENCHMARKS.register("fer2013", options=Options)
 def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None = None,
                   target_val: bool = False, face_net: bool = False, face_epochs: int = 24,
-                  face_width: int = 32, face_run: str | None = None) -> BenchSpec:
+                  face_width: int = 32, face_run: str | None = None, face_tta_shift: int | None = None) -> BenchSpec:
     """n_folds: when only training images are at hand they are cut into this many seeded
     stratified folds, one test, one validation (10: 80/10/10). eval_corpus: "ckplus" tests on CK+
     (all its subjects, contempt excluded) instead of held-out FER2013 images. target_val (with
     eval_corpus): CK+'s subjects are cut in two seeded stratified halves, one validation (epochs and
     the reported model are chosen there), one test; all of FER2013 trains. FER2013 validation images
     are ones the CNN was trained on, so they cannot tell which model does better on faces it never saw."""
+    if face_tta_shift is not None and not face_run:
+        raise ValueError("face_tta_shift is for the networks of face_run")
     out = opts.out
     root = resolve_root(opts.data, "fer2013_train", "fer2013")
     manifest = prepared("fer2013", root, out / "prepared" / "fer2013.csv", opts, n_folds=n_folds)
@@ -251,8 +306,10 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
             raise ValueError("face_run scores a finished run: without face_net, with the fer2013 face encoder")
         finished = [Path(r.strip()) for r in str(face_run).split(",") if r.strip()]
         name = f"{FACE_NET} (run)" if len(finished) == 1 else f"{FACE_NET} ({len(finished)} runs, mean)"
-        combined[name] = face_run_row(finished)
-        combined[ENSEMBLE] = face_ensemble(face, finished)
+        if face_tta_shift:
+            name = name[:-1] + f", shift {face_tta_shift} px)"
+        combined[name] = face_run_row(finished, face_tta_shift)
+        combined[ENSEMBLE] = face_ensemble(face, finished, face_tta_shift)
     elif face_net:
         combined[ENSEMBLE] = face_ensemble(face)
     baselines = [Baseline("baseline-linear-hog", {"video": "hog"})]
