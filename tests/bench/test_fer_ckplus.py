@@ -105,5 +105,5 @@ def test_fer2013_face_network_its_ensemble_and_its_run_on_ckplus(data_root, tmp_
     ck2 = BenchOptions(data=data_root, out=tmp_path / "ck2", limit=40, max_epochs=1, bootstrap=50, progress=False,
                        models=["unimodal(hog)"])
     two = run_bench("fer2013", ck2, eval_corpus="ckplus", face_run=f"{run},{run}")
-    mean = two["finetune_face (2 runs, mean)"]
+    mean = two["finetune_face (2 networks, mean)"]
     assert mean["n_test"] == 40 and mean["accuracy"] == row["accuracy"] and mean["weighted_f1"] == row["weighted_f1"]

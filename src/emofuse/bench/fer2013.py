@@ -305,7 +305,7 @@ def bench_fer2013(opts: BenchOptions, n_folds: int = 10, eval_corpus: str | None
         if face_net or not is_cnn:
             raise ValueError("face_run scores a finished run: without face_net, with the fer2013 face encoder")
         finished = [Path(r.strip()) for r in str(face_run).split(",") if r.strip()]
-        name = f"{FACE_NET} (run)" if len(finished) == 1 else f"{FACE_NET} ({len(finished)} runs, mean)"
+        name = f"{FACE_NET} (run)" if len(finished) == 1 else f"{FACE_NET} ({len(finished)} networks, mean)"
         if face_tta_shift:
             name = name[:-1] + f", shift {face_tta_shift} px)"
         combined[name] = face_run_row(finished, face_tta_shift)
