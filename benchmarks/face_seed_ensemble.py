@@ -6,8 +6,8 @@ and CK+ (every subject: faces none of them saw).
         [--ckplus runs/bench/fer24-ckplus/fer2013/manifest.csv] [--tta-shift 0 1 2]
 
 A member may also be a saved face network folder (its config.json, as `src/emofuse/assets/face-net` or a
-run's encoder/): it is predicted on the runs' manifest with the face encoder (its faces decoded as
-benchmarks/face_tta_shift.py decodes them). At least one member must be a run: its manifest is the one read.
+run's encoder/): it is predicted on the runs' manifest with the face encoder, as `bench fer2013 -o face_run=`
+predicts one (`bench.fer2013.face_run_probs`). At least one member must be a run: its manifest is the one read.
 
 Without --tta-shift, FER2013's figures are each run's own saved predictions (predictions_val.csv,
 predictions.csv). With it, every split is predicted again once per test-time shift (finetune_face's
@@ -31,25 +31,6 @@ def _read(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray]:
     return list(df["id"]), df[[f"p_{c}" for c in classes]].to_numpy()
 
 
-def _is_network(path: Path) -> bool:
-    """A saved face network folder (config.json of an emofuse face network), not a run folder."""
-    return (path / "config.json").is_file() and not (path / "config.yaml").is_file()
-
-
-def _network_probs(folder: Path, manifest: Path, split: str, shift: int | None) -> tuple[list[str], np.ndarray]:
-    """A saved face network's probabilities (FER2013's class order) on one split of a manifest."""
-    from PIL import Image
-
-    from emofuse.features.encoders.face_net import FaceNetEncoder
-    from emofuse.labels import FER7
-
-    df = pd.read_csv(manifest, dtype={"id": str}, keep_default_na=False)
-    rows = df[df["split"] == split]
-    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in rows["video"]])
-    enc = FaceNetEncoder(folder, tta_shift=shift or 0)
-    return list(rows["id"]), enc.frames(images)[:, :len(FER7)].astype(np.float64)
-
-
 def _cell(y: np.ndarray, probs: np.ndarray) -> str:
     from emofuse.scoring.metrics import bootstrap_intervals
 
@@ -66,16 +47,16 @@ def main() -> None:
     ap.add_argument("--tta-shift", type=int, nargs="+", default=None, metavar="PIXELS",
                     help="predict every split again with these test-time shifts (one table row per shift)")
     a = ap.parse_args()
-    from emofuse.bench.fer2013 import _labels, face_run_probs
+    from emofuse.bench.fer2013 import _labels, face_run_probs, is_face_network
     from emofuse.config import RunConfig, load_config
 
-    runs = [r for r in a.runs if not _is_network(r)]
+    runs = [r for r in a.runs if not is_face_network(r)]
     if not runs:
         raise SystemExit("give at least one finetune_face run folder: its manifest's rows are the ones scored")
     classes = json.loads((runs[0] / "labels.json").read_text())["classes"]
     from emofuse.labels import FER7
 
-    if any(_is_network(r) for r in a.runs) and list(classes) != list(FER7.classes):
+    if any(is_face_network(r) for r in a.runs) and list(classes) != list(FER7.classes):
         raise SystemExit(f"a saved network answers in FER2013's class order; the runs' classes are {classes}")
     own = {load_config(RunConfig, r / "config.yaml").data.manifest for r in runs}
     if len(own) > 1:
@@ -93,9 +74,7 @@ def main() -> None:
             t = time.perf_counter()
             got = []  # (ids, probabilities) per member
             for r in a.runs:
-                if _is_network(r):
-                    got.append(_network_probs(r, manifest, split, shift))
-                elif shift is None and saved:
+                if shift is None and saved and not is_face_network(r):
                     got.append(_read(r / saved, classes))
                 else:
                     got.append(face_run_probs(r, manifest, split, tta_shift=shift))
