@@ -128,11 +128,12 @@ def _network_probs(folder: Path, manifest: Manifest, rows: np.ndarray,
         frames.append(f)
         owner += [i] * len(f)
     probs = np.full((len(ds), enc.n_classes), 1.0 / enc.n_classes)  # a row with no frame: no evidence
-    if owner:
+    if owner:  # every frame in one pass (batched), then each row's mean
         per_frame = enc.frames(np.concatenate(frames))[:, :enc.n_classes].astype(np.float64)
-        owner = np.asarray(owner)
-        for i in np.unique(owner):
-            probs[i] = per_frame[owner == i].mean(0)
+        sums, counts = np.zeros_like(probs), np.bincount(owner, minlength=len(ds))
+        np.add.at(sums, np.asarray(owner), per_frame)
+        seen = counts > 0
+        probs[seen] = sums[seen] / counts[seen, None]
     return [str(k) for k in manifest.df["id"].to_numpy()[rows]], probs
 
 

@@ -128,7 +128,7 @@ class FaceNetEncoder(Encoder):
                                                                          cfgs[0].get("classes")):
                 raise ValueError(f"{f}: its classes or input size differ from {folders[0]}'s; networks averaged "
                                  "as one encoder must answer the same question")
-        self.folder, self.cfg, self.cfgs, self.net = folders[0], cfgs[0], cfgs, self.nets[0]
+        self.folder, self.cfg, self.cfgs = folders[0], cfgs[0], cfgs
         self.size = int(self.cfg["size"])
         self.tta_flip = bool(self.cfg.get("tta_flip", True) if tta_flip is None else tta_flip)
         self.tta_shift = int(self.cfg.get("tta_shift", 0) if tta_shift is None else tta_shift)
