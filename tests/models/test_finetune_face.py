@@ -269,7 +269,7 @@ def test_several_networks_make_one_encoder_their_probabilities_averaged(tmp_path
         shipped_face_net(folder=f"{folders[0]}+{tmp_path / 'missing'}")
 
 
-def test_bench_fer2013_scores_a_saved_network_folder_as_it_scores_a_run(trained, faces, tmp_path):
+def test_bench_fer2013_scores_a_saved_network_folder_as_it_scores_a_run(trained, faces, tmp_path, monkeypatch):
     """bench fer2013's face_run also takes saved network folders (as the package ships them): predicted on
     the task's rows with the face encoder, faces decoded as the manifest says."""
     from safetensors.torch import load_file
@@ -298,6 +298,25 @@ def test_bench_fer2013_scores_a_saved_network_folder_as_it_scores_a_run(trained,
     both_ids, both = runs_probs([run, folder], faces, "test")
     np.testing.assert_allclose(both, (p + q) / 2, atol=1e-6)
     assert not np.allclose(face_run_probs(folder, faces, "test", tta_shift=2)[1], p, atol=1e-4)
+    # the face_run row and the ensemble row ask for the same networks: predicted once, until a file changes
+    import emofuse.bench.fer2013 as fer
+
+    calls = []
+    monkeypatch.setattr(fer, "face_run_probs", lambda r, *a, **k: calls.append(r) or (run_ids, q))
+    fer._runs_probs.cache_clear()
+    for _ in range(2):
+        again_ids, again = runs_probs([run, folder], faces, "test")
+        again[:] = 0  # the caller's copy; the next call's answer is unharmed
+    assert len(calls) == 2 and again_ids == run_ids
+    assert runs_probs([run, folder], faces, "test")[1].any()
+    (folder / "config.json").write_text((folder / "config.json").read_text() + " ")
+    runs_probs([run, folder], faces, "test")
+    assert len(calls) == 4
+    # the run's own encoder folder names its classes, so it is scored as the network it is
+    assert json.loads((run / "encoder" / "config.json").read_text())["classes"] == list(m.label_set.classes)
+    np.testing.assert_allclose(face_run_probs(run / "encoder", faces, "test")[1], p, atol=1e-6)
     # a network whose classes are not named cannot be matched to the task's
+    save_face_net(net, tmp_path / "unnamed", size=cfg["size"], width=cfg["width"], blocks=cfg["blocks"],
+                  tta_flip=cfg["tta_flip"])
     with pytest.raises(ValueError, match="task's classes"):
-        face_run_probs(run / "encoder", faces, "test")
+        face_run_probs(tmp_path / "unnamed", faces, "test")

@@ -18,7 +18,7 @@ row is always the CNN alone without it, and a second reference row reads the CNN
 from __future__ import annotations
 
 import json
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -170,11 +170,25 @@ def face_run_probs(run_dir: Path, manifest_path: Path, split: str, *,
 def runs_probs(runs: list[Path], manifest_path: Path, split: str,
                tta_shift: int | None = None) -> tuple[list[str], np.ndarray]:
     """Finished finetune_face runs' (or saved networks') class probabilities on one split, averaged (seeds
-    of one recipe, say): nothing is fitted."""
+    of one recipe, say): nothing is fitted. The face_run row and the ensemble row ask for the same
+    networks on the same rows; they are predicted once (keyed by the files' state too)."""
+    def state(path: Path) -> tuple:
+        files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+        return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+    runs_key = tuple(Path(r).resolve() for r in runs)
+    ids, probs = _runs_probs(runs_key, Path(manifest_path).resolve(),
+                             tuple(state(p) for p in (Path(manifest_path), *runs_key)), split, tta_shift)
+    return list(ids), probs.copy()
+
+
+@lru_cache(maxsize=4)
+def _runs_probs(runs: tuple[Path, ...], manifest_path: Path, _state: tuple, split: str,
+                tta_shift: int | None) -> tuple[tuple[str, ...], np.ndarray]:
     got = [face_run_probs(r, manifest_path, split, tta_shift=tta_shift) for r in runs]
     if any(ids != got[0][0] for ids, _ in got[1:]):
         raise ValueError("the face runs scored different rows")
-    return got[0][0], np.mean([p for _, p in got], axis=0)
+    return tuple(got[0][0]), np.mean([p for _, p in got], axis=0)
 
 
 def _labels(manifest_path: Path, ids: list[str]) -> np.ndarray:

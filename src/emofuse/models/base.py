@@ -60,8 +60,9 @@ class EmotionModel(nn.Module):
         whose validation rows were trained on): fit what is fitted on validation and return it."""
         return {}
 
-    def save_artifacts(self, unit_dir: Path) -> None:
-        """Write files beside model.safetensors in the unit's folder; by default none."""
+    def save_artifacts(self, unit_dir: Path, classes: list[str] | None = None) -> None:
+        """Write files beside model.safetensors in the unit's folder (classes: the label set's names, in
+        output order); by default none."""
 
 
 def presence(batch: dict, modality: str) -> torch.Tensor:

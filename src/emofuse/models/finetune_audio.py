@@ -87,6 +87,6 @@ class FinetuneAudio(EmotionModel):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"logits": self.head(self.encode(batch)).float()}  # (B, C)
 
-    def save_artifacts(self, unit_dir: Path) -> None:
+    def save_artifacts(self, unit_dir: Path, classes: list[str] | None = None) -> None:
         save_encoder(self.backbone, self.extractor, Path(unit_dir) / ENCODER_DIR, self.cfg.encoder,
                      {"model": "finetune_audio"})

@@ -118,8 +118,9 @@ class FinetuneFace(EmotionModel):
         pooled = (logits.view(b, f, -1) * m).sum(1) / m.sum(1).clamp(min=1)  # (B, C); no face: zeros (uniform)
         return {"logits": pooled}
 
-    def save_artifacts(self, unit_dir: Path) -> None:
-        """The network as a face encoder folder (finetuned:RUN): config.json + model.safetensors."""
+    def save_artifacts(self, unit_dir: Path, classes: list[str] | None = None) -> None:
+        """The network as a face encoder folder (finetuned:RUN): config.json (with the class names, so the
+        folder alone says what it predicts) + model.safetensors."""
         c = self.cfg
         save_face_net(self.net, Path(unit_dir) / ENCODER_DIR, size=c.size, width=c.width, blocks=c.blocks,
-                      tta_flip=c.tta_flip, tta_shift=c.tta_shift)
+                      tta_flip=c.tta_flip, tta_shift=c.tta_shift, classes=classes)

@@ -148,7 +148,7 @@ class FinetuneText(EmotionModel):
             return None
         return [len(self._sequence(str(t), list(c), list(a))[0]) for t, c, a in ds.text_rows()]
 
-    def save_artifacts(self, unit_dir: Path) -> None:
+    def save_artifacts(self, unit_dir: Path, classes: list[str] | None = None) -> None:
         """The fine-tuned encoder + tokenizer, loadable as a feature encoder (hf:<unit_dir>/encoder)."""
         save_encoder(self.backbone, self.tokenizer, Path(unit_dir) / ENCODER_DIR, self.cfg.encoder,
                      {"model": "finetune_text", "pooling": self.cfg.pooling, "max_length": self.cfg.max_length})

@@ -227,7 +227,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         model.eval()
         fitted = model.fit_validation(val_dl)
     fit_s = time.perf_counter() - t0
-    _write_unit(cfg, model, stats, unit_dir, plan, seed, best, snaps, trainer.current_epoch, fit_s)
+    _write_unit(cfg, model, stats, unit_dir, plan, seed, best, snaps, trainer.current_epoch, fit_s, classes)
     if replay is not None:
         fit_s = replay["fit_time_s"]  # the longer run's seconds to the end of this budget's last epoch
     epochs_run = replay["epochs_run"] if replay else trainer.current_epoch if trainable else 0
@@ -238,7 +238,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
 
 
 def _write_unit(cfg: RunConfig, model, stats: dict, unit_dir: Path, plan: dict, seed: int, best: BestWeights,
-                snaps: BudgetSnapshots | None, epochs: int, fit_s: float) -> None:
+                snaps: BudgetSnapshots | None, epochs: int, fit_s: float, classes: list[str]) -> None:
     """The unit's folder: budget snapshots, the learning curve, the model's own artefacts, its
     weights and the standardiser."""
     unit_dir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,7 @@ def _write_unit(cfg: RunConfig, model, stats: dict, unit_dir: Path, plan: dict, 
 
         save_history(best.history, unit_dir, best.best_epoch + 1, cfg.train.monitor,
                      title=f"{cfg.name}{' ' + plan['name'] if plan['name'] else ''} (seed {seed})")
-    model.save_artifacts(unit_dir)  # e.g. a fine-tuned encoder, saved for use as a feature encoder
+    model.save_artifacts(unit_dir, classes)  # e.g. a fine-tuned encoder, saved for use as a feature encoder
     # (a frozen pretrained LLM backbone leaves itself out of state_dict(): see llama_topn)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(unit_dir / "model.safetensors"))
     save_file({f"{k}.{part}": torch.from_numpy(a) for k, (mean, std) in stats.items() for part, a in (("mean", mean), ("std", std))},
