@@ -320,3 +320,31 @@ def test_bench_fer2013_scores_a_saved_network_folder_as_it_scores_a_run(trained,
                   tta_flip=cfg["tta_flip"])
     with pytest.raises(ValueError, match="task's classes"):
         face_run_probs(tmp_path / "unnamed", faces, "test")
+
+
+def test_bench_fer2013_averages_a_clips_faces_per_row(demo_run, tmp_path):
+    """A saved network on clips of several frames (the demo's): each row's probabilities are the mean over
+    its face frames (all its frames where none has a face), as the encoder's pooling would give them."""
+    from emofuse.bench.fer2013 import _network_probs
+    from emofuse.config import RawInputConfig
+    from emofuse.data.raw import RawDataset
+    from emofuse.features.encoders.face_net import FaceNet, FaceNetEncoder, save_face_net
+
+    manifest = Manifest.load(Path(demo_run[0]) / "manifest.csv")
+    classes = list(manifest.label_set.classes)
+    torch.manual_seed(0)
+    folder = save_face_net(FaceNet(len(classes), width=4, blocks=2).eval(), tmp_path / "net", size=48, width=4,
+                           blocks=2, tta_flip=True, classes=classes)
+    rows = np.flatnonzero((manifest.df["split"] == "test").to_numpy())[:6]
+    ids, probs = _network_probs(folder, manifest, rows, None)
+    assert ids == list(manifest.df["id"].to_numpy()[rows]) and probs.shape == (6, len(classes))
+    enc = FaceNetEncoder(folder)
+    ds = RawDataset.from_manifest(manifest, {"video": "raw"}, RawInputConfig(face_size=48)).subset(rows)
+    frames_per_row = []
+    for i in range(len(ds)):
+        item = ds[i]
+        f = item["video"][item["video_face"]] if item["video_face"].any() else item["video"]
+        frames_per_row.append(len(f))
+        np.testing.assert_allclose(probs[i], enc.frames(f)[:, :len(classes)].mean(0), atol=1e-5)
+    assert max(frames_per_row) > 1  # rows of several frames were pooled
+    assert not np.allclose(probs, probs[0])  # and rows differ: no row's mean leaked into another's
