@@ -337,6 +337,7 @@ def predict(
     asr: Optional[bool] = typer.Option(None, "--asr/--no-asr", help="Transcribe the speech where no transcript is given (Whisper-base, offline). Default: on for the default model, off for a --model."),
     model_card: bool = typer.Option(False, "--model-card", help="Print the model card (data, licences, figures, limits) of the model and exit."),
     asr_model: str = typer.Option("whisper-base", "--asr-model", help="Speech recogniser: whisper-base (the packaged weights), a local folder or a hub id already in the HF cache."),
+    asr_foreign: str = typer.Option("keep", "--asr-foreign", help="Speech whisper-base hears as not English: keep its transcript, translate it into English, or drop it (the text models read English)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON: label, probabilities, modality weights, Top-N selections, warnings."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV for a folder or manifest, one row per clip (default: stdout)."),
     submission: Optional[Path] = typer.Option(None, "--submission", help="Also write the MER2025 submission CSV (name, discrete)."),
@@ -364,13 +365,15 @@ def predict(
         return
 
     from emofuse.inference.predict import (
-        ASRUnavailable, Clip, InputError, clips_from, predict_many, read_subtitles, sidecar_transcript, transcribe,
-        write_predictions_csv, write_submission,
+        ASRUnavailable, Clip, InputError, clips_from, predict_many, read_subtitles, sidecar_transcript,
+        with_transcript, write_predictions_csv, write_submission,
     )
-    from emofuse.media.errors import MediaError
+    from emofuse.features.encoders.whisper import FOREIGN
 
     if clip is None and audio is None and image is None:
         _fail("give a CLIP (video, audio file, folder or CSV manifest), or --audio and/or --image")
+    if asr_foreign not in FOREIGN:
+        _fail(f"--asr-foreign must be one of {', '.join(FOREIGN)}, not {asr_foreign!r}")
     if clip is not None and not clip.exists():
         _fail(f"{clip}: no such file or folder")
     batch = clip is not None and (clip.is_dir() or clip.suffix.lower() == ".csv")
@@ -381,12 +384,7 @@ def predict(
         err.print(f"[yellow]warning:[/] {escape(w)}")
 
     def with_asr(c: Clip) -> Clip:
-        if asr is True and not (c.text or "").strip() and "text" in predictor.spec.modalities and (c.video or c.audio):
-            try:
-                c.text = transcribe(c.video or c.audio, asr_model)
-            except MediaError:
-                pass  # the clip's media is broken: predict() says so, in the clip's own words
-        return c
+        return with_transcript(c, predictor, asr_model, asr_foreign) if asr is True else c
 
     if not batch:
         try:
@@ -464,6 +462,9 @@ def _print_prediction(pred, predictor) -> None:
         m.add_row(k, "yes" if i.get("used") else "no", "" if w is None else f"{w:.3f}", s.encoder,
                   escape(i.get("note") or ""))
     console.print(m)
+    heard = pred.modalities.get("text", {})
+    if heard.get("transcript"):  # words the model read that nobody typed: show them, and where they came from
+        console.print(f"text: {escape(heard['source'])}: \"{escape(heard['transcript'])}\"")
     if pred.selected is not None:
         console.print(f"Top-N selected: {', '.join(pred.selected) or 'none'}")
     for w in pred.warnings:
@@ -523,6 +524,8 @@ def serve(
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest media per modality accepted, in seconds (longer: 413); 0 for no limit."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds a request may take, waiting in the queue included (longer: 504)."),
     max_queue: int = typer.Option(4, "--max-queue", help="Requests that may wait behind the running one (more: 503)."),
+    asr: Optional[bool] = typer.Option(None, "--asr/--no-asr", help="Transcribe the speech of uploads sent without a transcript (Whisper-base, offline). Default: on for the default model, off for a --model."),
+    asr_foreign: str = typer.Option("keep", "--asr-foreign", help="Speech whisper-base hears as not English: keep, translate (into English) or drop its transcript."),
 ) -> None:
     """Serve the model: HTTP API (POST /predict, GET /health, /docs) and a web page at /."""
     from rich.markup import escape
@@ -531,6 +534,8 @@ def serve(
     from emofuse.inference.default import default_model
     from emofuse.inference.serve import create_app
 
+    if asr is None:
+        asr = model is None  # the default model reads words: transcribe what has none, as predict does
     try:
         model = model or default_model()
     except BundleError as e:
@@ -538,7 +543,8 @@ def serve(
     try:
         with err.status(f"loading {model}"):
             api = create_app(model, max_bytes=int(max_mb * 2**20), trust_remote_code=trust_remote_code,
-                             max_seconds=max_seconds or None, timeout=timeout, max_queue=max_queue)
+                             max_seconds=max_seconds or None, timeout=timeout, max_queue=max_queue, asr=asr,
+                             asr_foreign=asr_foreign)
     except ValueError as e:
         _fail(escape(str(e)))
     except BundleError as e:

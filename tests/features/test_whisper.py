@@ -186,3 +186,27 @@ def test_real_asr_on_a_spoken_phrase(tmp_path):
     subprocess.run(["espeak-ng", "-s", "140", "-w", str(wav), "Kids are talking by the door"], check=True)
     text = transcribe(wav).lower()
     assert "door" in text or "talking" in text, text
+
+
+@real
+def test_real_asr_hears_the_language_and_translates_or_drops_what_is_not_english(data_root):
+    """A Polish nEMO sentence: Whisper-base says "pl"; keep gives Polish words, translate English ones (a
+    different text), drop none; an English RAVDESS sentence reads the same whatever the policy."""
+    from tests.conftest import need
+
+    from emofuse.features.encoders.whisper import WhisperTranscriber
+    from emofuse.media.audio import load_audio
+
+    nemo, ravdess = need(data_root, "nemo"), need(data_root, "ravdess_speech")
+    polish = load_audio(nemo / "samples" / "EB0_anger_1.opus", sr=16000)  # "Lubię czytać przed snem."
+    english = load_audio(ravdess / "Actor_01" / "03-01-01-01-01-01-01.wav", sr=16000)  # "Kids are talking by the door"
+    asr = WhisperTranscriber()
+    kept, translated, dropped = (asr.transcript(polish, foreign=f) for f in ("keep", "translate", "drop"))
+    assert kept.language == translated.language == dropped.language == "pl"
+    assert "czyta" in kept.text.lower() and not kept.translated
+    assert translated.translated and translated.text and translated.text != kept.text and translated.text.isascii()
+    assert dropped.dropped and dropped.text == ""
+    same = {asr.transcript(english, foreign=f).text for f in ("keep", "translate", "drop")}
+    assert len(same) == 1 and "door" in same.pop().lower()
+    with pytest.raises(ValueError, match="foreign must be one of"):
+        asr.transcript(english, foreign="guess")

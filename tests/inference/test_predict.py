@@ -194,3 +194,38 @@ def test_predict_command_manifest(shared, fusion_dir, demo_dir, test_rows, tmp_p
 def test_help(verb):
     r = runner.invoke(app, [verb, "--help"])
     assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_recognised_words_say_where_they_came_from(shared, fusion_dir, media, monkeypatch):
+    """--asr: the answer says the words were recognised, in which language, and translated or not used;
+    --asr-foreign reaches the recogniser and a bad value is refused."""
+    from emofuse.features.encoders.whisper import Transcript
+
+    asked = []
+
+    def fake(path, model="whisper-base", sr=16000, foreign="keep"):
+        asked.append(foreign)
+        return heard
+
+    monkeypatch.setattr("emofuse.inference.predict.transcript", fake)
+    heard = Transcript("I am so happy today", "pl", translated=True)
+    r = runner.invoke(app, ["predict", str(media["good"]), "--model", str(fusion_dir), "--asr", "--asr-foreign",
+                            "translate", "--json"])
+    assert r.exit_code == 0, r.output
+    text = json.loads(r.stdout)["modalities"]["text"]
+    assert text["used"] and text["transcript"] == "I am so happy today" and asked == ["translate"]
+    assert text["source"] == "speech recognised (Whisper-base, pl, translated to English)"
+    r = runner.invoke(app, ["predict", str(media["good"]), "--model", str(fusion_dir), "--asr"])
+    assert r.exit_code == 0 and 'text: speech recognised (Whisper-base, pl, translated to English): "I am so happy today"' \
+        in " ".join(r.stdout.split())
+    heard = Transcript("", "pl", dropped=True)
+    r = runner.invoke(app, ["predict", str(media["good"]), "--model", str(fusion_dir), "--asr", "--asr-foreign",
+                            "drop", "--json"])
+    d = json.loads(r.stdout)
+    assert not d["modalities"]["text"]["used"] and "transcript" not in d["modalities"]["text"]
+    assert "text: speech recognised (Whisper-base, pl, not English: not used); text treated as absent" in d["warnings"]
+    # a transcript given is read as given: the recogniser is not asked
+    r = runner.invoke(app, ["predict", str(media["good"]), "--model", str(fusion_dir), "--asr", "--text", "Hi.", "--json"])
+    assert json.loads(r.stdout)["modalities"]["text"]["source"] == "transcript" and len(asked) == 3
+    r = runner.invoke(app, ["predict", str(media["good"]), "--model", str(fusion_dir), "--asr-foreign", "guess"])
+    assert r.exit_code == 1 and "--asr-foreign must be one of keep, translate, drop" in " ".join(r.output.split())

@@ -120,3 +120,40 @@ def test_oversize_and_malformed_requests(client, media):
     assert r.status_code == 415
     # and the server still answers
     assert _post(client, media["good"]).status_code == 200
+
+
+def test_the_server_transcribes_uploads_without_text_when_asked(predictor, media, monkeypatch):
+    """asr=True (the default model's `serve`): an upload without text is transcribed, as `predict --asr`
+    does; without a recogniser the answer says so and the words drop out; text sent is read as sent."""
+    from emofuse.features.encoders.whisper import Transcript
+    from emofuse.inference.predict import ASRUnavailable
+    from emofuse.inference.serve import create_app
+
+    calls = []
+
+    def fake(path, model="whisper-base", sr=16000, foreign="keep"):
+        calls.append(foreign)
+        if model != "whisper-base":
+            raise ASRUnavailable(f"no speech recogniser installed: {model!r}")
+        return Transcript("what a lovely day", "en")
+
+    monkeypatch.setattr("emofuse.inference.predict.transcript", fake)
+    with TestClient(create_app(predictor=predictor, max_bytes=MAX_BYTES, warm_up=False, asr=True,
+                               asr_foreign="translate")) as c:
+        assert c.get("/health").json()["asr"] == "whisper-base (not English: translate)"
+        d = _post(c, media["good"], "clip.mp4").json()
+        assert d["modalities"]["text"] == {"used": True, "source": "speech recognised (Whisper-base, en)", "note": None,
+                                           "transcript": "what a lovely day", "encoders": ["minilm"]}
+        assert calls == ["translate"]
+        d = c.post("/predict", files={"file": ("clip.mp4", media["good"].read_bytes(), "video/mp4")},
+                   data={"text": "Fine."}).json()
+        assert d["modalities"]["text"]["source"] == "transcript" and len(calls) == 1
+    with TestClient(create_app(predictor=predictor, max_bytes=MAX_BYTES, warm_up=False, asr=True,
+                               asr_model="no-org/none")) as c:
+        d = _post(c, media["good"], "clip.mp4").json()
+        assert not d["modalities"]["text"]["used"] and any("no speech recogniser" in w for w in d["warnings"])
+    with TestClient(create_app(predictor=predictor, max_bytes=MAX_BYTES, warm_up=False)) as c:  # off by default
+        assert c.get("/health").json()["asr"] is None
+        assert not _post(c, media["good"], "clip.mp4").json()["modalities"]["text"]["used"] and len(calls) == 2
+    with pytest.raises(ValueError, match="asr_foreign must be one of"):
+        create_app(predictor=predictor, max_bytes=MAX_BYTES, warm_up=False, asr_foreign="guess")

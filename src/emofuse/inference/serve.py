@@ -36,7 +36,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from emofuse.inference.predict import InputError, Predictor
+from emofuse.inference.predict import ASRUnavailable, InputError, Predictor, with_transcript
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class HealthOut(BaseModel):
     max_seconds: float | None = Field(description="longest media per modality accepted (null: no limit)")
     timeout_s: float = Field(description="seconds a request may take, queue included")
     max_queue: int = Field(description="requests that may wait behind the running one")
+    asr: str | None = Field(None, description="the speech recogniser that transcribes uploads sent without text "
+                                              "(and what it does with speech that is not English); null: none")
     synthetic: bool
     warnings: list[str]
 
@@ -162,11 +164,19 @@ def _safe_suffix(filename: str | None) -> str:
 def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
                predictor: Predictor | None = None, warm_up: bool = True, trust_remote_code: bool = False,
                max_seconds: float | None = DEFAULT_MAX_SECONDS, timeout: float = DEFAULT_TIMEOUT,
-               max_queue: int = DEFAULT_MAX_QUEUE) -> FastAPI:
+               max_queue: int = DEFAULT_MAX_QUEUE, asr: bool = False, asr_model: str = "whisper-base",
+               asr_foreign: str = "keep") -> FastAPI:
     """The app for one model (a run directory or exported bundle), loaded here, once.
     predictor: an already loaded one (tests share it between apps with different limits).
     max_seconds: longest media per modality (None: no limit); timeout: seconds a request may take,
-    queue included; max_queue: requests that may wait behind the running one (more: 503)."""
+    queue included; max_queue: requests that may wait behind the running one (more: 503).
+    asr: transcribe the speech of an upload sent without `text`, as `emofuse predict --asr` does (with
+    asr_model, and asr_foreign for speech that is not English); a recogniser that is not installed
+    leaves the text out, with a warning in the answer."""
+    from emofuse.features.encoders.whisper import FOREIGN
+
+    if asr_foreign not in FOREIGN:
+        raise ValueError(f"asr_foreign must be one of {', '.join(FOREIGN)}, not {asr_foreign!r}")
     if max_queue < 0 or timeout <= 0 or (max_seconds is not None and max_seconds <= 0):
         raise ValueError(f"max_queue must be >= 0 and timeout, max_seconds > 0 (got {max_queue}, {timeout}, {max_seconds})")
     from emofuse.inference.page import page_html
@@ -198,6 +208,7 @@ def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_
         return {"status": "ok", "model": spec.name, "architecture": spec.model, "classes": list(spec.labels.classes),
                 "inputs": {k: s.encoder for k, s in spec.inputs.items()}, "max_bytes": max_bytes,
                 "max_seconds": max_seconds, "timeout_s": timeout, "max_queue": max_queue,
+                "asr": f"{asr_model} (not English: {asr_foreign})" if asr else None,
                 "synthetic": bool(spec.info.get("synthetic")), "warnings": predictor.bundle.warnings}
 
     error_responses: dict[int | str, dict[str, Any]] = {
@@ -261,6 +272,11 @@ def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_
 
         def work():  # in a worker thread; it owns the uploads until it ends, even after a timeout
             try:
+                if asr:
+                    try:
+                        with_transcript(clip, predictor, asr_model, asr_foreign)
+                    except ASRUnavailable as e:
+                        clip.text_source = f"no transcript, and no speech recogniser: {e}"
                 return predictor.predict(clip, strict=strict, max_seconds=max_seconds)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -382,38 +383,101 @@ def whisper_base(*, layer: int = DEFAULT_LAYER, stats: str = "mean_std", device:
 # recognition
 
 
+FOREIGN = ("keep", "translate", "drop")  # what the recogniser does with speech that is not in English
+
+
+@dataclass
+class Transcript:
+    """What the recogniser heard: the text, the language Whisper detected (ISO code, "en"), and whether the
+    text is Whisper's English translation (`translated`) or was left out because the speech is not English
+    (`dropped`: text is then "")."""
+
+    text: str
+    language: str | None = None
+    translated: bool = False
+    dropped: bool = False
+
+    def describe(self) -> str:
+        """One line for the answer's text source: "speech recognised (Whisper-base, pl, translated to English)"."""
+        how = ", translated to English" if self.translated else (", not English: not used" if self.dropped else "")
+        return f"speech recognised (Whisper-base{', ' + self.language if self.language else ''}{how})"
+
+
 class WhisperTranscriber:
     """Greedy Whisper transcription of one clip (under 30 s windows, padded to 30 s as Whisper was
-    trained), language detected unless given."""
+    trained), language detected unless given.
 
-    def __init__(self, folder: str | Path | None = None, *, language: str | None = None, device: str = "cpu"):
+    foreign: what to do with speech Whisper hears as another language than English (the language of the
+    first window decides): "keep" its transcript in that language, "translate" it into English (Whisper's
+    translate task: one more decoding of each window, English speech costs nothing more), or "drop" it
+    (the transcript is empty: an English text model is not given words it cannot read)."""
+
+    def __init__(self, folder: str | Path | None = None, *, language: str | None = None, device: str = "cpu",
+                 foreign: str = "keep"):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+        if foreign not in FOREIGN:
+            raise ValueError(f"foreign must be one of {', '.join(FOREIGN)}, not {foreign!r}")
         self.folder = Path(folder) if folder is not None else whisper_base_folder()
         self.model, _ = quiet_load(WhisperForConditionalGeneration, self.folder, dtype=torch.float32)
         self.model = self.model.to(device).eval()
         self.processor = WhisperProcessor.from_pretrained(self.folder)
-        self.language, self.device = language, device
+        self.language, self.device, self.foreign = language, device, foreign
 
     def __call__(self, wave: np.ndarray, sr: int = SAMPLE_RATE) -> str:
-        import torch
+        return self.transcript(wave, sr).text
 
+    def _windows(self, wave: np.ndarray, sr: int) -> list:
         if sr != SAMPLE_RATE:
             import librosa
 
             wave = librosa.resample(np.asarray(wave, dtype=np.float32), orig_sr=sr, target_sr=SAMPLE_RATE)
         wave = np.asarray(wave, dtype=np.float32)
-        texts = []
+        out = []
         for start in range(0, max(len(wave), 1), WINDOW_S * SAMPLE_RATE):
             chunk = wave[start : start + WINDOW_S * SAMPLE_RATE]
-            if len(chunk) < 2 * HOP:
-                continue
-            feats = self.processor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features.to(self.device)
-            with torch.inference_mode(), _quiet_transformers():
-                ids = self.model.generate(feats, task="transcribe", language=self.language)
-            texts.append(self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip())
-        return " ".join(t for t in texts if t)
+            if len(chunk) >= 2 * HOP:
+                out.append(self.processor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features.to(self.device))
+        return out
+
+    def _encode(self, feats):
+        """One window's encoder states, computed once for language detection and every decoding."""
+        import torch
+
+        with torch.inference_mode():
+            return self.model.get_encoder()(feats)
+
+    def _language(self, enc) -> str | None:
+        import torch
+
+        with torch.inference_mode(), _quiet_transformers():
+            token = self.processor.tokenizer.convert_ids_to_tokens(self.model.detect_language(encoder_outputs=enc).tolist())[0]
+        return token.strip("<|>") or None
+
+    def _decode(self, enc, task: str, language: str | None) -> str:
+        import torch
+
+        with torch.inference_mode(), _quiet_transformers():
+            ids = self.model.generate(encoder_outputs=enc, task=task, language=language)
+        return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+    def transcript(self, wave: np.ndarray, sr: int = SAMPLE_RATE, foreign: str | None = None) -> Transcript:
+        """The clip's transcript; foreign overrides the recogniser's own policy for this call."""
+        foreign = foreign or self.foreign
+        if foreign not in FOREIGN:
+            raise ValueError(f"foreign must be one of {', '.join(FOREIGN)}, not {foreign!r}")
+        windows = self._windows(wave, sr)
+        if not windows:
+            return Transcript("", self.language)
+        states = [self._encode(w) for w in windows]
+        lang = self.language or self._language(states[0])  # the first window's language holds for the clip
+        other = lang is not None and lang != "en"
+        if other and foreign == "drop":
+            return Transcript("", lang, dropped=True)
+        task = "translate" if other and foreign == "translate" else "transcribe"
+        texts = [self._decode(enc, task, lang) for enc in states]
+        return Transcript(" ".join(t for t in texts if t), lang, translated=task == "translate")
 
 
 class _quiet_transformers:
