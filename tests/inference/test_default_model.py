@@ -65,6 +65,24 @@ def test_predict_without_a_model_answers_with_the_default(media):
     assert res.exit_code == 0 and res.output.startswith("# Model card: emofuse-base")
 
 
+def test_the_default_model_transcribes_and_drops_words_that_are_not_english(media, monkeypatch):
+    """Without --text the default model transcribes (--asr on), and leaves out words Whisper hears as
+    another language (--asr-foreign drop: its text expert reads English); both can be turned back."""
+    from emofuse.features.encoders.whisper import Transcript
+
+    asked = []
+    monkeypatch.setattr("emofuse.inference.predict.transcript",
+                        lambda path, model="whisper-base", sr=16000, foreign="keep": asked.append(foreign)
+                        or Transcript("", "pl", dropped=True))
+    res = runner.invoke(app, ["predict", str(media["good"]), "--json"])
+    out = json.loads(res.output[res.output.index("{"):])
+    assert asked == ["drop"] and not out["modalities"]["text"]["used"]
+    assert "text: speech recognised (Whisper-base, pl, not English: not used); text treated as absent" in out["warnings"]
+    runner.invoke(app, ["predict", str(media["good"]), "--json", "--asr-foreign", "keep"])
+    runner.invoke(app, ["predict", str(media["good"]), "--json", "--no-asr"])
+    assert asked == ["drop", "keep"]
+
+
 def test_serve_without_a_model_answers_with_the_default(media):
     from fastapi.testclient import TestClient
 
