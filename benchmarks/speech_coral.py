@@ -29,16 +29,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
+from whisper_layers import per_speaker as zscore  # noqa: E402  (z-scores per group: speaker or corpus)
 
 CS = (0.01, 0.1)
-
-
-def zscore(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    z = np.zeros_like(x)
-    for g in np.unique(groups):
-        r = groups == g
-        z[r] = (x[r] - x[r].mean(0)) / (x[r].std(0) + 1e-6)
-    return z
 
 
 def _root(c: np.ndarray, power: float) -> np.ndarray:
