@@ -371,12 +371,14 @@ def predict(
         ASRUnavailable, Clip, InputError, clips_from, predict_many, read_subtitles, sidecar_transcript,
         with_transcript, write_predictions_csv, write_submission,
     )
-    from emofuse.features.encoders.whisper import FOREIGN
+    from emofuse.features.encoders.whisper import check_foreign
 
     if clip is None and audio is None and image is None:
         _fail("give a CLIP (video, audio file, folder or CSV manifest), or --audio and/or --image")
-    if asr_foreign not in FOREIGN:
-        _fail(f"--asr-foreign must be one of {', '.join(FOREIGN)}, not {asr_foreign!r}")
+    try:
+        check_foreign(asr_foreign)
+    except ValueError as e:
+        _fail(f"--asr-{e}")
     if clip is not None and not clip.exists():
         _fail(f"{clip}: no such file or folder")
     batch = clip is not None and (clip.is_dir() or clip.suffix.lower() == ".csv")

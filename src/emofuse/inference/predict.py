@@ -491,7 +491,7 @@ def transcript(path: str | Path, model: str = DEFAULT_ASR, sr: int = 16000, fore
     asr = _ASR_CACHE[model]
     if hasattr(asr, "transcript"):
         return asr.transcript(wave, sr, foreign=foreign)
-    return Transcript(asr(wave, sr))
+    return Transcript(asr(wave, sr), recogniser=model)
 
 
 def with_transcript(clip: Clip, predictor: "Predictor", model: str = DEFAULT_ASR, foreign: str = "keep") -> Clip:
@@ -506,7 +506,7 @@ def with_transcript(clip: Clip, predictor: "Predictor", model: str = DEFAULT_ASR
         heard = transcript(clip.video or clip.audio, model, foreign=foreign)
     except MediaError:
         return clip
-    clip.text, clip.text_source = heard.text, heard.describe() if model == DEFAULT_ASR else f"speech recognised ({model})"
+    clip.text, clip.text_source = heard.text, heard.describe()
     return clip
 
 

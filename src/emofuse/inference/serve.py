@@ -173,10 +173,12 @@ def create_app(model_dir: str | Path | None = None, *, max_bytes: int = DEFAULT_
     asr: transcribe the speech of an upload sent without `text`, as `emofuse predict --asr` does (with
     asr_model, and asr_foreign for speech that is not English); a recogniser that is not installed
     leaves the text out, with a warning in the answer."""
-    from emofuse.features.encoders.whisper import FOREIGN
+    from emofuse.features.encoders.whisper import check_foreign
 
-    if asr_foreign not in FOREIGN:
-        raise ValueError(f"asr_foreign must be one of {', '.join(FOREIGN)}, not {asr_foreign!r}")
+    try:
+        check_foreign(asr_foreign)
+    except ValueError as e:
+        raise ValueError(f"asr_{e}") from None
     if max_queue < 0 or timeout <= 0 or (max_seconds is not None and max_seconds <= 0):
         raise ValueError(f"max_queue must be >= 0 and timeout, max_seconds > 0 (got {max_queue}, {timeout}, {max_seconds})")
     from emofuse.inference.page import page_html

@@ -386,6 +386,13 @@ def whisper_base(*, layer: int = DEFAULT_LAYER, stats: str = "mean_std", device:
 FOREIGN = ("keep", "translate", "drop")  # what the recogniser does with speech that is not in English
 
 
+def check_foreign(foreign: str) -> str:
+    """foreign, or a ValueError naming the choices."""
+    if foreign not in FOREIGN:
+        raise ValueError(f"foreign must be one of {', '.join(FOREIGN)}, not {foreign!r}")
+    return foreign
+
+
 @dataclass
 class Transcript:
     """What the recogniser heard: the text, the language Whisper detected (ISO code, "en"), and whether the
@@ -396,34 +403,32 @@ class Transcript:
     language: str | None = None
     translated: bool = False
     dropped: bool = False
+    recogniser: str = "Whisper-base"
 
     def describe(self) -> str:
         """One line for the answer's text source: "speech recognised (Whisper-base, pl, translated to English)"."""
         how = ", translated to English" if self.translated else (", not English: not used" if self.dropped else "")
-        return f"speech recognised (Whisper-base{', ' + self.language if self.language else ''}{how})"
+        return f"speech recognised ({self.recogniser}{', ' + self.language if self.language else ''}{how})"
 
 
 class WhisperTranscriber:
     """Greedy Whisper transcription of one clip (under 30 s windows, padded to 30 s as Whisper was
     trained), language detected unless given.
 
-    foreign: what to do with speech Whisper hears as another language than English (the language of the
-    first window decides): "keep" its transcript in that language, "translate" it into English (Whisper's
+    transcript()'s foreign: what to do with speech Whisper hears as another language than English (the
+    language of the first window decides): "keep" its transcript in that language, "translate" it into English (Whisper's
     translate task: one more decoding of each window, English speech costs nothing more), or "drop" it
     (the transcript is empty: an English text model is not given words it cannot read)."""
 
-    def __init__(self, folder: str | Path | None = None, *, language: str | None = None, device: str = "cpu",
-                 foreign: str = "keep"):
+    def __init__(self, folder: str | Path | None = None, *, language: str | None = None, device: str = "cpu"):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        if foreign not in FOREIGN:
-            raise ValueError(f"foreign must be one of {', '.join(FOREIGN)}, not {foreign!r}")
         self.folder = Path(folder) if folder is not None else whisper_base_folder()
         self.model, _ = quiet_load(WhisperForConditionalGeneration, self.folder, dtype=torch.float32)
         self.model = self.model.to(device).eval()
         self.processor = WhisperProcessor.from_pretrained(self.folder)
-        self.language, self.device, self.foreign = language, device, foreign
+        self.language, self.device = language, device
 
     def __call__(self, wave: np.ndarray, sr: int = SAMPLE_RATE) -> str:
         return self.transcript(wave, sr).text
@@ -462,11 +467,9 @@ class WhisperTranscriber:
             ids = self.model.generate(encoder_outputs=enc, task=task, language=language)
         return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
-    def transcript(self, wave: np.ndarray, sr: int = SAMPLE_RATE, foreign: str | None = None) -> Transcript:
-        """The clip's transcript; foreign overrides the recogniser's own policy for this call."""
-        foreign = foreign or self.foreign
-        if foreign not in FOREIGN:
-            raise ValueError(f"foreign must be one of {', '.join(FOREIGN)}, not {foreign!r}")
+    def transcript(self, wave: np.ndarray, sr: int = SAMPLE_RATE, foreign: str = "keep") -> Transcript:
+        """The clip's transcript, speech that is not English kept, translated or dropped (`foreign`)."""
+        check_foreign(foreign)
         windows = self._windows(wave, sr)
         if not windows:
             return Transcript("", self.language)
