@@ -198,6 +198,10 @@ class TrainConfig(StrictConfig):
     # label smoothing of the cross-entropy term (0.1 is usual for image networks trained from scratch);
     # data.label_smoothing smooths the MSE term's targets instead
     ce_label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # Stochastic weight averaging (Izmailov et al. 2018): keep the mean of the weights at the end of each of the
+    # last swa_epochs epochs (batch-norm statistics recomputed over the training rows) instead of the best
+    # epoch's; 0: off. Usual with a constant lr, e.g. training a trained network further (finetune_face init).
+    swa_epochs: int = Field(0, ge=0)
     warmup: float = 0.0  # fraction of the optimiser steps with a linear warm-up from 0
     seeds: list[int] = Field(default_factory=lambda: [0])
     # true: k-fold cross-validation over the manifest's folds instead of its fixed split (each fold is

@@ -348,3 +348,62 @@ def test_bench_fer2013_averages_a_clips_faces_per_row(demo_run, tmp_path):
         np.testing.assert_allclose(probs[i], enc.frames(f)[:, :len(classes)].mean(0), atol=1e-5)
     assert max(frames_per_row) > 1  # rows of several frames were pooled
     assert not np.allclose(probs, probs[0])  # and rows differ: no row's mean leaked into another's
+
+
+def test_init_starts_from_a_saved_network_and_refuses_another_shape(trained):
+    from safetensors.torch import load_file
+
+    _, run = trained
+    saved = load_file(str(run / "encoder" / "model.safetensors"))
+    model = build_model("finetune_face", {"width": 8, "blocks": 3, "init": str(run / "encoder")}, {"video": 0}, 2)
+    assert all(torch.equal(v, saved[k]) for k, v in model.net.state_dict().items())
+    assert model.classes == ["happy", "sad"]  # the loop checks them against the manifest's
+    with pytest.raises(ValueError, match=r"the saved network has .*'width': 8"):
+        build_model("finetune_face", {"width": 4, "blocks": 3, "init": str(run / "encoder")}, {"video": 0}, 2)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        build_model("finetune_face", {"width": 8, "blocks": 3, "init": str(run)}, {"video": 0}, 2)
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_recomputes_batch_norm():
+    from types import SimpleNamespace
+
+    from emofuse.training.module import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    swa = WeightAverage(epochs=2, max_epochs=3)
+    module = SimpleNamespace(model=net)
+    for epoch, w in enumerate((1.0, 2.0, 4.0)):  # the end of epochs 1, 2 and 3: the last two are averaged
+        torch.nn.init.constant_(net[0].weight, w)
+        swa.on_train_epoch_end(SimpleNamespace(current_epoch=epoch), module)
+    x = torch.randn(40, 2)
+    batches = [x[:20], x[20:]]
+    assert swa.apply(net, batches) == 2
+    assert torch.allclose(net[0].weight, torch.full((3, 2), 3.0))
+    h = net[0](x)  # momentum None while recomputing: the running mean is the mean over the batches
+    assert torch.allclose(net[1].running_mean, h.mean(0).detach(), atol=1e-5) and not net.training
+    with pytest.raises(ValueError, match="more than train.max_epochs"):
+        WeightAverage(epochs=4, max_epochs=3)
+    assert WeightAverage(epochs=1, max_epochs=3).apply(net, batches) == 0  # the fit stopped before: nothing
+
+
+def test_a_trained_network_trained_further_with_weight_averaging(trained, faces, tmp_path):
+    from safetensors.torch import load_file
+
+    _, run = trained
+    cfg = load_config(RunConfig, _config(faces, tmp_path, max_epochs=3, lr=1e-3, lr_schedule="constant",
+                                         swa_epochs=2))
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={
+        "params": {**cfg.model.params, "init": str(run / "encoder")}})})
+    m = train_run(cfg)
+    assert m["test"]["accuracy"] == 1.0
+    assert m["units"][0]["weights"] == "mean of epochs 2-3 (train.swa_epochs)"
+    before = load_file(str(run / "encoder" / "model.safetensors"))
+    after = load_file(str(tmp_path / "face" / "encoder" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    other = toy_faces(tmp_path / "three", {"train": 6, "val": 3, "test": 3})
+    df = Manifest.load(other)
+    bad = Manifest(df.corpus, LabelSet("toy2b", ("angry", "sad")), df.df.replace({"happy": "angry"}), df.meta)
+    bad.save(tmp_path / "three" / "m.csv")
+    cfg2 = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": str(tmp_path / "three" / "m.csv")})})
+    with pytest.raises(ValueError, match="predicts classes"):
+        train_run(cfg2)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from emofuse.config import StrictConfig
-from emofuse.features.encoders.face_net import FaceNet, save_face_net, to_grey, tta_views  # models -> features, one way
+from emofuse.features.encoders.face_net import FaceNet, load_face_net, save_face_net, to_grey, tta_views  # models -> features, one way
 from emofuse.models.base import EmotionModel
 from emofuse.registry import MODELS
 
@@ -48,6 +48,10 @@ class FinetuneFaceConfig(StrictConfig):
     erase: float = Field(0.5, ge=0.0, le=1.0)  # probability of erasing one rectangle (2-20 % of the face)
     tta_flip: bool = True  # evaluation: mean of the logits of the face and its mirror image
     tta_shift: int = Field(0, ge=0, le=8)  # evaluation: also the face moved this many pixels each way (x5 views)
+    # a saved face network folder (a run's encoder/, or assets/face-net) whose weights start the training:
+    # a trained network trained further (weight averaging, train.swa_epochs), or moved to another corpus.
+    # Its size, width and blocks must be these; its classes, where it names them, the manifest's.
+    init: str = ""
 
 
 def augment(x: torch.Tensor, *, flip: bool = True, zoom: float = 0.15, shift: float = 0.1, rotate: float = 10.0,
@@ -95,6 +99,19 @@ class FinetuneFace(EmotionModel):
         if list(in_dims) != ["video"]:
             raise ValueError(f"finetune_face reads faces only: set data.features to {{video: raw}}, not {sorted(in_dims)}")
         self.net = FaceNet(n_classes, cfg.width, cfg.blocks, cfg.dropout)
+        if cfg.init:
+            self._start_from(cfg.init)
+
+    def _start_from(self, folder: str) -> None:
+        net, saved = load_face_net(folder)
+        c = self.cfg
+        mine = {"size": c.size, "width": c.width, "blocks": c.blocks, "n_classes": self.n_classes}
+        theirs = {k: int(saved[k]) for k in mine}
+        if theirs != mine:
+            raise ValueError(f"finetune_face init {folder}: the saved network has {theirs}, this model {mine}; "
+                             "set model.params to the saved network's size, width and blocks")
+        self.classes = saved.get("classes")  # where it names them: the loop checks them against the manifest's
+        self.net.load_state_dict(net.state_dict())
 
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 faces -> (N, C) logits; augmented in training, mirrored too in evaluation

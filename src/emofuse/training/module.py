@@ -230,6 +230,38 @@ class EmotionModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class WeightAverage(L.Callback):
+    """train.swa_epochs (stochastic weight averaging, Izmailov et al. 2018): the running mean of the model's
+    weights at the end of each of the fit's last `epochs` epochs (torch's AveragedModel). `apply` puts the
+    mean in the model and recomputes its batch-norm statistics over the training batches; the run then
+    keeps those weights instead of its best epoch's."""
+
+    def __init__(self, epochs: int, max_epochs: int):
+        if epochs > max_epochs:
+            raise ValueError(f"train.swa_epochs ({epochs}) is more than train.max_epochs ({max_epochs})")
+        self.start = max_epochs - epochs
+        self.avg: torch.optim.swa_utils.AveragedModel | None = None
+        self.averaged = 0  # epochs in the mean
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.current_epoch < self.start:
+            return
+        if self.avg is None:
+            self.avg = torch.optim.swa_utils.AveragedModel(module.model)
+        self.avg.update_parameters(module.model)
+        self.averaged += 1
+
+    def apply(self, model: torch.nn.Module, train_loader) -> int:
+        """Load the mean into `model` (on the CPU, where the fit leaves it) and recompute its batch-norm
+        statistics; returns the number of epochs averaged (0: the fit stopped early, nothing done)."""
+        if self.avg is None:
+            return 0
+        model.load_state_dict({k: v.cpu() for k, v in self.avg.module.state_dict().items()})
+        torch.optim.swa_utils.update_bn(train_loader, model)
+        model.eval()
+        return self.averaged
+
+
 class BestWeights(L.Callback):
     """Keeps the best weights in memory by the monitored validation metric (Lightning's
     ModelCheckpoint would pickle a .ckpt per improvement; we save safetensors once at the end).

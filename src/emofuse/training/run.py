@@ -39,7 +39,7 @@ from emofuse.evaluation.selection import write_selection
 from emofuse.models.build import build_model, model_class, model_config
 from emofuse.scoring.metrics import confusion, multilabel_confusion, multilabel_per_class, per_class
 from emofuse.training.budgets import BudgetSnapshots, check_budgets, replayed
-from emofuse.training.module import BestWeights, EmotionModule, class_weights
+from emofuse.training.module import BestWeights, EmotionModule, WeightAverage, class_weights
 from emofuse.training.placement import (
     close_group_at_exit,
     from_rank_zero,
@@ -213,12 +213,17 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         best.best_epoch, best.best_step, best.best = replay["best_epoch"], replay["best_step"], replay["best"]
         best.checks, best.record = replay["checks"], replay["record"]
         trainable = False
+    swa = None
+    if cfg.train.swa_epochs and trainable and not cfg.train.replay_from:
+        swa = WeightAverage(cfg.train.swa_epochs, cfg.train.max_epochs)
+        trainer.callbacks.append(swa)
     _fit(trainer, module, train_dl, fit_val_dl, trainable)
     if trainer.world_size > 1:
         close_group_at_exit()
     if trainer.global_rank != 0:  # the other processes of a distributed fit: process 0 predicts and writes
         return None, None, None, None, {"best_epoch": best.best_epoch}
-    if best.state is not None:
+    averaged = swa.apply(model, train_dl) if swa is not None else 0  # kept instead of the best epoch's weights
+    if best.state is not None and not averaged:
         if trainer.world_size > 1 and sharded(trainer.strategy):  # its layers were wrapped in place: a fresh copy
             model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
         model.load_state_dict(best.state)
@@ -233,8 +238,12 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     epochs_run = replay["epochs_run"] if replay else trainer.current_epoch if trainable else 0
     if cfg.train.predict_unlabeled and len(plan.get("unlabeled", ())):  # the rows a teacher pseudo-labels
         _predict_unlabeled(cfg, model, data.subset(plan["unlabeled"]).standardised(stats), unit_dir, classes)
-    return _predict_unit(cfg, model, (val_ds, test_ds), plan, seed, best, fitted, fit_s, epochs_run,
-                         {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, trainer.world_size, n_classes)
+    model, test_pred, y_true, val_m, info = _predict_unit(
+        cfg, model, (val_ds, test_ds), plan, seed, best, fitted, fit_s, epochs_run,
+        {"train": len(train_ds), "val": len(val_ds), "test": len(test_ds)}, trainer.world_size, n_classes)
+    if averaged:  # the kept weights are no epoch's: say which epochs they average
+        info["weights"] = f"mean of epochs {epochs_run - averaged + 1}-{epochs_run} (train.swa_epochs)"
+    return model, test_pred, y_true, val_m, info
 
 
 def _write_unit(cfg: RunConfig, model, stats: dict, unit_dir: Path, plan: dict, seed: int, best: BestWeights,

@@ -101,6 +101,22 @@ def save_face_net(net: FaceNet, folder: Path, *, size: int, width: int, blocks: 
     return folder
 
 
+def load_face_net(folder: str | Path) -> tuple[FaceNet, dict]:
+    """A saved network folder (config.json + model.safetensors) -> (the network in eval mode, its config)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (a face network folder: a finetune_face run's encoder/, "
+                                "or the package's assets/face-net)")
+    cfg = json.loads((folder / "config.json").read_text())
+    if cfg.get("model_type") != FACE_NET_TYPE:
+        raise ValueError(f"{folder}: not a face network (model_type {cfg.get('model_type')!r})")
+    net = FaceNet(int(cfg["n_classes"]), int(cfg["width"]), int(cfg["blocks"])).eval()
+    net.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return net, cfg
+
+
 class FaceNetEncoder(Encoder):
     """One saved face network, or several averaged, as a video encoder (see the module docstring)."""
 
@@ -109,18 +125,12 @@ class FaceNetEncoder(Encoder):
 
     def __init__(self, folder: str | Path | list[str | Path] | tuple[str | Path, ...], *, name: str | None = None,
                  tta_flip: bool | None = None, tta_shift: int | None = None, batch: int = 256):
-        from safetensors.torch import load_file
-
         folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
         if not folders:
             raise ValueError("no face network folder given")
         self.folders, self.nets, cfgs = folders, [], []
         for f in folders:
-            cfg = json.loads((f / "config.json").read_text())
-            if cfg.get("model_type") != FACE_NET_TYPE:
-                raise ValueError(f"{f}: not a face network (model_type {cfg.get('model_type')!r})")
-            net = FaceNet(int(cfg["n_classes"]), int(cfg["width"]), int(cfg["blocks"])).eval()
-            net.load_state_dict(load_file(str(f / WEIGHTS)))
+            net, cfg = load_face_net(f)
             self.nets.append(net)
             cfgs.append(cfg)
         for f, cfg in zip(folders[1:], cfgs[1:]):
