@@ -348,18 +348,15 @@ def predict(
     from rich.markup import escape
 
     from emofuse.inference import BundleError
-    from emofuse.inference.default import default_model
+    from emofuse.inference.default import asr_defaults, default_model
     from emofuse.inference.default import model_card as read_card
 
+    asr, asr_foreign = asr_defaults(model is None, asr, asr_foreign)
     if model is None:
         try:
             model = default_model()
         except BundleError as e:
             _fail(escape(str(e)))
-        asr = True if asr is None else asr  # the default model reads words: transcribe what has none
-        # ... in English: words of other languages lowered it on held-out Polish and Urdu speakers (docs/benchmarks.md)
-        asr_foreign = asr_foreign or "drop"
-    asr_foreign = asr_foreign or "keep"
     if model_card:
         try:
             typer.echo(read_card(model))
@@ -536,12 +533,10 @@ def serve(
     from rich.markup import escape
 
     from emofuse.inference import BundleError
-    from emofuse.inference.default import default_model
+    from emofuse.inference.default import asr_defaults, default_model
     from emofuse.inference.serve import create_app
 
-    if asr is None:
-        asr = model is None  # the default model reads words: transcribe what has none, as predict does
-    asr_foreign = asr_foreign or ("drop" if model is None else "keep")
+    asr, asr_foreign = asr_defaults(model is None, asr, asr_foreign)
     try:
         model = model or default_model()
     except BundleError as e:

@@ -146,3 +146,12 @@ def test_the_text_manifest_mixes_goemotions_rows_per_meld_row(data_root, tmp_pat
     assert counts[0.0][("meld", "train")] == counts[1.0][("meld", "train")] > 0
     with pytest.raises(ValueError, match="goemotions_per_meld"):
         _text(BenchOptions(data=data_root, out=tmp_path / "bad", progress=False), goemotions_per_meld=-1)
+
+
+def test_predict_and_serve_share_the_transcription_defaults():
+    from emofuse.inference.default import asr_defaults
+
+    assert asr_defaults(True, None, None) == (True, "drop")  # the default model: transcribe, drop what is not English
+    assert asr_defaults(False, None, None) == (False, "keep")  # a --model: only when asked, keep what is heard
+    assert asr_defaults(True, False, "translate") == (False, "translate")  # what the user says wins
+    assert asr_defaults(False, True, None) == (True, "keep")

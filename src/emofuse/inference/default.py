@@ -21,6 +21,14 @@ def default_model() -> Path:
     return DEFAULT_MODEL
 
 
+def asr_defaults(default: bool, asr: bool | None, foreign: str | None) -> tuple[bool, str]:
+    """What `predict` and `serve` transcribe when neither --asr nor --asr-foreign is given. The default model
+    reads words, so speech without any is transcribed, and words heard as not English are dropped (its text
+    expert reads English: such words lowered it on held-out Polish and Urdu speakers, docs/benchmarks.md).
+    A --model transcribes only when asked, and keeps what it hears."""
+    return (default if asr is None else asr), foreign or ("drop" if default else "keep")
+
+
 def model_card(model: str | Path | None = None) -> str:
     """The model card of a bundle (the default model's when None)."""
     folder = Path(model) if model else default_model()
