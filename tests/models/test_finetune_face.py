@@ -356,12 +356,14 @@ def test_init_starts_from_a_saved_network_and_refuses_another_shape(trained):
     _, run = trained
     saved = load_file(str(run / "encoder" / "model.safetensors"))
     model = build_model("finetune_face", {"width": 8, "blocks": 3, "init": str(run / "encoder")}, {"video": 0}, 2)
+    assert not all(torch.equal(v, saved[k]) for k, v in model.net.state_dict().items())  # built: not read yet
+    model.prepare_fit()  # the loop's call before the fit
     assert all(torch.equal(v, saved[k]) for k, v in model.net.state_dict().items())
     assert model.classes == ["happy", "sad"]  # the loop checks them against the manifest's
     with pytest.raises(ValueError, match=r"the saved network has .*'width': 8"):
-        build_model("finetune_face", {"width": 4, "blocks": 3, "init": str(run / "encoder")}, {"video": 0}, 2)
+        build_model("finetune_face", {"width": 4, "blocks": 3, "init": str(run / "encoder")}, {"video": 0}, 2).prepare_fit()
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        build_model("finetune_face", {"width": 8, "blocks": 3, "init": str(run)}, {"video": 0}, 2)
+        build_model("finetune_face", {"width": 8, "blocks": 3, "init": str(run)}, {"video": 0}, 2).prepare_fit()
 
 
 def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_recomputes_batch_norm():
@@ -400,6 +402,15 @@ def test_a_trained_network_trained_further_with_weight_averaging(trained, faces,
     before = load_file(str(run / "encoder" / "model.safetensors"))
     after = load_file(str(tmp_path / "face" / "encoder" / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    # the run is loaded without its initial network, which an exported bundle does not carry
+    from emofuse.inference.bundle import load_bundle
+
+    (run / "encoder" / "model.safetensors").rename(tmp_path / "moved.safetensors")
+    try:
+        model = load_bundle(tmp_path / "face").model
+    finally:
+        (tmp_path / "moved.safetensors").rename(run / "encoder" / "model.safetensors")
+    assert all(torch.equal(v, after[k]) for k, v in model.net.state_dict().items())
     other = toy_faces(tmp_path / "three", {"train": 6, "val": 3, "test": 3})
     df = Manifest.load(other)
     bad = Manifest(df.corpus, LabelSet("toy2b", ("angry", "sad")), df.df.replace({"happy": "angry"}), df.meta)

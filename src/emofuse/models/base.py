@@ -55,6 +55,10 @@ class EmotionModel(nn.Module):
         """The optimiser's parameter groups: by default one, every trainable parameter."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def prepare_fit(self) -> None:
+        """Called by the training loop once, before the fit, never when a saved run is loaded (predict,
+        export): e.g. initial weights read from another file, which a loaded run no longer needs."""
+
     def fit_validation(self, batches) -> dict:
         """Called once after the fit, in eval mode, with the validation loader (not after a refit,
         whose validation rows were trained on): fit what is fitted on validation and return it."""

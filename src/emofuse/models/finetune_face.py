@@ -99,10 +99,12 @@ class FinetuneFace(EmotionModel):
         if list(in_dims) != ["video"]:
             raise ValueError(f"finetune_face reads faces only: set data.features to {{video: raw}}, not {sorted(in_dims)}")
         self.net = FaceNet(n_classes, cfg.width, cfg.blocks, cfg.dropout)
-        if cfg.init:
-            self._start_from(cfg.init)
 
-    def _start_from(self, folder: str) -> None:
+    def prepare_fit(self) -> None:
+        """init: the saved network's weights, before training (a loaded run has its own and never reads init)."""
+        if not self.cfg.init:
+            return
+        folder = self.cfg.init
         net, saved = load_face_net(folder)
         c = self.cfg
         mine = {"size": c.size, "width": c.width, "blocks": c.blocks, "n_classes": self.n_classes}

@@ -186,6 +186,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     mode = "min" if cfg.train.monitor == "val_loss" else "max"
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
+    model.prepare_fit()
     if model.classes is not None and list(model.classes) != list(classes):  # a zero-shot model's own classes
         raise ValueError(f"{cfg.model.name} predicts classes {list(model.classes)} but the manifest's label set is "
                          f"{list(classes)}")
