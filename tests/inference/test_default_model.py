@@ -32,7 +32,7 @@ def test_the_shipped_files_are_the_ones_the_bundle_pins():
         assert hashlib.sha256((DEFAULT_MODEL / name).read_bytes()).hexdigest() == digest, name
     assert spec.name == "emofuse-base" and list(spec.labels.classes) == CLASSES and spec.info.get("version")
     # the face expert's networks: the package's, with the weights the model was built with
-    assert spec.inputs["video:emofuse-face"].encoder == "emofuse-face" and len(SHIPPED_NETS) == 2
+    assert spec.inputs["video:emofuse-face"].encoder == "emofuse-face" and len(SHIPPED_NETS) == 3
     assert FaceNetEncoder(SHIPPED_NETS, name="emofuse-face").fingerprint() == spec.inputs["video:emofuse-face"].fingerprint
     # the text expert's network: the package's, the one the model was built with
     assert spec.inputs["text"].encoder == "emofuse-text"

@@ -17,7 +17,8 @@ It is a product of three calibrated experts (models/experts.py), seven classes (
             the seed, so that neither corpus outweighs the other and the step fits the time), read
             as the class probabilities it gives; calibrated on the two dev splits
     face    the face networks trained here (emofuse-face: bench fer2013 -o face_net=true, training
-            seeds 0 and 1 on the same folds), read as the mean of the class probabilities they give
+            seeds 0, 1 and 2 on the same folds, each trained further with its weights averaged), read
+            as the mean of the class probabilities they give
             (no training), its temperature fitted on FER2013's
             held-out validation tenth, which the networks never saw. The bundled FER2013 CNN is not
             a member: it was trained on all of FER2013's training images, so weights fitted on any

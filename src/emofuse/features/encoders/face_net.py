@@ -29,10 +29,10 @@ FACE_NET_TYPE = "emofuse-face-cnn"  # config.json's model_type of a saved networ
 WEIGHTS = "model.safetensors"
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # the face networks the package ships (trained by `emofuse bench fer2013 -o face_net=true` with training
-# seeds 0 and 1 on the same folds; see the README's "Where the weights come from"): the default model's
-# face expert averages them
+# seeds 0, 1 and 2 on the same folds, then each 5 epochs more with its weights averaged, train.swa_epochs;
+# see the README's "Where the weights come from"): the default model's face expert averages them
 SHIPPED = ASSETS / "face-net"
-SHIPPED_NETS = (SHIPPED, ASSETS / "face-net-seed1")
+SHIPPED_NETS = (SHIPPED, ASSETS / "face-net-seed1", ASSETS / "face-net-seed2")
 
 
 class FaceNet(nn.Module):
