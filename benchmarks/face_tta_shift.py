@@ -3,11 +3,14 @@ side: accuracy on FER2013's validation fold and held-out test fold, one row per 
 is chosen on validation. Shift 0 is the face and its mirror image only; shift N adds the face moved N pixels
 each way, and their mirrors (10 views; finetune_face's and the encoders' `tta_shift`).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/face_tta_shift.py MANIFEST [--folder DIR] [--shift 0 1 2]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/face_tta_shift.py MANIFEST [--folder DIR ...] [--shift 0 1 2] [--decode-size PX]
 
 MANIFEST holds FER2013 rows in the folds the network was trained on (the `face/manifest.csv` that
 `emofuse build-model` writes under its work folder, or `bench fer2013`'s manifest); only its val and test
-rows are read. Nothing is fitted: the network's own argmax is scored.
+rows are read. Nothing is fitted: the network's own argmax is scored. Several --folder networks are averaged
+as one encoder (the default model's face expert: `--folder` each of SHIPPED_NETS). --decode-size PX decodes each
+image as the face-image path does (`crop_image_file`, resized to PX: the build decodes FER2013 at
+FACE_IMAGES' 64 px) instead of at its own size.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("manifest", type=Path)
-    ap.add_argument("--folder", type=Path, default=None, help="a saved face network (default: the shipped one)")
+    ap.add_argument("--folder", type=Path, nargs="+", default=None,
+                    help="saved face networks, averaged (default: the shipped seed-0 one)")
     ap.add_argument("--shift", type=int, nargs="+", default=[0, 1, 2], metavar="PIXELS")
+    ap.add_argument("--decode-size", type=int, default=None, metavar="PX",
+                    help="decode each image through the face-image path at PX pixels (default: its own size)")
     a = ap.parse_args()
     from PIL import Image
 
     from emofuse.features.encoders.face_net import SHIPPED, FaceNetEncoder
+    from emofuse.media.faces import crop_image_file
     from emofuse.labels import FER7  # the network's outputs, in FER2013's order
     from emofuse.scoring.metrics import bootstrap_intervals
 
@@ -42,13 +49,20 @@ def main() -> None:
     splits = {s: df[df["split"] == s] for s in ("val", "test")}
     if any(len(rows) == 0 for rows in splits.values()):
         raise SystemExit(f"{a.manifest}: needs val and test rows")
-    images = {s: np.stack([np.asarray(Image.open(p).convert("RGB")) for p in rows["video"]]) for s, rows in splits.items()}
+    def decode(path: str) -> np.ndarray:
+        if a.decode_size:
+            return crop_image_file(path, a.decode_size, detect=False).image
+        return np.asarray(Image.open(path).convert("RGB"))
+
+    images = {s: np.stack([decode(p) for p in rows["video"]]) for s, rows in splits.items()}
+    folders = a.folder or [SHIPPED]
     truth = {s: rows["label"].map(FER7.index).to_numpy() for s, rows in splits.items()}
-    print(f"network: {a.folder or SHIPPED}; rows: val {len(truth['val'])}, test {len(truth['test'])}")
+    print(f"networks: {', '.join(map(str, folders))}; decoded at {a.decode_size or 'their own size'}; rows: "
+          f"val {len(truth['val'])}, test {len(truth['test'])}")
     print("| test-time shift (px) | views | FER2013 validation | FER2013 held-out test | seconds |")
     print("|---:|---:|---:|---:|---:|")
     for shift in a.shift:
-        enc = FaceNetEncoder(a.folder or SHIPPED, tta_shift=shift)
+        enc = FaceNetEncoder(folders, tta_shift=shift)
         t = time.perf_counter()
         cells = []
         for s in ("val", "test"):

@@ -234,7 +234,9 @@ class WeightAverage(L.Callback):
     """train.swa_epochs (stochastic weight averaging, Izmailov et al. 2018): the running mean of the model's
     weights at the end of each of the fit's last `epochs` epochs (torch's AveragedModel). `apply` puts the
     mean in the model and recomputes its batch-norm statistics over the training batches; the run then
-    keeps those weights instead of its best epoch's."""
+    keeps those weights instead of its best epoch's. Not Lightning's StochasticWeightAveraging: that one
+    swaps the lr schedule for its own and updates batch norm in an extra epoch of the fit, which the early
+    stopping and BestWeights would see as a training epoch."""
 
     def __init__(self, epochs: int, max_epochs: int):
         if epochs > max_epochs:
