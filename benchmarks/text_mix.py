@@ -21,12 +21,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def scores(run: Path) -> dict[str, float]:
-    """Weighted F1 per corpus on the run's validation and test predictions (build-model's own split by corpus)."""
+    """Weighted F1 per corpus on the run's validation and test predictions (build-model's own split by corpus),
+    and on the pooled validation split ("val"), which the loop monitors."""
+    import json
+
     from emofuse.bench.emofuse_base import _by_corpus
 
-    return {f"{corpus} {split}": 100 * m["weighted_f1"]
-            for split, name in (("val", "predictions_val.csv"), ("test", "predictions.csv"))
-            for corpus, m in _by_corpus(run / name).items()}
+    pooled = json.loads((run / "metrics.json").read_text())["val"]["weighted_f1"]
+    return {"val": 100 * pooled} | {f"{corpus} {split}": 100 * m["weighted_f1"]
+                                    for split, name in (("val", "predictions_val.csv"), ("test", "predictions.csv"))
+                                    for corpus, m in _by_corpus(run / name).items()}
 
 
 def main() -> None:
@@ -36,6 +40,8 @@ def main() -> None:
     ap.add_argument("--mix", type=float, nargs="+", default=[0.0, 0.5, 1.0], metavar="R")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--swa-epochs", type=int, default=0, metavar="N",
+                    help="keep the mean of the last N epochs' weights (train.swa_epochs) instead of the best epoch's")
     a = ap.parse_args()
     import json
 
@@ -49,20 +55,20 @@ def main() -> None:
         t = time.perf_counter()
         if a.retrain or not (run / "predictions.csv").is_file():
             manifest = _text(opts, goemotions_per_meld=r)
-            _text_net(manifest, opts.out / "text-net", opts)
+            _text_net(manifest, opts.out / "text-net", opts, train={"swa_epochs": a.swa_epochs})
             seconds = time.perf_counter() - t
             (opts.out / "seconds.json").write_text(json.dumps({"seconds": seconds}))
         else:
             seconds = json.loads((opts.out / "seconds.json").read_text())["seconds"] if (opts.out / "seconds.json").is_file() else float("nan")
         rows.append((r, scores(run), seconds))
-    print(f"seed {a.seed}; weighted F1; the mix chosen on MELD dev is marked")
-    print("| GoEmotions rows per MELD row | MELD dev | MELD test | GoEmotions val | GoEmotions test | seconds |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"seed {a.seed}; swa_epochs {a.swa_epochs}; weighted F1; the mix chosen on MELD dev is marked")
+    print("| GoEmotions rows per MELD row | pooled val | MELD dev | MELD test | GoEmotions val | GoEmotions test | seconds |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     best = max(rows, key=lambda x: x[1]["meld val"])[0]
     for r, s, seconds in rows:
         cell = lambda k: f"{s[k]:.1f}" if k in s else "–"  # noqa: E731
         mark = "**" if r == best else ""
-        print(f"| {mark}{r:g}{mark} | {cell('meld val')} | {cell('meld test')} | {cell('goemotions val')} | "
+        print(f"| {mark}{r:g}{mark} | {cell('val')} | {cell('meld val')} | {cell('meld test')} | {cell('goemotions val')} | "
               f"{cell('goemotions test')} | {seconds:.0f} |")
 
 

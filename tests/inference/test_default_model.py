@@ -124,6 +124,11 @@ def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_p
     assert "| fused without text |" in card and "| fused (all three) |" in card
     spec = json.loads((tmp_path / "a" / "emofuse-base" / "bundle.json").read_text())
     assert spec["inputs"]["text"]["encoder"] == "emofuse-text" and spec["inputs"]["text"]["dim"] == 7 + 384
+    # the face expert reads FER2013 at its own 48 px; clips are decoded as the fusion's paired rows were
+    from emofuse.corpora.base import FACE_IMAGES, Manifest
+
+    assert Manifest.load(tmp_path / "a" / "work" / "face" / "manifest.csv").meta["decoding"]["face_size"] == 48
+    assert spec["decoding"]["face_size"] == FACE_IMAGES["face_size"] == 64
 
 
 def test_the_text_manifest_mixes_goemotions_rows_per_meld_row(data_root, tmp_path):

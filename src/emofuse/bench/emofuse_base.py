@@ -64,6 +64,7 @@ TEXT_TRAIN = {"max_epochs": 3, "patience": 2, "lr": 5e-5, "weight_decay": 0.01, 
               "warmup": 0.1, "gradient_clip": 1.0, "mse_weight": 0.0, "class_weights": "none",
               "monitor": "val_weighted_f1", "logger": "none", "progress": False}
 FACE = ["emofuse-face"]
+FER_SIZE = 48  # FER2013's images are 48x48 grey, the face networks' input
 # the face networks give FER2013's class order (angry, disgust, fear, happy, sad, surprise, neutral):
 # the column of each EMOTION7 class (neutral, happy, sad, angry, fearful, disgust, surprised)
 FER_COLUMNS = [6, 3, 4, 0, 2, 1, 5]
@@ -134,7 +135,10 @@ def _text(opts: BenchOptions, goemotions_per_meld: float = 1.0) -> Path:
 def _face(opts: BenchOptions) -> Path:
     m = prepared("fer2013", resolve_root(opts.data, "fer2013_train", "fer2013"), opts.out / "prepared" / "fer2013.csv",
                  opts, n_folds=10)  # the folds bench fer2013 trained the face network on: its validation is clean
-    meta = {**m.meta, "decoding": dict(FACE_IMAGES)}
+    # decoded at FER2013's own 48 px, as bench fer2013 reads it: FACE_IMAGES' 64 px would enlarge each image
+    # and the networks would shrink it back to 48 (validation 69.1 that way against 70.1 at 48, the test fold
+    # 68.4 against 68.1: benchmarks/face_tta_shift.py --decode-size, docs/benchmarks.md)
+    meta = {**m.meta, "decoding": {**FACE_IMAGES, "face_size": FER_SIZE}}
     return final_manifest(Manifest("fer2013", EMOTION7, _in_7(m, "fer2013"), meta), opts.out / "face" / "manifest.csv", opts)
 
 
@@ -153,9 +157,9 @@ def _paired(opts: BenchOptions) -> Path:
     return path
 
 
-def _text_net(manifest: Path, folder: Path, opts: BenchOptions) -> tuple[Path, dict]:
-    """The text network: finetune_text (TEXT_NET, TEXT_TRAIN) through the one loop on the text manifest,
-    its kept weights saved as a text network folder (float16, without the embedding table)."""
+def _text_net(manifest: Path, folder: Path, opts: BenchOptions, train: dict | None = None) -> tuple[Path, dict]:
+    """The text network: finetune_text (TEXT_NET, TEXT_TRAIN updated by `train`) through the one loop on the
+    text manifest, its kept weights saved as a text network folder (float16, without the embedding table)."""
     from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from emofuse.features.encoders.text_net import save_text_net
     from emofuse.inference.bundle import load_bundle
@@ -164,7 +168,7 @@ def _text_net(manifest: Path, folder: Path, opts: BenchOptions) -> tuple[Path, d
     cfg = RunConfig(name="text-net", data=DataConfig(manifest=str(manifest), features={"text": "raw"}, batch_size=32,
                                                      raw={"group_by_length": True}),
                     model=ModelConfig(name="finetune_text", params=TEXT_NET),
-                    train=TrainConfig(**TEXT_TRAIN, seeds=[opts.seed]), out=str(opts.out / "experts"))
+                    train=TrainConfig(**(TEXT_TRAIN | (train or {})), seeds=[opts.seed]), out=str(opts.out / "experts"))
     t = time.perf_counter()
     m = train_run(cfg)
     model = load_bundle(opts.out / "experts" / "text-net").model  # the weights kept on validation
@@ -261,7 +265,7 @@ def build_base_model(data: str | Path, out: str | Path, *, seed: int = 0, cache:
     fused = _compose(runs, paired, opts, metrics)
     timings["fusion"] = time.perf_counter() - t
     metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - t0, 1)}
-    bundle = _write(out, fused, paired, runs, metrics, opts)
+    bundle = _write(out, fused, paired, metrics, opts)
     metrics["bundle"] = str(bundle)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     shutil.copyfile(bundle / "model_card.md", out / "model_card.md")
@@ -326,14 +330,15 @@ def _compose(runs: dict[str, Path], paired: Path, opts: BenchOptions, metrics: d
     return model, stats
 
 
-def _write(out: Path, fused, paired: Path, runs: dict[str, Path], metrics: dict, opts: BenchOptions) -> Path:
+def _write(out: Path, fused, paired: Path, metrics: dict, opts: BenchOptions) -> Path:
     """The fused model as a run folder (<out>/run), exported as the bundle (<out>/emofuse-base)."""
     import torch
     from safetensors.torch import save_file
 
     from emofuse.config import DataConfig, ModelConfig, RunConfig, dump_config
+    from emofuse.data.dataset import FeatureDataset
     from emofuse.inference.bundle import export_bundle
-    from emofuse.versions import library_versions
+    from emofuse.training.run import write_inputs
 
     model, stats = fused
     run = out / "run"
@@ -345,15 +350,15 @@ def _write(out: Path, fused, paired: Path, runs: dict[str, Path], metrics: dict,
                     model=ModelConfig(name="experts", params={"experts": EXPERTS, "fit": "modalities"}), out=str(out))
     dump_config(cfg, run / "config.yaml")
     (run / "labels.json").write_text(json.dumps(EMOTION7.to_dict(), indent=2))
-    encoders = {}
-    for r in runs.values():
-        encoders |= json.loads((r / "encoders.json").read_text())
+    # the inputs as the fused model was fitted on them (the paired rows' features, with their decoding, which
+    # predict then uses for clips), not as each expert's corpus was decoded (FER2013's faces at 48 px)
+    write_inputs(run, FeatureDataset.from_manifest(Manifest.load(paired), opts.cache_dir, FEATURES))
+    encoders = json.loads((run / "encoders.json").read_text())
     for k, v in encoders.items():
         for shipped in ("emofuse-face", TEXT):
             if v["encoder"].startswith(shipped):
                 v["encoder"] = shipped  # the shipped network's name: the fingerprint says which weights
     (run / "encoders.json").write_text(json.dumps(encoders, indent=2))
-    (run / "versions.json").write_text(json.dumps(library_versions(), indent=2))
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(run / "model.safetensors"))
     save_file({f"{k}.{part}": torch.from_numpy(np.ascontiguousarray(a)) for k, (mean, std) in sorted(stats.items())
                for part, a in (("mean", mean), ("std", std))}, str(run / "standardiser.safetensors"))
@@ -395,7 +400,8 @@ def model_card(metrics: dict) -> str:
 
 The model `emofuse predict`, `emofuse serve` and the page use when no `--model` is given. Seven classes:
 {', '.join(metrics['classes'])}. Built by `emofuse build-model --data ../shared/data --out DIR --seed {metrics['seed']}`
-in {metrics['timings_s']['total'] / 60:.1f} minutes on this build's machine (steps, seconds: {json.dumps(metrics['timings_s'])}).
+in {metrics['timings_s']['total'] / 60:.1f} minutes on this build's machine (steps, seconds, where features its cache already held
+were read, not computed again: {json.dumps(metrics['timings_s'])}).
 
 ## What it is
 A product of three calibrated experts (`models/experts.py`). A modality a clip lacks drops out of the product.

@@ -329,7 +329,7 @@ def _load_data(cfg: RunConfig, manifest: Manifest):
     return data
 
 
-def _write_inputs(run_dir: Path, data) -> None:
+def write_inputs(run_dir: Path, data) -> None:
     """encoders.json (each input's encoder, fingerprint, width and decoding) and versions.json."""
     (run_dir / "encoders.json").write_text(json.dumps(
         {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim,
@@ -390,7 +390,7 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
     data = _load_data(cfg, manifest)
     if lead:
         _warn_absent(data, manifest)
-        _write_inputs(run_dir, data)
+        write_inputs(run_dir, data)
     units = [(p, s) for p in plans(manifest, cfg.train.cross_validation is True) for s in cfg.train.seeds]
     t0 = time.perf_counter()
     done = _run_units(cfg, data, units, run_dir, classes, manifest, lead)
