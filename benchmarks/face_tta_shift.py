@@ -9,8 +9,8 @@ MANIFEST holds FER2013 rows in the folds the network was trained on (the `face/m
 `emofuse build-model` writes under its work folder, or `bench fer2013`'s manifest); only its val and test
 rows are read. Nothing is fitted: the network's own argmax is scored. Several --folder networks are averaged
 as one encoder (the default model's face expert: `--folder` each of SHIPPED_NETS). --decode-size PX decodes each
-image as the face-image path does (`crop_image_file`, resized to PX: the build decodes FER2013 at
-FACE_IMAGES' 64 px) instead of at its own size.
+image as the face-image path does (`crop_image_file`, resized to PX: FACE_IMAGES' 64 px is how the build
+decoded FER2013 before it read it at 48, bench/emofuse_base.py: FER_SIZE) instead of at its own size.
 """
 
 from __future__ import annotations
