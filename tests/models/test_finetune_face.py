@@ -4,6 +4,8 @@ encoder (finetuned:RUN), for predict and for export."""
 
 from __future__ import annotations
 
+import copy
+
 import json
 from pathlib import Path
 
@@ -386,6 +388,29 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_recomputes_batch
     with pytest.raises(ValueError, match="more than train.max_epochs"):
         WeightAverage(epochs=4, max_epochs=3)
     assert WeightAverage(epochs=1, max_epochs=3).apply(net, batches) == 0  # the fit stopped before: nothing
+
+
+def test_batch_norm_is_recomputed_from_dict_batches_as_torch_does_from_tensors():
+    """The loop's batches are dicts keyed by modality, which torch's update_bn cannot move to a device."""
+    from emofuse.training.module import update_bn
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3, momentum=0.3))
+
+        def forward(self, x):
+            return self.body(x["video"] if isinstance(x, dict) else x)
+
+    torch.manual_seed(0)
+    a = Net()
+    b = copy.deepcopy(a)
+    x = torch.randn(60, 2) * 3 + 1
+    torch.optim.swa_utils.update_bn([x[:25], x[25:]], a)
+    update_bn([{"video": x[:25], "id": ["r"] * 25}, {"video": x[25:], "id": ["s"] * 35}], b, torch.device("cpu"))
+    assert torch.allclose(a.body[1].running_mean, b.body[1].running_mean)
+    assert torch.allclose(a.body[1].running_var, b.body[1].running_var)
+    assert b.body[1].momentum == 0.3 and int(b.body[1].num_batches_tracked) == 2
 
 
 def test_a_trained_network_trained_further_with_weight_averaging(trained, faces, tmp_path):

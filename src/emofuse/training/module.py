@@ -253,15 +253,40 @@ class WeightAverage(L.Callback):
         self.avg.update_parameters(module.model)
         self.averaged += 1
 
-    def apply(self, model: torch.nn.Module, train_loader) -> int:
+    def apply(self, model: torch.nn.Module, train_loader, device: torch.device | str | None = None) -> int:
         """Load the mean into `model` (on the CPU, where the fit leaves it) and recompute its batch-norm
-        statistics; returns the number of epochs averaged (0: the fit stopped early, nothing done)."""
+        statistics over the training batches, on `device` (the fit's: a GPU's forward pass instead of the
+        CPU's) when given; the model is left on the CPU, in eval mode. Returns the number of epochs averaged
+        (0: the fit stopped early, nothing done)."""
         if self.avg is None:
             return 0
         model.load_state_dict({k: v.cpu() for k, v in self.avg.module.state_dict().items()})
-        torch.optim.swa_utils.update_bn(train_loader, model)
-        model.eval()
+        update_bn(train_loader, model, torch.device(device) if device is not None else torch.device("cpu"))
+        model.cpu().eval()
         return self.averaged
+
+
+def update_bn(batches, model: torch.nn.Module, device: torch.device) -> None:
+    """torch.optim.swa_utils.update_bn for the loop's dict batches (whose tensors it moves to `device`;
+    torch's moves only a tensor or a list's first one): every batch-norm layer's statistics reset and
+    recomputed as the plain mean over one pass of `batches`, in training mode, without gradients."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative mean over the batches
+    model.to(device).train()
+    with torch.no_grad():
+        for batch in batches:
+            if isinstance(batch, dict):
+                batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            else:
+                batch = batch.to(device)
+            model(batch)
+    for m in norms:
+        m.momentum = momenta[m]
 
 
 class BestWeights(L.Callback):

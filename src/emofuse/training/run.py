@@ -223,7 +223,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
         close_group_at_exit()
     if trainer.global_rank != 0:  # the other processes of a distributed fit: process 0 predicts and writes
         return None, None, None, None, {"best_epoch": best.best_epoch}
-    averaged = swa.apply(model, train_dl) if swa is not None else 0  # kept instead of the best epoch's weights
+    # kept instead of the best epoch's weights; batch norm recomputed on the fit's device
+    averaged = swa.apply(model, train_dl, trainer.strategy.root_device) if swa is not None else 0
     if best.state is not None and not averaged:
         if trainer.world_size > 1 and sharded(trainer.strategy):  # its layers were wrapped in place: a fresh copy
             model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
