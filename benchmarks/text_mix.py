@@ -13,6 +13,7 @@ not trained again (--retrain to train it anyway).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -23,8 +24,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def scores(run: Path) -> dict[str, float]:
     """Weighted F1 per corpus on the run's validation and test predictions (build-model's own split by corpus),
     and on the pooled validation split ("val"), which the loop monitors."""
-    import json
-
     from emofuse.bench.emofuse_base import _by_corpus
 
     pooled = json.loads((run / "metrics.json").read_text())["val"]["weighted_f1"]
@@ -43,8 +42,6 @@ def main() -> None:
     ap.add_argument("--swa-epochs", type=int, default=0, metavar="N",
                     help="keep the mean of the last N epochs' weights (train.swa_epochs) instead of the best epoch's")
     a = ap.parse_args()
-    import json
-
     from emofuse.bench.driver import BenchOptions
     from emofuse.bench.emofuse_base import _text, _text_net
 

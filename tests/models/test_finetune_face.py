@@ -4,8 +4,6 @@ encoder (finetuned:RUN), for predict and for export."""
 
 from __future__ import annotations
 
-import copy
-
 import json
 from pathlib import Path
 
@@ -390,9 +388,11 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_recomputes_batch
     assert WeightAverage(epochs=1, max_epochs=3).apply(net, batches) == 0  # the fit stopped before: nothing
 
 
-def test_batch_norm_is_recomputed_from_dict_batches_as_torch_does_from_tensors():
+def test_weight_averaging_recomputes_batch_norm_from_dict_batches_as_torch_does_from_tensors():
     """The loop's batches are dicts keyed by modality, which torch's update_bn cannot move to a device."""
-    from emofuse.training.module import update_bn
+    from types import SimpleNamespace
+
+    from emofuse.training.module import WeightAverage
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -400,17 +400,20 @@ def test_batch_norm_is_recomputed_from_dict_batches_as_torch_does_from_tensors()
             self.body = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3, momentum=0.3))
 
         def forward(self, x):
-            return self.body(x["video"] if isinstance(x, dict) else x)
+            return self.body(x["video"])
 
     torch.manual_seed(0)
-    a = Net()
-    b = copy.deepcopy(a)
+    net, reference = Net(), Net()
+    swa = WeightAverage(epochs=1, max_epochs=1)
+    swa.on_train_epoch_end(SimpleNamespace(current_epoch=0), SimpleNamespace(model=net))
+    reference.load_state_dict(net.state_dict())
     x = torch.randn(60, 2) * 3 + 1
-    torch.optim.swa_utils.update_bn([x[:25], x[25:]], a)
-    update_bn([{"video": x[:25], "id": ["r"] * 25}, {"video": x[25:], "id": ["s"] * 35}], b, torch.device("cpu"))
-    assert torch.allclose(a.body[1].running_mean, b.body[1].running_mean)
-    assert torch.allclose(a.body[1].running_var, b.body[1].running_var)
-    assert b.body[1].momentum == 0.3 and int(b.body[1].num_batches_tracked) == 2
+    assert swa.apply(net, [{"video": x[:25], "id": ["r"] * 25}, {"video": x[25:], "id": ["s"] * 35}], "cpu") == 1
+    torch.optim.swa_utils.update_bn([x[:25], x[25:]], reference.body)
+    assert torch.allclose(net.body[1].running_mean, reference.body[1].running_mean)
+    assert torch.allclose(net.body[1].running_var, reference.body[1].running_var)
+    assert not torch.allclose(net.body[1].running_mean, torch.zeros(3))  # recomputed, not just reset
+    assert net.body[1].momentum == 0.3 and int(net.body[1].num_batches_tracked) == 2 and not net.training
 
 
 def test_a_trained_network_trained_further_with_weight_averaging(trained, faces, tmp_path):

@@ -7,6 +7,7 @@ import copy
 import math
 
 import lightning as L
+from lightning.pytorch.utilities import move_data_to_device
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,23 @@ def drop_modalities(batch: dict, modalities: list[str], p: float, generator: tor
     return out
 
 
+def move_batch(batch, device: torch.device):
+    """A dict batch's tensors moved to `device` (non-blocking from pinned memory); its lists of ids and texts
+    left alone. Lightning's generic move (move_data_to_device, used for anything else) walks every string of
+    them, every step: a tenth of a small model's training time on CPU (emofuse speed train)."""
+    if not isinstance(batch, dict):
+        return move_data_to_device(batch, device)
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(device, non_blocking=True)
+        elif isinstance(v, (list, tuple)) and v and not isinstance(v[0], (str, list, tuple)):
+            out[k] = move_data_to_device(v, device)
+        else:  # ids, texts, lists of context turns
+            out[k] = v
+    return out
+
+
 class EmotionModule(L.LightningModule):
     def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float,
                  class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0,
@@ -142,20 +160,7 @@ class EmotionModule(L.LightningModule):
         return self.model(batch)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
-        """A dict batch's tensors moved (non-blocking from pinned memory); its lists of ids and texts
-        left alone. Lightning's generic move walks every string of them, every step: a tenth of a
-        small model's training time on CPU (emofuse speed train)."""
-        if not isinstance(batch, dict):
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        out = {}
-        for k, v in batch.items():
-            if isinstance(v, torch.Tensor):
-                out[k] = v.to(device, non_blocking=True)
-            elif isinstance(v, (list, tuple)) and v and not isinstance(v[0], (str, list, tuple)):
-                out[k] = super().transfer_batch_to_device(v, device, dataloader_idx)
-            else:  # ids, texts, lists of context turns
-                out[k] = v
-        return out
+        return move_batch(batch, device)  # a dict batch's tensors only
 
     def on_train_epoch_start(self) -> None:
         self._train_sum, self._train_n = 0.0, 0
@@ -261,32 +266,11 @@ class WeightAverage(L.Callback):
         if self.avg is None:
             return 0
         model.load_state_dict({k: v.cpu() for k, v in self.avg.module.state_dict().items()})
-        update_bn(train_loader, model, torch.device(device) if device is not None else torch.device("cpu"))
+        device = torch.device(device or "cpu")
+        # torch's update_bn moves only a tensor batch: the loop's dict batches are moved as the fit moves them
+        torch.optim.swa_utils.update_bn((move_batch(b, device) for b in train_loader), model.to(device))
         model.cpu().eval()
         return self.averaged
-
-
-def update_bn(batches, model: torch.nn.Module, device: torch.device) -> None:
-    """torch.optim.swa_utils.update_bn for the loop's dict batches (whose tensors it moves to `device`;
-    torch's moves only a tensor or a list's first one): every batch-norm layer's statistics reset and
-    recomputed as the plain mean over one pass of `batches`, in training mode, without gradients."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = {m: m.momentum for m in norms}
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative mean over the batches
-    model.to(device).train()
-    with torch.no_grad():
-        for batch in batches:
-            if isinstance(batch, dict):
-                batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            else:
-                batch = batch.to(device)
-            model(batch)
-    for m in norms:
-        m.momentum = momenta[m]
 
 
 class BestWeights(L.Callback):
