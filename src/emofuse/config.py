@@ -168,6 +168,10 @@ class PseudoLabelConfig(StrictConfig):
     top_fraction: float | None = Field(None, gt=0.0, le=1.0)
     rounds: int = Field(1, ge=1)  # teacher -> pseudo-labels -> student, this many times
     weight: float = Field(0.5, gt=0.0)  # a pseudo-labelled row's weight in the loss (a labelled row's: 1)
+    # true: a kept row keeps the teacher's class probabilities as its soft_label, and every round learns
+    # by cross-entropy against each row's distribution (train.ce_target: distribution; a labelled row's is
+    # one-hot): the student distils the teacher (its seeds' mean) instead of copying its top class
+    soft: bool = False
 
 
 class TrainConfig(StrictConfig):
@@ -198,6 +202,10 @@ class TrainConfig(StrictConfig):
     # label smoothing of the cross-entropy term (0.1 is usual for image networks trained from scratch);
     # data.label_smoothing smooths the MSE term's targets instead
     ce_label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # the cross-entropy term's target: "label", the row's class; "distribution", the row's target
+    # distribution (its soft_label: annotator votes or a teacher's probabilities; one-hot where it has
+    # none, which gives the same loss as "label" without class weights)
+    ce_target: Literal["label", "distribution"] = "label"
     # Stochastic weight averaging (Izmailov et al. 2018): keep the mean of the weights at the end of each of the
     # last swa_epochs epochs (batch-norm statistics recomputed over the training rows) instead of the best
     # epoch's; 0: off. Usual with a constant lr, e.g. training a trained network further (finetune_face init).

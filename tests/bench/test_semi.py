@@ -36,6 +36,21 @@ def test_semi_meld_slice(data_root, tmp_path):
     assert "Pseudo-labelling against the supervised rows" in report and "| predicted class | kept | right |" in report
 
 
+def test_semi_meld_slice_soft_pseudo_labels_on_every_row(data_root, tmp_path):
+    need(data_root, "meld")
+    opts = BenchOptions(data=data_root, out=tmp_path, cache=tmp_path / "cache", limit=60, max_epochs=2,
+                        baseline="none", bootstrap=50, progress=False)
+    metrics = run_bench("semi", opts, settings="meld", seeds=1, labelled=0.2, pseudo_rows="all", soft=True,
+                        ceiling=False)
+    assert set(metrics) == {"supervised-only", "pseudo-labelled (every row, soft)"}
+    run = tmp_path / "meld-20pct" / "runs" / "pseudo-labelled (every row, soft)"
+    df = Manifest.load(run / "manifest_round1.csv").df
+    pseudo = df["pseudo"] == "1"
+    assert pseudo.sum() == (Manifest.load(tmp_path / "meld-20pct" / "manifest.csv").df["split"] == "unlabeled").sum()
+    assert all(abs(sum(json.loads(s)) - 1) < 1e-4 for s in df.loc[pseudo, "soft_label"])
+    assert "soft pseudo-labels" in (tmp_path / "report.md").read_text()
+
+
 def test_semi_meld_finetuned_slice(data_root, tmp_path):
     need(data_root, "meld")
     opts = BenchOptions(data=data_root, out=tmp_path, cache=tmp_path / "cache", limit=40, max_epochs=1,

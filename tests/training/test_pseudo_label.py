@@ -105,3 +105,42 @@ def test_without_unlabelled_rows_it_says_so(corpus, tmp_path):
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": str(tmp_path / "manifest.csv")})})
     with pytest.raises(ValueError, match="no unlabeled rows"):
         train_run(cfg)
+
+
+def test_distribution_targets_give_the_label_loss_for_one_hot_rows_and_distil_soft_ones():
+    g = torch.Generator().manual_seed(1)
+    logits, label = torch.randn(5, 4, generator=g), torch.tensor([0, 3, 1, 2, 3])
+    one_hot = torch.nn.functional.one_hot(label, 4).float()
+    w = torch.tensor([1.0, 0.5, 0.5, 1.0, 0.0])
+    for kw in ({}, {"label_smoothing": 0.1}, {"sample_weight": w}, {"mse_weight": 0.3}):
+        mse = kw.pop("mse_weight", 0.0)
+        torch.testing.assert_close(emotion_loss(logits, label, one_hot, mse, ce_target="distribution", **kw),
+                                   emotion_loss(logits, label, one_hot, mse, **kw))
+    soft = torch.softmax(torch.randn(5, 4, generator=g), -1)  # a teacher's probabilities
+    want = -(soft * torch.log_softmax(logits, -1)).sum(-1)
+    torch.testing.assert_close(emotion_loss(logits, label, soft, 0.0, ce_target="distribution"), want.mean())
+    torch.testing.assert_close(emotion_loss(logits, label, soft, 0.0, sample_weight=w, ce_target="distribution"),
+                               (want * w).sum() / w.sum())
+    assert not torch.allclose(emotion_loss(logits, label, soft, 0.0, ce_target="distribution"),
+                              emotion_loss(logits, label, soft, 0.0))
+    with pytest.raises(ValueError, match="ce_target"):
+        emotion_loss(logits, label, soft, 0.0, ce_target="soft")
+
+
+def test_soft_pseudo_labels_keep_the_teachers_probabilities_and_learn_against_them(corpus):
+    import pandas as pd
+
+    train_run(_cfg(corpus, "soft", top_fraction=1.0, rounds=1, weight=1.0, soft=True))
+    run = corpus / "runs" / "soft"
+    before = Manifest.load(run / "manifest_round0.csv").df.set_index("id")
+    after = Manifest.load(run / "manifest_round1.csv").df.set_index("id")
+    unlabelled = before.index[before["split"] == "unlabeled"]
+    assert (after.loc[unlabelled, "pseudo"] == "1").all()  # top fraction 1: every unlabelled row kept
+    teacher = pd.read_csv(run / "round0" / "predictions_unlabeled.csv", dtype={"id": str}).set_index("id")
+    classes = Manifest.load(run / "manifest_round1.csv").label_set.classes
+    probs = np.array([json.loads(after.loc[i, "soft_label"]) for i in unlabelled])
+    np.testing.assert_allclose(probs, teacher.loc[unlabelled, [f"p_{c}" for c in classes]].to_numpy(), atol=1e-5)
+    assert [classes[k] for k in probs.argmax(1)] == after.loc[unlabelled, "label"].tolist()
+    assert (after.loc[before.index[before["split"] != "unlabeled"], "soft_label"] == "").all()  # labelled: one-hot
+    for r in (0, 1):
+        assert "ce_target: distribution" in (run / f"round{r}" / "config.yaml").read_text()

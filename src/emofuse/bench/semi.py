@@ -17,8 +17,9 @@ epochs, and each pseudo-labelled run's round, chosen on validation.
 
 Rows: supervised-only (the unlabelled rows left out), pseudo-labelled with a confidence threshold, and
 with each predicted class's most confident fraction (one round, pseudo-labels weighted 0.5 in the loss;
-the teacher is the three seeds' mean). The summary gives the 3-seed means, the margins against the
-issue's targets (MELD +2 weighted F1, speech +3) and the kept pseudo-labels' accuracy per class."""
+the teacher is the three seeds' mean); -o pseudo_rows=all keeps every unlabelled row, and -o soft=true
+gives the kept rows the teacher's probabilities instead of its top class (distillation). The summary
+gives the 3-seed means, the margins against the issue's targets (MELD +2 weighted F1, speech +3) and the kept pseudo-labels' accuracy per class."""
 
 from __future__ import annotations
 
@@ -47,7 +48,10 @@ class Options(BenchConfig):
     rounds: int = Field(1, ge=1, description="teacher -> pseudo-labels -> student rounds")
     meld_model: str = Field("mlp", description="MELD's model: mlp (frozen MiniLM sentence vectors, an MLP) or finetune "
                                                "(MiniLM fine-tuned end to end; needs weight=1)")
-    pseudo_rows: str = Field("threshold,top", description="the pseudo-labelled rows to run: threshold, top, or both")
+    pseudo_rows: str = Field("threshold,top", description="the pseudo-labelled rows to run (comma-separated): threshold, "
+                                                          "top, all (every unlabelled row kept)")
+    soft: bool = Field(False, description="pseudo-labelled rows keep the teacher's probabilities and learn by "
+                                          "cross-entropy against them (train.pseudo_label.soft)")
     ceiling: bool = Field(True, description="also the every-label rows (meld-full, speech-nemo-full)")
 
 
@@ -68,27 +72,30 @@ def _hide(df: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     return df
 
 
-PSEUDO_ROWS = ("threshold", "top")
+PSEUDO_ROWS = ("threshold", "top", "all")
 
 
 def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int], o: Options) -> list[ModelRun]:
     base = {"seeds": seeds}
-    pl = {"weight": o.weight, "rounds": o.rounds}
+    pl = {"weight": o.weight, "rounds": o.rounds, "soft": o.soft}
+    soft = ", soft" if o.soft else ""
     wanted = _pseudo_rows(o.pseudo_rows)
     rows = [ModelRun(SUPERVISED, model, features, params, data=data, train=base)]
-    if "threshold" in wanted:
-        rows.append(ModelRun(f"pseudo-labelled (threshold {o.threshold:g})", model, features, params, data=data,
-                             train=base | {"pseudo_label": pl | {"threshold": o.threshold}}))
-    if "top" in wanted:
-        rows.append(ModelRun(f"pseudo-labelled (top {o.top_fraction:g} per class)", model, features, params, data=data,
-                             train=base | {"pseudo_label": pl | {"top_fraction": o.top_fraction}}))
+    kinds = {"threshold": (f"threshold {o.threshold:g}", {"threshold": o.threshold}),
+             "top": (f"top {o.top_fraction:g} per class", {"top_fraction": o.top_fraction}),
+             "all": ("every row", {"top_fraction": 1.0})}
+    for kind in PSEUDO_ROWS:
+        if kind in wanted:
+            what, how = kinds[kind]
+            rows.append(ModelRun(f"pseudo-labelled ({what}{soft})", model, features, params, data=data,
+                                 train=base | {"pseudo_label": pl | how}))
     return rows
 
 
 def _pseudo_rows(spec: str) -> list[str]:
     wanted = [r.strip() for r in spec.split(",") if r.strip()]
     if not wanted or set(wanted) - set(PSEUDO_ROWS):
-        raise ValueError(f"pseudo_rows: threshold, top or both (comma-separated), not {spec!r}")
+        raise ValueError(f"pseudo_rows: one or more of {', '.join(PSEUDO_ROWS)} (comma-separated), not {spec!r}")
     return wanted
 
 
@@ -217,10 +224,11 @@ def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
 @BENCHMARKS.register("semi", options=Options)
 def bench_semi(opts: BenchOptions, settings: str = "meld,speech", labelled: float = 0.1, seeds: int = 3,
                threshold: float = 0.9, top_fraction: float = 0.5, weight: float = 0.5, rounds: int = 1,
-               meld_model: str = "mlp", pseudo_rows: str = "threshold,top", ceiling: bool = True) -> BenchSpec:
+               meld_model: str = "mlp", pseudo_rows: str = "threshold,top", ceiling: bool = True,
+               soft: bool = False) -> BenchSpec:
     """Pseudo-labelling measured: MELD with a fraction of its labels, speech with nEMO unlabelled."""
     o = Options(settings=settings, labelled=labelled, seeds=seeds, threshold=threshold, top_fraction=top_fraction,
-                weight=weight, rounds=rounds, meld_model=meld_model, pseudo_rows=pseudo_rows, ceiling=ceiling)
+                weight=weight, rounds=rounds, meld_model=meld_model, pseudo_rows=pseudo_rows, ceiling=ceiling, soft=soft)
     _pseudo_rows(pseudo_rows)
     if meld_model not in ("mlp", "finetune"):
         raise ValueError(f"meld_model: mlp or finetune, not {meld_model!r}")
@@ -236,5 +244,6 @@ def bench_semi(opts: BenchOptions, settings: str = "meld,speech", labelled: floa
             (_speech_tasks(opts, o, seed_list) if "speech" in chosen else [])
     intro = [__doc__.split("\n\n")[0].replace("\n", " "),
              "", f"Seeds per row: {seeds}; pseudo-labels weighted {weight} in the loss; {rounds} round(s); "
-                 f"MELD's model: {meld_model}."]
+                 f"MELD's model: {meld_model}"
+                 + ("; soft pseudo-labels (the teacher's probabilities, cross-entropy against them)." if soft else ".")]
     return BenchSpec(tasks, intro, after=_summary)

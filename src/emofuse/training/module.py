@@ -18,24 +18,31 @@ from emofuse.models.base import EmotionModel
 
 def emotion_loss(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor, mse_weight: float,
                  class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                 sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+                 sample_weight: torch.Tensor | None = None, ce_target: str = "label") -> torch.Tensor:
     """Cross-entropy on the hard label (per-class weighted when given; label_smoothing: the
-    train.ce_label_smoothing of it) + mse_weight * MSE between predicted and target distributions.
+    train.ce_label_smoothing of it), or with ce_target "distribution" against the target distribution,
+    + mse_weight * MSE between predicted and target distributions.
     sample_weight (B,): each row's weight (pseudo-labelled rows count less), both terms a weighted mean."""
+    if ce_target not in ("label", "distribution"):
+        raise ValueError(f"ce_target must be label or distribution, not {ce_target!r}")
     if sample_weight is not None:
-        return _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, sample_weight)
-    loss = F.cross_entropy(logits, label, weight=class_weights, label_smoothing=label_smoothing)
+        return _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, sample_weight, ce_target)
+    want = label if ce_target == "label" else target.to(logits.dtype)
+    loss = F.cross_entropy(logits, want, weight=class_weights, label_smoothing=label_smoothing)
     if mse_weight > 0:
         loss = loss + mse_weight * F.mse_loss(torch.softmax(logits, dim=-1), target)
     return loss
 
 
-def _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, w: torch.Tensor) -> torch.Tensor:
+def _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, w: torch.Tensor,
+                   ce_target: str = "label") -> torch.Tensor:
     """emotion_loss with a weight per row: cross-entropy normalised as torch's weighted mean is (by
-    the rows' class weights), times each row's own weight; with every weight 1 it is emotion_loss."""
+    the rows' class weights; against distributions, as torch's mean is, by the rows), times each row's
+    own weight; with every weight 1 it is emotion_loss."""
     w = w.to(logits.dtype if logits.is_floating_point() else torch.float32)
-    ce = F.cross_entropy(logits, label, weight=class_weights, label_smoothing=label_smoothing, reduction="none")
-    by_class = class_weights[label] if class_weights is not None else torch.ones_like(w)
+    want = label if ce_target == "label" else target.to(logits.dtype)
+    ce = F.cross_entropy(logits, want, weight=class_weights, label_smoothing=label_smoothing, reduction="none")
+    by_class = class_weights[label] if class_weights is not None and ce_target == "label" else torch.ones_like(w)
     loss = (ce * w).sum() / (by_class * w).sum().clamp(min=1e-12)
     if mse_weight > 0:
         mse = ((torch.softmax(logits, dim=-1) - target) ** 2).mean(-1)  # (B,)
@@ -44,11 +51,11 @@ def _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoot
 
 
 def model_loss(out: dict, batch: dict, mse_weight: float, class_weights: torch.Tensor | None = None,
-               label_smoothing: float = 0.0) -> torch.Tensor:
+               label_smoothing: float = 0.0, ce_target: str = "label") -> torch.Tensor:
     """The objective of any model's output: the emotion loss on `logits`, plus, for models whose
     members are trained separately (late fusion), the mean member cross-entropy over present inputs."""
     loss = emotion_loss(out["logits"], batch["label"], batch["target"], mse_weight, class_weights, label_smoothing,
-                        batch.get("weight"))
+                        batch.get("weight"), ce_target)
     if "aux_logits" in out:
         aux = out["aux_logits"]  # (B, M, C)
         b, m, c = aux.shape
@@ -142,9 +149,9 @@ class EmotionModule(L.LightningModule):
     def __init__(self, model: EmotionModel, lr: float, weight_decay: float, mse_weight: float,
                  class_weights: torch.Tensor | None = None, lr_schedule: str = "constant", warmup: float = 0.0,
                  multi_label: bool = False, optimizer: str = "adamw", modality_dropout: float = 0.0,
-                 ce_label_smoothing: float = 0.0):
+                 ce_label_smoothing: float = 0.0, ce_target: str = "label"):
         super().__init__()
-        self.ce_label_smoothing = ce_label_smoothing
+        self.ce_label_smoothing, self.ce_target = ce_label_smoothing, ce_target
         self.modality_dropout = modality_dropout  # train.modality_dropout: training batches only
         self.optimizer = optimizer
         self.model = model
@@ -190,7 +197,7 @@ class EmotionModule(L.LightningModule):
     def _loss(self, out: dict, batch: dict) -> torch.Tensor:
         if self.multi_label:
             return multilabel_loss(out, batch)
-        return model_loss(out, batch, self.mse_weight, self.class_weights, self.ce_label_smoothing)
+        return model_loss(out, batch, self.mse_weight, self.class_weights, self.ce_label_smoothing, self.ce_target)
 
     def on_validation_epoch_end(self) -> None:
         parts, train = self._val, (self._train_sum, self._train_n)

@@ -4,6 +4,8 @@ Round 0 trains a teacher on the labelled rows alone (the run's config as it is).
 that: the teacher, the best model so far by validation, predicts every unlabelled row; the rows it
 is confident of (a probability threshold, or per predicted class its most confident fraction) join
 the training rows with their predicted class and `weight` in the loss; a student trains on them.
+With `soft`, a kept row also keeps the teacher's probabilities and the loss is the cross-entropy against
+them (knowledge distillation on the unlabelled rows; a labelled row's target stays one-hot).
 Validation and test rows are never candidates. Each round is a run of its own in the run's folder
 (`round0`, `round1`, …), and `pseudo_label.json` records, per round and class, how many rows were
 kept and, where the manifest keeps their real labels apart (`hidden_label`), how many were right.
@@ -84,7 +86,10 @@ def kept_by_class(classes: list[str], guess: np.ndarray, keep: np.ndarray, hidde
 
 
 def _round_cfg(cfg: RunConfig, r: int, manifest_path: Path, run_dir: Path) -> RunConfig:
-    train = cfg.train.model_copy(update={"pseudo_label": None, "predict_unlabeled": True})
+    update = {"pseudo_label": None, "predict_unlabeled": True}
+    if cfg.train.pseudo_label.soft:  # the teacher's probabilities reach the loss (every round alike)
+        update["ce_target"] = "distribution"
+    train = cfg.train.model_copy(update=update)
     data = cfg.data.model_copy(update={"manifest": str(manifest_path)})
     return cfg.model_copy(update={"name": f"round{r}", "out": str(run_dir), "train": train, "data": data})
 
@@ -119,6 +124,8 @@ def _labelled(work: Manifest, teacher_dir: Path, cfg: PseudoLabelConfig) -> tupl
     df.loc[chosen, "label"] = guess[keep]
     df.loc[chosen, "weight"] = str(cfg.weight)
     df.loc[chosen, "pseudo"] = "1"
+    if cfg.soft:  # the teacher's distribution, not only its top class
+        df.loc[chosen, "soft_label"] = [json.dumps([round(float(v), 6) for v in p]) for p in probs[keep]]
     known = keep & (hidden != "")
     pseudo = df["pseudo"].to_numpy(dtype=object).astype(str) == "1"  # every pseudo-label, this round's and before
     seen = pseudo & (df["hidden_label"].to_numpy(dtype=object).astype(str) != "")

@@ -194,7 +194,7 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     module = EmotionModule(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.mse_weight,
                            weights, cfg.train.lr_schedule, cfg.train.warmup, multi_label=cfg.train.multi_label,
                            optimizer=cfg.train.optimizer, modality_dropout=cfg.train.modality_dropout,
-                           ce_label_smoothing=cfg.train.ce_label_smoothing)
+                           ce_label_smoothing=cfg.train.ce_label_smoothing, ce_target=cfg.train.ce_target)
     best = BestWeights(cfg.train.monitor, mode)
     trainer = _trainer(cfg, plan, seed, tb_dir, best, mode, refit)
     # Deterministic algorithms, but without torch's debugging fill of every new tensor with NaN (it
