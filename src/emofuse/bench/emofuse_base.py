@@ -338,7 +338,7 @@ def _write(out: Path, fused, paired: Path, metrics: dict, opts: BenchOptions) ->
     from emofuse.config import DataConfig, ModelConfig, RunConfig, dump_config
     from emofuse.data.dataset import FeatureDataset
     from emofuse.inference.bundle import export_bundle
-    from emofuse.training.run import write_inputs
+    from emofuse.training.run import input_records, write_inputs
 
     model, stats = fused
     run = out / "run"
@@ -352,13 +352,12 @@ def _write(out: Path, fused, paired: Path, metrics: dict, opts: BenchOptions) ->
     (run / "labels.json").write_text(json.dumps(EMOTION7.to_dict(), indent=2))
     # the inputs as the fused model was fitted on them (the paired rows' features, with their decoding, which
     # predict then uses for clips), not as each expert's corpus was decoded (FER2013's faces at 48 px)
-    write_inputs(run, FeatureDataset.from_manifest(Manifest.load(paired), opts.cache_dir, FEATURES))
-    encoders = json.loads((run / "encoders.json").read_text())
-    for k, v in encoders.items():
+    records = input_records(FeatureDataset.from_manifest(Manifest.load(paired), opts.cache_dir, FEATURES))
+    for v in records.values():
         for shipped in ("emofuse-face", TEXT):
             if v["encoder"].startswith(shipped):
                 v["encoder"] = shipped  # the shipped network's name: the fingerprint says which weights
-    (run / "encoders.json").write_text(json.dumps(encoders, indent=2))
+    write_inputs(run, records)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(run / "model.safetensors"))
     save_file({f"{k}.{part}": torch.from_numpy(np.ascontiguousarray(a)) for k, (mean, std) in sorted(stats.items())
                for part, a in (("mean", mean), ("std", std))}, str(run / "standardiser.safetensors"))

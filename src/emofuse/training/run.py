@@ -330,12 +330,15 @@ def _load_data(cfg: RunConfig, manifest: Manifest):
     return data
 
 
-def write_inputs(run_dir: Path, data) -> None:
-    """encoders.json (each input's encoder, fingerprint, width and decoding) and versions.json."""
-    (run_dir / "encoders.json").write_text(json.dumps(
-        {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim,
-             **({"decoding": f.decoding} if f.decoding else {})} for k, f in data.features.items()},
-        indent=2))
+def input_records(data) -> dict[str, dict]:
+    """Each input's record, as encoders.json keeps it: its encoder, fingerprint, width and decoding."""
+    return {k: {"encoder": f.encoder, "fingerprint": f.fingerprint, "dim": f.dim,
+                **({"decoding": f.decoding} if f.decoding else {})} for k, f in data.features.items()}
+
+
+def write_inputs(run_dir: Path, records: dict[str, dict]) -> None:
+    """encoders.json (input_records) and versions.json."""
+    (run_dir / "encoders.json").write_text(json.dumps(records, indent=2))
     (run_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2))
 
 
@@ -391,7 +394,7 @@ def train_run(cfg: RunConfig, *, one_process_as: str | None = None) -> dict:
     data = _load_data(cfg, manifest)
     if lead:
         _warn_absent(data, manifest)
-        write_inputs(run_dir, data)
+        write_inputs(run_dir, input_records(data))
     units = [(p, s) for p in plans(manifest, cfg.train.cross_validation is True) for s in cfg.train.seeds]
     t0 = time.perf_counter()
     done = _run_units(cfg, data, units, run_dir, classes, manifest, lead)
