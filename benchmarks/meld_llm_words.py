@@ -11,6 +11,10 @@ whole. Each row picks its epoch on dev weighted F1 and is scored once on test. R
 - `llm words-only`: the same prompt, LoRA adapters trained through the one training loop;
 - `unimodal(tokens)` on the same subset: frozen MiniLM token states, attention pooling, an MLP (the
   bench's row, whose full-data figure is the issue's reference, 59.3).
+
+`--init-from RUN` starts the LLM rows from a finished run's kept weights: `--epochs 1 --init-from R` after a
+one-epoch run R is its second epoch at the same constant learning rate; give it another `--seed` (with
+`--train-rows 0` the seed only orders the batches), or the second epoch sees the first one's order again.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", action="append", default=None, help="rows to run (default: all three)")
+    ap.add_argument("--init-from", default="", help="the LLM rows start from this finished run's kept weights "
+                                                     "(train.init_from): --epochs more of a run")
     a = ap.parse_args()
     m = subset(Manifest.load(a.manifest), a.train_rows, a.seed)
     path = a.out / f"manifest-{a.train_rows or 'all'}.csv"
@@ -72,6 +78,8 @@ def main() -> None:
     for name, (model, params, train, data) in rows.items():
         if a.only and name not in a.only:
             continue
+        if a.init_from and model == "llama_topn":
+            train = train | {"init_from": a.init_from}
         cfg = RunConfig(
             name=name.replace(" ", "_").replace(",", ""), out=str(a.out / "runs"),
             data=DataConfig(manifest=str(path), cache=str(a.cache), features={"text": "minilm"}, batch_size=32, **data),

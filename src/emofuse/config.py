@@ -226,6 +226,9 @@ class TrainConfig(StrictConfig):
     # budget: constant learning rate without warm-up, one validation per epoch, no cross-validation.
     budgets: list[int] = Field(default_factory=list)
     replay_from: str = ""
+    # a finished run's folder (one seed's, where it has several) or its model.safetensors: its kept weights
+    # start this run's model before training (one more epoch budget for a run: the same model and inputs)
+    init_from: str = ""
     # Semi-supervised training on the manifest's unlabeled rows (and more): see PseudoLabelConfig
     pseudo_label: PseudoLabelConfig | None = None
     # also predict the manifest's unlabeled rows with the kept weights (predictions_unlabeled.csv)

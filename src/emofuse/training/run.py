@@ -187,6 +187,8 @@ def _fit_one(cfg: RunConfig, data: FeatureDataset, plan: dict, seed: int, unit_d
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(cfg.model.name, cfg.model.params, data.in_dims(), n_classes)
     model.prepare_fit()
+    if cfg.train.init_from:
+        init_weights(model, cfg.train.init_from)
     if model.classes is not None and list(model.classes) != list(classes):  # a zero-shot model's own classes
         raise ValueError(f"{cfg.model.name} predicts classes {list(model.classes)} but the manifest's label set is "
                          f"{list(classes)}")
@@ -328,6 +330,25 @@ def _load_data(cfg: RunConfig, manifest: Manifest):
     if keys:  # label-free: each speaker's rows by that speaker's own statistics
         data = data.per_speaker_standardised(keys=keys)
     return data
+
+
+def init_weights(model, source: str) -> None:
+    """train.init_from: a finished run's kept weights (its folder, or the file) into this model, which must
+    hold the same tensors (the same model, params and input widths)."""
+    from safetensors.torch import load_file
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from: no model.safetensors at {source}: give a finished run's folder "
+                                "(a seed's own, seed<k>/, where the run had several seeds) or the file")
+    state, mine = load_file(str(path)), model.state_dict()
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in state):
+        odd = sorted(set(state) ^ set(mine)) or sorted(k for k in state if state[k].shape != mine[k].shape)
+        raise ValueError(f"train.init_from {path}: its weights are not this model's (e.g. {odd[:3]}); the run it "
+                         "comes from must have the same model, params and inputs")
+    model.load_state_dict(state)
 
 
 def input_records(data) -> dict[str, dict]:
