@@ -26,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emofuse.bench.meld_text import llm_words_run
 from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from emofuse.corpora.base import Manifest
 from emofuse.training.run import train_run
-
-INSTRUCTION = "Tell which emotion a person expresses ({labels}), from what they say."
-
 
 def subset(manifest: Manifest, n: int, seed: int) -> Manifest:
     """`n` training rows drawn per class in proportion (seeded); dev and test whole."""
@@ -66,8 +64,7 @@ def main() -> None:
     n_train = int((m.df["split"] == "train").sum())
     print(f"{path}: {n_train} training rows, {int((m.df['split'] == 'val').sum())} dev, "
           f"{int((m.df['split'] == 'test').sum())} test", flush=True)
-    llm = {"backbone": "smollm2", "top_n": 1, "readout": "prompt", "prompt_soft": False, "label_set": m.label_set.name,
-           "lora_r": 8, "instruction": INSTRUCTION}
+    llm = dict(llm_words_run(m.label_set.name).params)  # the bench's row (bench meld-text -o llm_words=true)
     rows = {
         "llm words-only, zero-shot": ("llama_topn", llm | {"zero_shot": True}, {"lr": 5e-4}, {}),
         "llm words-only": ("llama_topn", llm, {"lr": 5e-4}, {}),

