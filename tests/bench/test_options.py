@@ -32,7 +32,7 @@ def test_options_are_read_as_before():
     assert ravdess.check({"test_actors": [11, 12]})["test_actors"] == [11, 12]
     got = BENCHMARKS.get("meld-text").check(parse_options(["finetune=true", "finetune_context=2+1"]))
     assert got == {"context": 3, "finetune": True, "finetune_context": "2+1", "finetune_encoder": "minilm",
-                   "finetune_seeds": None}
+                   "finetune_seeds": None, "llm_words": False, "llm_epochs": 2}
     assert BENCHMARKS.get("paired").check({"eval_sources": {"meld": "/m"}})["eval_sources"] == {"meld": Path("/m")}
     with pytest.raises(ConfigError, match="is not key=value"):
         parse_options(["context"])
