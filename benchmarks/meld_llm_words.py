@@ -64,10 +64,11 @@ def main() -> None:
     n_train = int((m.df["split"] == "train").sum())
     print(f"{path}: {n_train} training rows, {int((m.df['split'] == 'val').sum())} dev, "
           f"{int((m.df['split'] == 'test').sum())} test", flush=True)
-    llm = dict(llm_words_run(m.label_set.name).params)  # the bench's row (bench meld-text -o llm_words=true)
+    recipe = llm_words_run(m.label_set.name)  # the bench's row (bench meld-text -o llm_words=true); --epochs here
+    llm, lr = dict(recipe.params), {"lr": recipe.train["lr"]}
     rows = {
-        "llm words-only, zero-shot": ("llama_topn", llm | {"zero_shot": True}, {"lr": 5e-4}, {}),
-        "llm words-only": ("llama_topn", llm, {"lr": 5e-4}, {}),
+        "llm words-only, zero-shot": ("llama_topn", llm | {"zero_shot": True}, lr, {}),
+        "llm words-only": ("llama_topn", llm, lr, {}),
         "unimodal(tokens)": ("unimodal", {"hidden": 256, "dropout": 0.3, "pooling": "attention"},
                              {"lr": 1e-3, "max_epochs": 100, "patience": 15}, {"sequence": {"text": True}}),
     }

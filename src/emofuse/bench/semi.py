@@ -19,7 +19,8 @@ Rows: supervised-only (the unlabelled rows left out), pseudo-labelled with a con
 with each predicted class's most confident fraction (one round, pseudo-labels weighted 0.5 in the loss;
 the teacher is the three seeds' mean); -o pseudo_rows=all keeps every unlabelled row, and -o soft=true
 gives the kept rows the teacher's probabilities instead of its top class (distillation). The summary
-gives the 3-seed means, the margins against the issue's targets (MELD +2 weighted F1, speech +3) and the kept pseudo-labels' accuracy per class."""
+gives the 3-seed means, the margins against the issue's targets (MELD +2 weighted F1, speech +3) and the
+kept pseudo-labels' accuracy per class."""
 
 from __future__ import annotations
 

@@ -25,24 +25,22 @@ def emotion_loss(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor
     sample_weight (B,): each row's weight (pseudo-labelled rows count less), both terms a weighted mean."""
     if ce_target not in ("label", "distribution"):
         raise ValueError(f"ce_target must be label or distribution, not {ce_target!r}")
+    want = label if ce_target == "label" else target.to(logits.dtype)  # torch takes a class or a distribution
     if sample_weight is not None:
-        return _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, sample_weight, ce_target)
-    want = label if ce_target == "label" else target.to(logits.dtype)
+        return _weighted_loss(logits, want, label, target, mse_weight, class_weights, label_smoothing, sample_weight)
     loss = F.cross_entropy(logits, want, weight=class_weights, label_smoothing=label_smoothing)
     if mse_weight > 0:
         loss = loss + mse_weight * F.mse_loss(torch.softmax(logits, dim=-1), target)
     return loss
 
 
-def _weighted_loss(logits, label, target, mse_weight, class_weights, label_smoothing, w: torch.Tensor,
-                   ce_target: str = "label") -> torch.Tensor:
+def _weighted_loss(logits, want, label, target, mse_weight, class_weights, label_smoothing, w: torch.Tensor) -> torch.Tensor:
     """emotion_loss with a weight per row: cross-entropy normalised as torch's weighted mean is (by
     the rows' class weights; against distributions, as torch's mean is, by the rows), times each row's
     own weight; with every weight 1 it is emotion_loss."""
     w = w.to(logits.dtype if logits.is_floating_point() else torch.float32)
-    want = label if ce_target == "label" else target.to(logits.dtype)
     ce = F.cross_entropy(logits, want, weight=class_weights, label_smoothing=label_smoothing, reduction="none")
-    by_class = class_weights[label] if class_weights is not None and ce_target == "label" else torch.ones_like(w)
+    by_class = class_weights[label] if class_weights is not None and want is label else torch.ones_like(w)
     loss = (ce * w).sum() / (by_class * w).sum().clamp(min=1e-12)
     if mse_weight > 0:
         mse = ((torch.softmax(logits, dim=-1) - target) ** 2).mean(-1)  # (B,)

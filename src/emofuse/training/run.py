@@ -343,12 +343,11 @@ def init_weights(model, source: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"train.init_from: no model.safetensors at {source}: give a finished run's folder "
                                 "(a seed's own, seed<k>/, where the run had several seeds) or the file")
-    state, mine = load_file(str(path)), model.state_dict()
-    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in state):
-        odd = sorted(set(state) ^ set(mine)) or sorted(k for k in state if state[k].shape != mine[k].shape)
-        raise ValueError(f"train.init_from {path}: its weights are not this model's (e.g. {odd[:3]}); the run it "
-                         "comes from must have the same model, params and inputs")
-    model.load_state_dict(state)
+    try:  # torch names the missing, unexpected and differently shaped tensors
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        raise ValueError(f"train.init_from {path}: its weights are not this model's (the run it comes from must have "
+                         f"the same model, params and inputs): {e}") from None
 
 
 def input_records(data) -> dict[str, dict]:
