@@ -324,6 +324,24 @@ def test_gguf_backbone_is_cached_and_left_out_of_the_state_dict(tmp_path, monkey
         second.load_state_dict(sd)
 
 
+def test_gguf_weights_are_cached_when_the_folder_already_exists(tmp_path, monkeypatch):
+    """A fresh cache where the tokenizer was converted first: earlier versions kept it inside the weights'
+    folder, which then existed without weights, and the model failed to load (no config.json). The tokenizer
+    now sits beside that folder; one left inside it by an old version does not stop the weights."""
+    pytest.importorskip("gguf")
+    from emofuse.models.llama_topn import gguf_cache
+
+    monkeypatch.setenv("EMOFUSE_CACHE", str(tmp_path / "cache"))
+    gguf_path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(gguf_path)
+    (gguf_cache(gguf_path) / "tokenizer").mkdir(parents=True)  # the old layout, before any weights
+    model = build_model("llama_topn", {"backbone": str(gguf_path), "hidden": 32, "lora_r": 4}, DIMS, C)
+    assert model.backbone.config.hidden_size == 32
+    assert (gguf_cache(gguf_path) / "model.safetensors").is_file()
+    assert (gguf_cache(gguf_path) / "tokenizer").is_dir()  # left as it was
+    assert not [p for p in gguf_cache(gguf_path).parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
 # --------------------------------------------------------------------------- the real SmolLM2-135M
 
 

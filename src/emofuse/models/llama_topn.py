@@ -216,7 +216,11 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
         (tmp / "model.safetensors").chmod(0o644)
         try:
             tmp.rename(cached)  # atomic: a concurrent run sees the whole folder or none
-        except OSError:  # another run cached it first
+        except OSError:  # another run cached it first, or an older layout left a folder without weights
+            if not (cached / "model.safetensors").is_file():
+                # config first, the weights last: their presence is what marks the cache finished
+                for f in sorted(tmp.iterdir(), key=lambda f: f.name == "model.safetensors"):
+                    f.replace(cached / f.name)
             shutil.rmtree(tmp, ignore_errors=True)
     # Loaded back from the cache even the first time, so first and later runs build the same model.
     return AutoModel.from_pretrained(str(cached), dtype=dtype)
@@ -226,7 +230,9 @@ def load_gguf_tokenizer(path: Path):
     """A GGUF file's tokenizer, converted once (~10 s for SmolLM2) and cached beside its weights."""
     from transformers import AutoTokenizer
 
-    cached = gguf_cache(path) / "tokenizer"
+    # beside the weights' folder, not inside it: the tokenizer is loaded first, and load_gguf takes
+    # an existing weights folder for a finished cache
+    cached = gguf_cache(path).with_name(gguf_cache(path).name + "-tokenizer")
     if not cached.is_dir():
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         cached.parent.mkdir(parents=True, exist_ok=True)
