@@ -39,6 +39,13 @@ def test_variants_over_seeds_in_one_table(corpus, tmp_path):  # noqa: F811
     again = run_ablation(cfg, only=["audio-only"], progress=False)
     assert [r["variant"] for r in again["rows"]] == ["early", "audio-only"]
     assert again["rows"][0] == before["early"]
+    # a one-seed re-run of a variant sits beside the two-seed row, each row saying its own seeds
+    one = run_ablation(AblationConfig.model_validate(_config(corpus, seeds=[0])), only=["audio-only"], progress=False)
+    assert one["rows"][0] == before["early"] and one["rows"][1]["seeds"] == [0]
+    rows = {line.split(" | ")[0]: line for line in (out / "table.md").read_text().splitlines()
+            if line.startswith("| early") or line.startswith("| audio-only")}
+    assert "| 0, 1 |" in rows["| early"] and " ± " in rows["| early"]
+    assert "| 0 |" in rows["| audio-only"] and " ± " not in rows["| audio-only"]
     with pytest.raises(ValueError, match="unknown variant"):
         run_ablation(cfg, only=["nope"], progress=False)
 

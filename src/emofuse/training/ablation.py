@@ -131,25 +131,26 @@ def _pm(d: dict, k: str, several: bool) -> str:
 
 
 def ablation_table(result: dict) -> str:
-    several = len(result["seeds"]) > 1
-
-    def pm(d: dict, k: str) -> str:
-        return _pm(d, k, several)
-
+    """Each row over its own seeds: `--only` with `--set seeds=[0]` adds a one-seed row beside rows of three,
+    and the ± and the seeds column say which is which."""
     lines = []
     if result.get("command"):
         lines += [f"`{result['command']}`", ""]
-    lines += ["| variant | model | test wF1 | test acc | val wF1 | val acc | epoch kept | fit s / seed | wall s |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| variant | model | seeds | test wF1 | test acc | val wF1 | val acc | epoch kept | epochs run "
+              "| s / epoch | fit s / seed | wall s |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
+        several = len(r["seeds"]) > 1
         kept = "–" if r["epoch_kept"] is None else f"{r['epoch_kept']:.1f}"
-        lines.append(f"| {r['variant']} | {r['model']} | {pm(r['test'], 'weighted_f1')} | {pm(r['test'], 'accuracy')} "
-                     f"| {pm(r['val'], 'weighted_f1')} | {pm(r['val'], 'accuracy')} | {kept} "
-                     f"| {r['fit_s_per_seed']:.0f} | {r['wall_s']:.0f} |")
-    seeds = ", ".join(map(str, result["seeds"]))
-    lines += ["", (f"Mean ± std over seeds {seeds} (sample std)" if several else f"Seed {seeds}")
-              + "; scores in %; epoch kept: the best validation epoch "
-              "(1-based; with train.cross_validation speaker, the refit's budget chosen by the speaker folds, and "
-              "val: out-of-fold over the training speakers), mean over seeds; wall s: the variant's whole run, every seed. Variants are not selected "
-              "on these test scores."]
+        run = r.get("epochs_run") or 0
+        per_epoch = f"{r['fit_s_per_seed'] / run:.0f}" if run else "–"
+        lines.append(f"| {r['variant']} | {r['model']} | {', '.join(map(str, r['seeds']))} "
+                     f"| {_pm(r['test'], 'weighted_f1', several)} | {_pm(r['test'], 'accuracy', several)} "
+                     f"| {_pm(r['val'], 'weighted_f1', several)} | {_pm(r['val'], 'accuracy', several)} | {kept} "
+                     f"| {run:.1f} | {per_epoch} | {r['fit_s_per_seed']:.0f} | {r['wall_s']:.0f} |")
+    lines += ["", "Mean ± std over each row's seeds (sample std; a row of one seed has no ±); scores in %; epoch kept: "
+              "the best validation epoch (1-based; with train.cross_validation speaker, the refit's budget chosen by "
+              "the speaker folds, and val: out-of-fold over the training speakers), mean over seeds; s / epoch: fit "
+              "time over epochs run (validation included); wall s: the variant's whole run, every seed. Variants are "
+              "not selected on these test scores."]
     return "\n".join(lines)
