@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -703,6 +704,33 @@ def test_a_prompt_run_saved_and_loaded_predicts_the_same(llm, tmp_path, monkeypa
     fresh = build_model("llama_topn", b.spec.params, {"audio": 6, "video": 5}, C).eval()
     other = predict(fresh, test.standardised(b.standardiser), 5, torch.device("cpu"))
     assert not np.allclose(other["probs"], probs, atol=1e-3)
+
+
+def test_occlusion_probe_takes_away_one_part_of_the_prompt(llm, tmp_path, monkeypatch):
+    """benchmarks/prompt_occlusion.py: the run as it is gives its own predictions; without words only the rows
+    that have a transcript change; an input at its mean changes them."""
+    from emofuse.corpora.base import Manifest
+    from emofuse.data.dataset import FeatureDataset
+    from emofuse.inference import bundle as bundle_mod
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "prompt_occlusion.py"
+    probe = importlib.util.module_from_spec(spec := importlib.util.spec_from_file_location("prompt_occlusion", path))
+    spec.loader.exec_module(probe)
+    corpus = _text_corpus(tmp_path / "corpus")
+    _, run = _prompt_run(corpus, llm, tmp_path, "prompt", epochs=2)
+    monkeypatch.setattr(bundle_mod, "build_encoders", lambda spec, trust_remote_code=False: ({}, []))
+    b = bundle_mod.load_bundle(run)
+    test = FeatureDataset.from_manifest(Manifest.load(corpus / "manifest.csv"), corpus / "cache",
+                                        {"audio": "a", "video": "v"}, split="test").standardised(b.standardiser)
+    got = probe.occlusion(b.model, test, batch_size=5)
+    assert list(got) == ["as it is", "no words", "audio at its mean", "video at its mean", "every input at its mean"]
+    assert np.allclose(got["as it is"], _csv_probs(run / "predictions.csv")[1], atol=2e-5)
+    said = np.array([bool(t) for t in test.texts])
+    assert said.any() and not said.all()
+    moved = np.abs(got["no words"] - got["as it is"]).max(1)
+    assert (moved[~said] < 1e-5).all() and (moved[said] > 1e-4).all()
+    for k in ("audio at its mean", "video at its mean", "every input at its mean"):
+        assert np.abs(got[k] - got["as it is"]).max() > 1e-4, k
 
 
 def test_zero_shot_prompt_run_skips_the_fit(llm, tmp_path):
