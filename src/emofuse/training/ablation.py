@@ -143,7 +143,8 @@ def ablation_table(result: dict) -> str:
         several = len(r["seeds"]) > 1
         kept = "–" if r["epoch_kept"] is None else f"{r['epoch_kept']:.1f}"
         run = r.get("epochs_run") or 0
-        per_epoch = f"{r['fit_s_per_seed'] / run:.0f}" if run else "–"
+        s_epoch = r["fit_s_per_seed"] / run if run else None
+        per_epoch = "–" if s_epoch is None else f"{s_epoch:.1f}" if s_epoch < 10 else f"{s_epoch:.0f}"
         lines.append(f"| {r['variant']} | {r['model']} | {', '.join(map(str, r['seeds']))} "
                      f"| {_pm(r['test'], 'weighted_f1', several)} | {_pm(r['test'], 'accuracy', several)} "
                      f"| {_pm(r['val'], 'weighted_f1', several)} | {_pm(r['val'], 'accuracy', several)} | {kept} "
