@@ -28,25 +28,25 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def conditions(data, keys: list[str]):
+def conditions(data):
     """(name, dataset) for the split as it is and each occlusion."""
     from dataclasses import replace
 
     from emofuse.data.dataset import FeatureDataset
 
-    def variant(texts="same", mean=()):
+    def variant(words=True, mean=()):
         feats = {k: (replace(f, vectors=np.zeros_like(f.vectors),
                              sequences=None if f.sequences is None else [np.zeros_like(s) for s in f.sequences])
                      if k in mean else f) for k, f in data.features.items()}
         return FeatureDataset(data.ids, data.labels, data.targets, feats, data.speakers,
-                              texts=data.texts if texts == "same" else texts)
+                              texts=data.texts if words else None)
 
     yield "as it is", variant()
     if data.texts is not None:
-        yield "no words", variant(texts=None)
-    for k in keys:
+        yield "no words", variant(words=False)
+    for k in data.features:
         yield f"{k} at its mean", variant(mean=(k,))
-    yield "every input at its mean", variant(mean=tuple(keys))
+    yield "every input at its mean", variant(mean=tuple(data.features))
 
 
 def occlusion(model, data, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -54,7 +54,7 @@ def occlusion(model, data, batch_size: int = 32) -> dict[str, np.ndarray]:
     from emofuse.evaluation.predictions import predict
 
     return {name: predict(model, ds, batch_size, torch.device("cpu"))["probs"]
-            for name, ds in conditions(data, list(data.features))}
+            for name, ds in conditions(data)}
 
 
 def main() -> None:
@@ -64,11 +64,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
 
-    from sklearn.metrics import accuracy_score, f1_score
-
     from emofuse.corpora.base import Manifest
     from emofuse.inference.bundle import _units, load_bundle, read_spec
     from emofuse.inference.evaluate import _dataset, _run_config
+    from emofuse.scoring.metrics import classification_metrics
 
     spec = read_spec(args.run, _units(args.run)[0] if _units(args.run) else None)
     run_cfg = _run_config(spec.path)
@@ -83,8 +82,8 @@ def main() -> None:
         bundle = load_bundle(args.run, unit=unit)
         data, _ = _dataset(rows, bundle, Path(run_cfg.data.cache), y, run_cfg)
         for name, probs in occlusion(bundle.model, data, args.batch_size).items():
-            pred = probs.argmax(1)
-            scores.setdefault(name, []).append((f1_score(y, pred, average="weighted"), accuracy_score(y, pred)))
+            m = classification_metrics(y, probs.argmax(1), len(classes))
+            scores.setdefault(name, []).append((m["weighted_f1"], m["accuracy"]))
             print(f"{unit or 'run'}: {name}: weighted F1 {100 * scores[name][-1][0]:.1f}", flush=True)
     base = np.mean([s[0] for s in scores["as it is"]])
     lines = [f"Occlusion at test time: `{args.run}`, split {args.split} ({len(df)} rows), units: "
