@@ -31,9 +31,13 @@ def test_variants_over_seeds_in_one_table(corpus, tmp_path):  # noqa: F811
     out = corpus / "ablations" / "abl"
     table = (out / "table.md").read_text()
     assert "| early | early |" in table and "| audio-only | unimodal |" in table and " ± " in table
-    for v in ("early", "audio-only"):  # each variant is a normal run directory, one unit per seed
+    for v, row in zip(("early", "audio-only"), result["rows"]):  # each variant: a normal run directory, a unit per seed
         m = json.loads((out / v / "metrics.json").read_text())
         assert [u["seed"] for u in m["units"]] == [0, 1]
+        # each seed's own figures are kept, and the row's mean is theirs
+        assert row["per_seed"]["test"] == [u["test"]["weighted_f1"] for u in m["units"]]
+        assert row["test"]["weighted_f1"] == pytest.approx(sum(row["per_seed"]["test"]) / 2)
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --only re-runs one variant and keeps the other's row as it was
     before = {r["variant"]: r for r in result["rows"]}
     again = run_ablation(cfg, only=["audio-only"], progress=False)

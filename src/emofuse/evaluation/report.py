@@ -1,4 +1,4 @@
-"""Reports people read: markdown tables, confusion-matrix, reliability and learning-curve pictures."""
+"""Reports people read: markdown tables, confusion-matrix, reliability, learning-curve and ablation pictures."""
 
 from __future__ import annotations
 
@@ -60,6 +60,46 @@ def save_history(history: list[dict], folder: str | Path, kept_epoch: int, monit
     fig.suptitle(title)
     fig.tight_layout()
     path = folder / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_ablation_png(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """An ablation's rows at a glance: per variant, test weighted F1 as a bar (mean over its seeds, ± their
+    std), each seed's test figure as a dot, and validation's mean as a hollow diamond; the number of seeds
+    beside each bar (rows of different seeds sit side by side, as in table.md)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    height = 0.45 * len(rows) + 1.9
+    fig, ax = plt.subplots(figsize=(8, height))
+    y = np.arange(len(rows))[::-1]  # the config's first variant on top
+    test = np.array([100 * r["test"]["weighted_f1"] for r in rows])
+    ax.barh(y, test, color="#4c72b0", alpha=0.75, label="test (mean ± std over seeds)")
+    several = np.array([len(r["seeds"]) > 1 for r in rows], bool)
+    if several.any():  # a one-seed row has no spread to draw
+        std = np.array([100 * (r["test"].get("weighted_f1_std") or 0.0) for r in rows])
+        ax.errorbar(test[several], y[several], xerr=std[several], fmt="none", ecolor="black", capsize=3)
+    for yi, r in zip(y, rows):
+        seeds = r.get("per_seed", {}).get("test", [])
+        if len(seeds) > 1:
+            ax.scatter([100 * v for v in seeds], [yi] * len(seeds), color="black", s=12, zorder=3)
+        ax.text(1, yi, f"{len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''}", va="center", fontsize=7,
+                color="white")
+    ax.scatter([100 * r["val"]["weighted_f1"] for r in rows], y, marker="D", facecolors="none", edgecolors="#dd8452",
+               zorder=4, label="validation (mean)")
+    ax.scatter([], [], color="black", s=12, label="test, each seed")
+    ax.set_yticks(y, [r["variant"] for r in rows])
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("weighted F1 (%)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=3)
+    ax.set_title(title)
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))  # room for the legend below
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -11,7 +11,8 @@ in one table of test and validation scores (mean ± std over seeds) and wall tim
       early: ["model={name: early, params: {hidden: 128}}"]
 
 Writes <out>/<name>/: ablation.yaml (the resolved config), <variant>/ (a normal run directory per
-variant, its seeds as units), ablation.json and table.md. Nothing is selected here: every variant is
+variant, its seeds as units), ablation.json, table.md and ablation.png (each variant's test and
+validation weighted F1, mean ± std and each seed). Nothing is selected here: every variant is
 reported, and test scores are for reading, not for choosing (a sweep chooses on validation)."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from emofuse.config import RunConfig, StrictConfig, apply_overrides, dump_config, load_base, validate
+from emofuse.evaluation.report import save_ablation_png
 from emofuse.training.tracking import parent_run
 
 
@@ -66,6 +68,8 @@ def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict
         "variant": variant, "overrides": overrides, "model": metrics["model"], "seeds": [u["seed"] for u in units],
         "test": {k: metrics["test"][k] for k in ("weighted_f1", "weighted_f1_std", "accuracy", "accuracy_std")},
         "val": {k: metrics["val"][k] for k in ("weighted_f1", "weighted_f1_std", "accuracy", "accuracy_std")},
+        # each seed's own figures (the picture's dots): a row over seeds 1, 2 and another over seed 0 can be read together
+        "per_seed": {split: [u[split]["weighted_f1"] for u in units if split in u] for split in ("test", "val")},
         "epoch_kept": float(np.mean(best)) if best else None,
         "epochs_run": float(np.mean([u["epochs_run"] for u in units])),
         "fit_s_per_seed": float(np.mean([u["fit_time_s"] for u in units])),
@@ -98,6 +102,7 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
         result["rows"] = [done[v] if v in done else previous[v] for v in cfg.variants if v in done or v in previous]
         (out / "ablation.json").write_text(json.dumps(result, indent=2))
         (out / "table.md").write_text(ablation_table(result) + "\n")
+        save_ablation_png(result["rows"], out / "ablation.png", title=cfg.name)
 
     for variant, overrides in cfg.variants.items():
         if only and variant not in only:
