@@ -632,7 +632,9 @@ def run_task(task: Task, opts: BenchOptions) -> dict:
         cm = np.asarray(results[best]["confusion"])
         save_confusion_png(cm, classes, task_dir / "confusion.png", title=f"{task.name}: {best} (test)")
     return {"results": results, "timings": timings, "best": best, "classes": classes,
-            "split_counts": manifest.meta.get("split_counts", {}), "n_test": int((manifest.df["split"] == "test").sum())}
+            # counted on the rows the task ran (a manifest's recorded counts may predate rows it hid or added)
+            "split_counts": {str(k): int(v) for k, v in manifest.df["split"].value_counts().items()},
+            "n_test": int((manifest.df["split"] == "test").sum())}
 
 
 @dataclass
