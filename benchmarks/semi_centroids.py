@@ -29,7 +29,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
+from speech_coral import speech_features  # noqa: E402
 from whisper_layers import per_speaker as zscore  # noqa: E402
+
+from emofuse.config import PseudoLabelConfig  # noqa: E402
+from emofuse.training.pseudo import select  # noqa: E402
 
 C = 0.01  # the xcorpus checks' C (benchmarks/speech_coral.py); validation is printed beside each row
 WEIGHT = 0.5
@@ -50,12 +54,11 @@ def refine(z: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lab, srt[:, -1] - srt[:, -2]
 
 
-def top_half(lab: np.ndarray, score: np.ndarray) -> np.ndarray:
-    keep = np.zeros(len(lab), bool)
-    for c in np.unique(lab):
-        rows = np.flatnonzero(lab == c)
-        keep[rows[np.argsort(-score[rows], kind="stable")[: max(1, round(0.5 * len(rows)))]]] = True
-    return keep
+def top_half(lab: np.ndarray, score: np.ndarray, classes: int) -> np.ndarray:
+    """Per label, its highest-scoring half: train.pseudo_label's own selection (top_fraction 0.5)."""
+    scores = np.zeros((len(lab), classes))
+    scores[np.arange(len(lab)), lab] = 1.0 + score  # > 0, so each row's top class is its label
+    return select(scores, PseudoLabelConfig(top_fraction=0.5))
 
 
 def main() -> None:
@@ -63,15 +66,8 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, default=Path("runs/bench/semi/speech-nemo/manifest.csv"))
     ap.add_argument("--cache", type=Path, default=Path("runs/semi-cache"))
     a = ap.parse_args()
-    from emofuse.features.cache import load_features
-
     m = pd.read_csv(a.manifest, dtype=str, keep_default_na=False)
-    parts = []
-    for enc in ("whisper-base", "egemaps"):
-        t = load_features(a.cache, "speech-xcorpus", enc)
-        index = {k: i for i, k in enumerate(t.ids)}
-        parts.append(t.vectors[[index[k] for k in m["id"]]].astype(np.float64))
-    z = zscore(np.concatenate(parts, 1), m["speaker"].to_numpy())
+    z = zscore(speech_features(m["id"], a.cache), m["speaker"].to_numpy())
     classes = sorted(set(m["label"]) - {""})
     code = {c: i for i, c in enumerate(classes)}
     y = m["label"].map(lambda v: code.get(v, -1)).to_numpy()
@@ -95,9 +91,9 @@ def main() -> None:
     acc = lambda p, keep: 100 * np.mean(p[keep] == truth_un[keep])  # noqa: E731
     every = np.ones(len(lab), bool)
     rows = {"teacher (RAVDESS only)": None,
-            "student, teacher's labels, top 0.5 per class": (guess, top_half(guess, probs.max(1))),
+            "student, teacher's labels, top 0.5 per class": (guess, top_half(guess, probs.max(1), len(classes))),
             "student, refined labels, every row": (lab, every),
-            "student, refined labels, top 0.5 per class by margin": (lab, top_half(lab, margin))}
+            "student, refined labels, top 0.5 per class by margin": (lab, top_half(lab, margin, len(classes)))}
     print(f"pseudo-label accuracy on every unlabelled row: teacher {acc(guess, every):.1f} %, refined {acc(lab, every):.1f} %")
     print("| row | kept | kept right | val wF1 | test wF1 |\n|---|---:|---:|---:|---:|")
     for name, spec in rows.items():

@@ -48,22 +48,28 @@ def coral(z: np.ndarray, src: np.ndarray, tgt: np.ndarray, lam: float = 1.0) -> 
     return out
 
 
+def speech_features(ids, cache: Path) -> np.ndarray:
+    """Whisper-base (layer 2, mean+std) and eGeMAPS of these clips, side by side, from a cache of the speech
+    benches (corpus `speech-xcorpus`)."""
+    from emofuse.features.cache import load_features
+
+    parts = []
+    for enc in ("whisper-base", "egemaps"):
+        t = load_features(cache, "speech-xcorpus", enc)
+        index = {k: i for i, k in enumerate(t.ids)}
+        parts.append(t.vectors[[index[k] for k in ids]].astype(np.float64))
+    return np.concatenate(parts, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", type=Path, default=Path("runs/emofuse-base5/work/speech/manifest.csv"))
     ap.add_argument("--cache", type=Path, default=Path("runs/base-cache"))
     a = ap.parse_args()
-    from emofuse.features.cache import load_features
-
     m = pd.read_csv(a.manifest)
     corpus = m["id"].str.split(":").str[0].to_numpy()
     split = m["split"].to_numpy()
-    parts = []
-    for enc in ("whisper-base", "egemaps"):
-        t = load_features(a.cache, "speech-xcorpus", enc)
-        index = {k: i for i, k in enumerate(t.ids)}
-        parts.append(t.vectors[[index[k] for k in m["id"]]].astype(np.float64))
-    x = np.concatenate(parts, 1)
+    x = speech_features(m["id"], a.cache)
     classes = sorted(m["label"].unique())
     y = m["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
 
