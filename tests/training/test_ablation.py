@@ -82,3 +82,29 @@ def test_a_bad_variant_is_refused_before_training(corpus, tmp_path):  # noqa: F8
     with pytest.raises(ConfigError, match="learning_rate"):
         load_config(AblationConfig, path)
     assert not (corpus / "ablations" / "abl" / "bad").exists()
+
+
+def test_seeds_of_one_variant_run_as_two_rows_are_pooled(tmp_path):
+    """benchmarks/ablation_seeds.py: seed 0 in one row's folder and seeds 1-2 in another's give one mean ± std
+    over the three; a seed in both folders is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation_seeds.py"
+    tool = importlib.util.module_from_spec(spec := importlib.util.spec_from_file_location("ablation_seeds", path))
+    spec.loader.exec_module(tool)
+
+    def unit(seed, f1):
+        return {"seed": seed, "best_epoch": seed, "test": {"weighted_f1": f1, "accuracy": f1},
+                "val": {"weighted_f1": f1 / 2, "accuracy": f1 / 2}}
+
+    for name, units in (("x", [unit(0, 0.30)]), ("x-s12", [unit(1, 0.42), unit(2, 0.36)]), ("y", [unit(1, 0.5)])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"units": units}))
+    got = tool.pooled(tmp_path, ["x", "x-s12"])
+    assert got["seeds"] == [0, 1, 2] and got["epoch_kept"] == [1, 2, 3]
+    each, mean, std = got["test"]["weighted_f1"]
+    assert each == [30.0, 42.0, 36.0] and mean == pytest.approx(36.0) and std == pytest.approx(6.0)
+    assert got["val"]["weighted_f1"][1] == pytest.approx(18.0)
+    with pytest.raises(ValueError, match="more than one"):
+        tool.pooled(tmp_path, ["x-s12", "y"])

@@ -1,0 +1,46 @@
+"""One ablation row's seeds pooled from several run folders: where a variant's seeds ran as rows of their own
+(`--only X --set seeds=[0]`, then `--only X-s12 --set seeds=[1,2]`), their test and validation figures
+together, mean ± sample std, from each folder's metrics.json (its units, one per seed).
+
+    python benchmarks/ablation_seeds.py runs/ablations/paired-llama-ablation prompt-words-only prompt-words-only-s12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def pooled(root: Path, variants: list[str]) -> dict:
+    """{"seeds": [...], split: {metric: (per-seed values, mean, std)}, "epoch_kept": [...]} over the variants'
+    units; a seed that appears twice is refused (the rows would count it twice)."""
+    units = [u for v in variants for u in json.loads((root / v / "metrics.json").read_text())["units"]]
+    seeds = [u["seed"] for u in units]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds}: a seed is in more than one of {variants}")
+    out = {"seeds": seeds, "epoch_kept": [u["best_epoch"] + 1 for u in units]}
+    for split in ("test", "val"):
+        out[split] = {}
+        for k in ("weighted_f1", "accuracy"):
+            x = np.array([100 * u[split][k] for u in units])
+            out[split][k] = (x.round(1).tolist(), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path, help="the ablation's folder (<out>/<name>)")
+    ap.add_argument("variants", nargs="+", help="the rows whose seeds to pool")
+    a = ap.parse_args()
+    p = pooled(a.root, a.variants)
+    print(f"{' + '.join(a.variants)}: seeds {p['seeds']}, epoch kept {p['epoch_kept']}")
+    for split in ("test", "val"):
+        for k, (each, mean, std) in p[split].items():
+            print(f"  {split} {k}: {mean:.1f} ± {std:.1f}  (each seed: {', '.join(f'{v:.1f}' for v in each)})")
+
+
+if __name__ == "__main__":
+    main()
