@@ -52,6 +52,12 @@ def test_variants_over_seeds_in_one_table(corpus, tmp_path):  # noqa: F811
     assert "| 0 |" in rows["| audio-only"] and " ± " not in rows["| audio-only"]
     with pytest.raises(ValueError, match="unknown variant"):
         run_ablation(cfg, only=["nope"], progress=False)
+    # a variant added for one command (--set "variants.X=[...]") keeps its row when the next command adds another
+    for extra in ("early-s1", "early-s2"):
+        more = _config(corpus, seeds=[1]) | {"variants": _config(corpus)["variants"] | {extra: []}}
+        last = run_ablation(AblationConfig.model_validate(more), only=[extra], progress=False)
+    assert [r["variant"] for r in last["rows"]] == ["early", "audio-only", "early-s2", "early-s1"]  # the config's first
+    assert "| early-s1 |" in (out / "table.md").read_text()
 
 
 def test_an_ablation_run_again_keeps_finished_variants(corpus, monkeypatch):  # noqa: F811

@@ -80,8 +80,8 @@ def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict
 @parent_run("ablation", lambda cfg: Path(cfg.out) / cfg.name)  # MLflow / W&B: the variants as one run's children
 def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: bool = True) -> dict:
     """Train every variant (or those in `only`) over cfg.seeds; returns ablation.json's content.
-    Variants not in `only` keep their rows from <out>/<name>/ablation.json; `only` trains its variants
-    again. Without `only`, a variant whose run already finished with exactly its config and features
+    Variants not in `only` keep their rows from <out>/<name>/ablation.json, those the config does not name
+    (a variant added from the command line) too; `only` trains its variants again. Without `only`, a variant whose run already finished with exactly its config and features
     (training.finished.finished_run) is kept, not trained again, so an ablation stopped part-way resumes
     where it stopped. ablation.json and table.md are written again after every variant."""
     from emofuse.training.finished import finished_run
@@ -100,6 +100,9 @@ def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: b
 
     def write() -> None:
         result["rows"] = [done[v] if v in done else previous[v] for v in cfg.variants if v in done or v in previous]
+        # rows of variants this config does not name (added once from the command line: --set "variants.X=[...]")
+        # stay, after the config's own
+        result["rows"] += [r for v, r in previous.items() if v not in cfg.variants]
         (out / "ablation.json").write_text(json.dumps(result, indent=2))
         (out / "table.md").write_text(ablation_table(result) + "\n")
         save_ablation_png(result["rows"], out / "ablation.png", title=cfg.name)
