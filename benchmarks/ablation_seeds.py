@@ -3,6 +3,11 @@
 together, mean ± sample std, from each folder's metrics.json (its units, one per seed).
 
     python benchmarks/ablation_seeds.py runs/ablations/paired-llama-ablation prompt-words-only prompt-words-only-s12
+
+With --best-val, a seed may be in several rows (a run and its continuation from its kept weights,
+train.init_from): per seed, the unit with the highest validation weighted F1 counts, as one longer run would
+keep its best epoch on validation.
+    python benchmarks/ablation_seeds.py runs/ablations/paired-llama-ablation prompt prompt-6ep-s0 prompt-6ep-s1 prompt-6ep-s2 --best-val
 """
 
 from __future__ import annotations
@@ -14,14 +19,23 @@ from pathlib import Path
 import numpy as np
 
 
-def pooled(root: Path, variants: list[str]) -> dict:
-    """{"seeds": [...], split: {metric: (per-seed values, mean, std)}, "epoch_kept": [...]} over the variants'
-    units; a seed that appears twice is refused (the rows would count it twice)."""
-    units = [u for v in variants for u in json.loads((root / v / "metrics.json").read_text())["units"]]
+def pooled(root: Path, variants: list[str], best_val: bool = False) -> dict:
+    """{"seeds": [...], split: {metric: (per-seed values, mean, std)}, "epoch_kept": [...], "rows": [...]} over
+    the variants' units; a seed that appears twice is refused (the rows would count it twice), unless best_val:
+    then that seed's unit with the highest validation weighted F1 counts (the first on a tie)."""
+    units, rows = [], []
+    for v in variants:
+        for u in json.loads((root / v / "metrics.json").read_text())["units"]:
+            same = [i for i, w in enumerate(units) if w["seed"] == u["seed"]]
+            if same and not best_val:
+                raise ValueError(f"seed {u['seed']} is in more than one of {variants}")
+            if not same:
+                units.append(u)
+                rows.append(v)
+            elif u["val"]["weighted_f1"] > units[same[0]]["val"]["weighted_f1"]:
+                units[same[0]], rows[same[0]] = u, v
     seeds = [u["seed"] for u in units]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds {seeds}: a seed is in more than one of {variants}")
-    out = {"seeds": seeds, "epoch_kept": [u["best_epoch"] + 1 for u in units]}
+    out = {"seeds": seeds, "rows": rows, "epoch_kept": [u["best_epoch"] + 1 for u in units]}
     for split in ("test", "val"):
         out[split] = {}
         for k in ("weighted_f1", "accuracy"):
@@ -34,9 +48,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="the ablation's folder (<out>/<name>)")
     ap.add_argument("variants", nargs="+", help="the rows whose seeds to pool")
+    ap.add_argument("--best-val", action="store_true", help="a seed in several rows: its best on validation counts")
     a = ap.parse_args()
-    p = pooled(a.root, a.variants)
-    print(f"{' + '.join(a.variants)}: seeds {p['seeds']}, epoch kept {p['epoch_kept']}")
+    p = pooled(a.root, a.variants, a.best_val)
+    print(f"{' + '.join(a.variants)}: seeds {p['seeds']}, from {p['rows']}, epoch kept (of its row) {p['epoch_kept']}")
     for split in ("test", "val"):
         for k, (each, mean, std) in p[split].items():
             print(f"  {split} {k}: {mean:.1f} ± {std:.1f}  (each seed: {', '.join(f'{v:.1f}' for v in each)})")

@@ -114,3 +114,7 @@ def test_seeds_of_one_variant_run_as_two_rows_are_pooled(tmp_path):
     assert got["val"]["weighted_f1"][1] == pytest.approx(18.0)
     with pytest.raises(ValueError, match="more than one"):
         tool.pooled(tmp_path, ["x-s12", "y"])
+    # --best-val: seed 1 is in both rows; y's unit has the higher validation figure, so it counts
+    best = tool.pooled(tmp_path, ["x", "x-s12", "y"], best_val=True)
+    assert best["seeds"] == [0, 1, 2] and best["rows"] == ["x", "y", "x-s12"]
+    assert best["test"]["weighted_f1"][0] == [30.0, 50.0, 36.0]
