@@ -89,7 +89,7 @@ def save_ablation_png(rows: list[dict], path: str | Path, title: str = "") -> Pa
         if len(seeds) > 1:
             ax.scatter([100 * v for v in seeds], [yi] * len(seeds), color="black", s=12, zorder=3)
         ax.text(1, yi, f"{len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''}", va="center", fontsize=7,
-                color="white")
+                color="white" if 100 * r["test"]["weighted_f1"] > 10 else "black")  # inside the bar where it fits
     ax.scatter([100 * r["val"]["weighted_f1"] for r in rows], y, marker="D", facecolors="none", edgecolors="#dd8452",
                zorder=4, label="validation (mean)")
     ax.scatter([], [], color="black", s=12, label="test, each seed")

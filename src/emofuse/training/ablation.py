@@ -81,9 +81,10 @@ def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict
 def run_ablation(cfg: AblationConfig, only: list[str] | None = None, progress: bool = True) -> dict:
     """Train every variant (or those in `only`) over cfg.seeds; returns ablation.json's content.
     Variants not in `only` keep their rows from <out>/<name>/ablation.json, those the config does not name
-    (a variant added from the command line) too; `only` trains its variants again. Without `only`, a variant whose run already finished with exactly its config and features
-    (training.finished.finished_run) is kept, not trained again, so an ablation stopped part-way resumes
-    where it stopped. ablation.json and table.md are written again after every variant."""
+    (a variant added from the command line) too; `only` trains its variants again. Without `only`, a
+    variant whose run already finished with exactly its config and features (training.finished.finished_run)
+    is kept, not trained again, so an ablation stopped part-way resumes where it stopped. ablation.json,
+    table.md and ablation.png are written again after every variant."""
     from emofuse.training.finished import finished_run
     from emofuse.training.run import train_run
 
