@@ -23,19 +23,17 @@ def pooled(root: Path, variants: list[str], best_val: bool = False) -> dict:
     """{"seeds": [...], split: {metric: (per-seed values, mean, std)}, "epoch_kept": [...], "rows": [...]} over
     the variants' units; a seed that appears twice is refused (the rows would count it twice), unless best_val:
     then that seed's unit with the highest validation weighted F1 counts (the first on a tie)."""
-    units, rows = [], []
+    by_seed: dict[int, tuple[dict, str]] = {}  # seed -> (its unit, the row it is from); first-seen order
     for v in variants:
         for u in json.loads((root / v / "metrics.json").read_text())["units"]:
-            same = [i for i, w in enumerate(units) if w["seed"] == u["seed"]]
-            if same and not best_val:
+            kept = by_seed.get(u["seed"])
+            if kept and not best_val:
                 raise ValueError(f"seed {u['seed']} is in more than one of {variants}")
-            if not same:
-                units.append(u)
-                rows.append(v)
-            elif u["val"]["weighted_f1"] > units[same[0]]["val"]["weighted_f1"]:
-                units[same[0]], rows[same[0]] = u, v
-    seeds = [u["seed"] for u in units]
-    out = {"seeds": seeds, "rows": rows, "epoch_kept": [u["best_epoch"] + 1 for u in units]}
+            if not kept or u["val"]["weighted_f1"] > kept[0]["val"]["weighted_f1"]:
+                by_seed[u["seed"]] = (u, v)
+    units = [u for u, _ in by_seed.values()]
+    out = {"seeds": list(by_seed), "rows": [v for _, v in by_seed.values()],
+           "epoch_kept": [u["best_epoch"] + 1 for u in units]}
     for split in ("test", "val"):
         out[split] = {}
         for k in ("weighted_f1", "accuracy"):

@@ -68,8 +68,8 @@ def _row(variant: str, overrides: list[str], metrics: dict, wall: float) -> dict
         "variant": variant, "overrides": overrides, "model": metrics["model"], "seeds": [u["seed"] for u in units],
         "test": {k: metrics["test"][k] for k in ("weighted_f1", "weighted_f1_std", "accuracy", "accuracy_std")},
         "val": {k: metrics["val"][k] for k in ("weighted_f1", "weighted_f1_std", "accuracy", "accuracy_std")},
-        # each seed's own figures (the picture's dots): a row over seeds 1, 2 and another over seed 0 can be read together
-        "per_seed": {split: [u[split]["weighted_f1"] for u in units if split in u] for split in ("test", "val")},
+        # each seed's own test figure (the picture's dots)
+        "per_seed": {"test": [u["test"]["weighted_f1"] for u in units if "test" in u]},
         "epoch_kept": float(np.mean(best)) if best else None,
         "epochs_run": float(np.mean([u["epochs_run"] for u in units])),
         "fit_s_per_seed": float(np.mean([u["fit_time_s"] for u in units])),
