@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--swa-epochs", type=int, default=0, metavar="N",
                     help="keep the mean of the last N epochs' weights (train.swa_epochs) instead of the best epoch's")
+    ap.add_argument("--train-embeddings", action="store_true",
+                    help="train the token embedding table too (freeze_input_embeddings: false)")
     a = ap.parse_args()
     from emofuse.bench.driver import BenchOptions
     from emofuse.bench.emofuse_base import _text, _text_net
@@ -52,13 +54,14 @@ def main() -> None:
         t = time.perf_counter()
         if a.retrain or not (run / "predictions.csv").is_file():
             manifest = _text(opts, goemotions_per_meld=r)
-            _text_net(manifest, opts.out / "text-net", opts, train={"swa_epochs": a.swa_epochs})
+            _text_net(manifest, opts.out / "text-net", opts, train={"swa_epochs": a.swa_epochs},
+                      net={"freeze_input_embeddings": False} if a.train_embeddings else None)
             seconds = time.perf_counter() - t
             (opts.out / "seconds.json").write_text(json.dumps({"seconds": seconds}))
         else:
             seconds = json.loads((opts.out / "seconds.json").read_text())["seconds"] if (opts.out / "seconds.json").is_file() else float("nan")
         rows.append((r, scores(run), seconds))
-    print(f"seed {a.seed}; swa_epochs {a.swa_epochs}; weighted F1; the mix chosen on MELD dev is marked")
+    print(f"seed {a.seed}; swa_epochs {a.swa_epochs}; embeddings {'trained' if a.train_embeddings else 'frozen'}; weighted F1; the mix chosen on MELD dev is marked")
     print("| GoEmotions rows per MELD row | pooled val | MELD dev | MELD test | GoEmotions val | GoEmotions test | seconds |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     best = max(rows, key=lambda x: x[1]["meld val"])[0]

@@ -63,11 +63,53 @@ def test_the_encoder_gives_the_fine_tuned_models_probabilities(bert, tmp_path, d
     assert enc.fingerprint() == TextNetEncoder(folder).fingerprint()
 
 
-def test_refuses_a_moved_embedding_table_another_base_and_foreign_weights(bert, tmp_path):
-    model = build_model("finetune_text", {"encoder": f"hf:{bert}"}, {"text": 0}, C)
+def test_a_trained_embedding_table_is_stored_as_the_rows_it_moved(bert, tmp_path):
+    """AdamW with weight decay on a trained table: the rows of the tokens read move, every other row only
+    shrinks. The moved rows are stored as int8 changes (the shrink is not), and the rebuilt encoder gives
+    the fine-tuned model's probabilities."""
+    torch.manual_seed(0)
+    model = build_model("finetune_text", {"encoder": f"hf:{bert}", "max_length": 8}, {"text": 0}, C)
+    table = model.backbone.get_input_embeddings().weight
+    base = table.detach().clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.01)
+    model.train()
+    for _ in range(3):
+        opt.zero_grad()
+        model({"text": TEXTS[:2]})["logits"].logsumexp(-1).mean().backward()
+        opt.step()
+    model.eval()
+    read = set(model.tokenizer(TEXTS[:2])["input_ids"][0]) | set(model.tokenizer(TEXTS[:2])["input_ids"][1])
+    shrunk = [i for i in range(len(base)) if i not in read]
+    assert not torch.equal(table[shrunk], base[shrunk])  # weight decay moved every row a little
+    folder = save_text_net(model.backbone, model.head[1], tmp_path / "net", base=f"hf:{bert}", pooling="mean",
+                           max_length=8, classes=["a", "b", "c"], dtype="float32")
+    from safetensors.torch import load
+
+    from emofuse.features.encoders.text_net import weights_bytes
+
+    stored = load(weights_bytes(folder))
+    assert set(stored["embeddings.rows"].tolist()) == read and stored["embeddings.delta"].dtype == torch.int8
+    enc = TextNetEncoder(folder)
+    assert enc.moved_rows == len(read)
+    rebuilt = enc.backbone.get_input_embeddings().weight.detach()
+    rows = sorted(read)
+    step = (table[rows] - base[rows]).abs().amax(1, keepdim=True) / 254
+    assert (rebuilt[rows] - table[rows].detach()).abs().le(step + 1e-7).all()
+    assert torch.equal(rebuilt[shrunk], base[shrunk])
     with torch.no_grad():
-        model.backbone.get_input_embeddings().weight.add_(0.1)
-    with pytest.raises(ValueError, match="freeze_input_embeddings"):
+        want = torch.softmax(model({"text": TEXTS})["logits"], -1).numpy()
+    got = np.stack([g.vector[:C] for g in enc.encode(TEXTS)])
+    assert np.allclose(got, want, atol=1e-4)
+    # a frozen table's network stores no rows
+    frozen = TextNetEncoder(save_text_net(_tuned(bert).backbone, _tuned(bert).head[1], tmp_path / "frozen",
+                                          base=f"hf:{bert}", pooling="mean", max_length=8, classes=["a", "b", "c"]))
+    assert frozen.moved_rows == 0
+
+
+def test_refuses_a_resized_embedding_table_another_base_and_foreign_weights(bert, tmp_path):
+    model = build_model("finetune_text", {"encoder": f"hf:{bert}"}, {"text": 0}, C)
+    model.backbone.resize_token_embeddings(model.backbone.get_input_embeddings().weight.shape[0] + 2)
+    with pytest.raises(ValueError, match="resized vocabulary"):
         save_text_net(model.backbone, model.head[1], tmp_path / "moved", base=f"hf:{bert}", pooling="mean",
                       max_length=8, classes=["a", "b", "c"])
     folder = save_text_net(_tuned(bert).backbone, _tuned(bert).head[1], tmp_path / "net", base=f"hf:{bert}",

@@ -157,7 +157,8 @@ def _paired(opts: BenchOptions) -> Path:
     return path
 
 
-def _text_net(manifest: Path, folder: Path, opts: BenchOptions, train: dict | None = None) -> tuple[Path, dict]:
+def _text_net(manifest: Path, folder: Path, opts: BenchOptions, train: dict | None = None,
+              net: dict | None = None) -> tuple[Path, dict]:
     """The text network: finetune_text (TEXT_NET, TEXT_TRAIN updated by `train`) through the one loop on the
     text manifest, its kept weights saved as a text network folder (float16, without the embedding table)."""
     from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -167,7 +168,7 @@ def _text_net(manifest: Path, folder: Path, opts: BenchOptions, train: dict | No
 
     cfg = RunConfig(name="text-net", data=DataConfig(manifest=str(manifest), features={"text": "raw"}, batch_size=32,
                                                      raw={"group_by_length": True}),
-                    model=ModelConfig(name="finetune_text", params=TEXT_NET),
+                    model=ModelConfig(name="finetune_text", params=TEXT_NET | (net or {})),
                     train=TrainConfig(**(TEXT_TRAIN | (train or {})), seeds=[opts.seed]), out=str(opts.out / "experts"))
     t = time.perf_counter()
     m = train_run(cfg)
