@@ -172,6 +172,12 @@ class PseudoLabelConfig(StrictConfig):
     # by cross-entropy against each row's distribution (train.ce_target: distribution; a labelled row's is
     # one-hot): the student distils the teacher (its seeds' mean) instead of copying its top class
     soft: bool = False
+    # the teacher's probabilities before choosing: "labelled" scales them so that their mean over the
+    # unlabelled rows matches the labelled rows' class shares (ReMixMatch's distribution alignment: a
+    # teacher that under-predicts the rare classes names them more); "em" instead estimates the unlabelled
+    # rows' own class shares by EM (Saerens et al. 2002: the labelled prior replaced by the estimated one,
+    # for unlabelled rows from another distribution); "none" keeps them as the teacher gave them
+    align: Literal["none", "labelled", "em"] = "none"
 
 
 class TrainConfig(StrictConfig):

@@ -12,7 +12,7 @@ import torch
 from emofuse.config import DataConfig, ModelConfig, PseudoLabelConfig, RunConfig, TrainConfig
 from emofuse.corpora.base import Manifest
 from emofuse.training.module import emotion_loss
-from emofuse.training.pseudo import select
+from emofuse.training.pseudo import align, select
 from emofuse.training.run import train_run
 from tests.training.cached import toy_manifest, write_features
 
@@ -27,6 +27,30 @@ def test_a_top_fraction_keeps_each_predicted_class_most_confident_rows():
     probs = np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45], [0.2, 0.8], [0.4, 0.6]])
     # class 0 predicted for rows 0-3 (keep half: 0, 1), class 1 for rows 4-5 (half: 4)
     assert select(probs, PseudoLabelConfig(top_fraction=0.5)).tolist() == [True, True, False, False, True, False]
+
+
+def test_alignment_moves_the_teachers_class_shares_to_the_labelled_or_the_estimated_ones():
+    rng = np.random.default_rng(0)
+    # a teacher on unlabelled rows whose true shares are (0.2, 0.3, 0.5), calibrated for the labelled rows'
+    # shares (0.5, 0.3, 0.2): each row's likelihoods, times the labelled prior, normalised
+    true_q, prior = np.array([0.2, 0.3, 0.5]), np.array([0.5, 0.3, 0.2])
+    y = rng.choice(3, size=4000, p=true_q)
+    lik = np.exp(1.5 * np.eye(3)[y] + rng.normal(size=(4000, 3)))
+    probs = lik * prior
+    probs /= probs.sum(1, keepdims=True)
+    same, q = align(probs, prior, "none")
+    assert same is probs and np.array_equal(q, prior)
+    to_labelled, q = align(probs, prior, "labelled")
+    np.testing.assert_allclose(to_labelled.sum(1), 1.0)
+    assert np.abs(to_labelled.mean(0) - prior).max() < np.abs(probs.mean(0) - prior).max()
+    em, q = align(probs, prior, "em")
+    assert np.abs(q - true_q).max() < 0.03  # EM finds the unlabelled rows' own shares
+    assert (em.argmax(1) == y).mean() > (probs.argmax(1) == y).mean()  # and the answers it gives are better
+    # a class without labelled rows keeps probability 0
+    none_of_2 = align(probs, np.array([0.6, 0.4, 0.0]), "em")[0]
+    assert (none_of_2[:, 2] == 0).all() and np.allclose(none_of_2.sum(1), 1.0)
+    with pytest.raises(ValueError, match="do not match"):
+        align(probs, prior[:2], "em")
 
 
 def test_row_weights_of_one_give_the_plain_loss_and_weights_shift_it():
@@ -144,3 +168,23 @@ def test_soft_pseudo_labels_keep_the_teachers_probabilities_and_learn_against_th
     assert (after.loc[before.index[before["split"] != "unlabeled"], "soft_label"] == "").all()  # labelled: one-hot
     for r in (0, 1):
         assert "ce_target: distribution" in (run / f"round{r}" / "config.yaml").read_text()
+
+
+def test_aligned_pseudo_labels_record_the_shares_and_label_by_the_aligned_probabilities(corpus):
+    import pandas as pd
+
+    from emofuse.training.pseudo import labelled_prior
+
+    train_run(_cfg(corpus, "aligned", top_fraction=1.0, rounds=1, weight=1.0, align="em"))
+    run = corpus / "runs" / "aligned"
+    rec = json.loads((run / "pseudo_label.json").read_text())["rounds"][1]["pseudo_labels"]
+    assert rec["align"]["how"] == "em"
+    before = Manifest.load(run / "manifest_round0.csv")
+    classes = list(before.label_set.classes)
+    prior = labelled_prior(before.df, classes)
+    assert list(rec["align"]["labelled_shares"].values()) == pytest.approx(prior.tolist(), abs=1e-4)
+    teacher = pd.read_csv(run / "round0" / "predictions_unlabeled.csv", dtype={"id": str}).set_index("id")
+    probs, q = align(teacher[[f"p_{c}" for c in classes]].to_numpy(np.float64), prior, "em")
+    assert list(rec["align"]["aligned_to"].values()) == pytest.approx(q.tolist(), abs=1e-4)
+    after = Manifest.load(run / "manifest_round1.csv").df.set_index("id")
+    assert after.loc[teacher.index, "label"].tolist() == [classes[k] for k in probs.argmax(1)]

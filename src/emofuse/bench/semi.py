@@ -18,7 +18,8 @@ epochs, and each pseudo-labelled run's round, chosen on validation.
 Rows: supervised-only (the unlabelled rows left out), pseudo-labelled with a confidence threshold, and
 with each predicted class's most confident fraction (one round, pseudo-labels weighted 0.5 in the loss;
 the teacher is the three seeds' mean); -o pseudo_rows=all keeps every unlabelled row, and -o soft=true
-gives the kept rows the teacher's probabilities instead of its top class (distillation). The summary
+gives the kept rows the teacher's probabilities instead of its top class (distillation); -o align=labelled
+or em re-weights the teacher's probabilities per class first (train.pseudo_label.align). The summary
 gives the 3-seed means, the margins against the issue's targets (MELD +2 weighted F1, speech +3) and the
 kept pseudo-labels' accuracy per class."""
 
@@ -54,6 +55,9 @@ class Options(BenchConfig):
     soft: bool = Field(False, description="pseudo-labelled rows keep the teacher's probabilities and learn by "
                                           "cross-entropy against them (train.pseudo_label.soft)")
     ceiling: bool = Field(True, description="also the every-label rows (meld-full, speech-nemo-full)")
+    align: str = Field("none", description="the teacher's probabilities re-weighted per class before choosing "
+                                           "(train.pseudo_label.align): none, labelled, em, or several "
+                                           "comma-separated (one set of pseudo-labelled rows each)")
 
 
 # MELD fine-tuned (meld_model=finetune): bench meld-text's finetune_text recipe, but up to this many epochs,
@@ -85,12 +89,24 @@ def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int]
     kinds = {"threshold": (f"threshold {o.threshold:g}", {"threshold": o.threshold}),
              "top": (f"top {o.top_fraction:g} per class", {"top_fraction": o.top_fraction}),
              "all": ("every row", {"top_fraction": 1.0})}
-    for kind in PSEUDO_ROWS:
-        if kind in wanted:
-            what, how = kinds[kind]
-            rows.append(ModelRun(f"pseudo-labelled ({what}{soft})", model, features, params, data=data,
-                                 train=base | {"pseudo_label": pl | how}))
+    for way in _aligns(o.align):
+        aligned = {"none": "", "labelled": ", aligned to the labelled shares", "em": ", aligned by EM"}[way]
+        for kind in PSEUDO_ROWS:
+            if kind in wanted:
+                what, how = kinds[kind]
+                rows.append(ModelRun(f"pseudo-labelled ({what}{soft}{aligned})", model, features, params, data=data,
+                                     train=base | {"pseudo_label": pl | how | {"align": way}}))
     return rows
+
+
+ALIGNS = ("none", "labelled", "em")
+
+
+def _aligns(spec: str) -> list[str]:
+    wanted = [r.strip() for r in spec.split(",") if r.strip()]
+    if not wanted or set(wanted) - set(ALIGNS):
+        raise ValueError(f"align: one or more of {', '.join(ALIGNS)} (comma-separated), not {spec!r}")
+    return wanted
 
 
 def _pseudo_rows(spec: str) -> list[str]:
@@ -216,6 +232,10 @@ def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
                        f"unlabelled rows, {acc(rec['accuracy'])} of them right (the teacher on every candidate: "
                        f"{acc(rec['teacher_accuracy_all'])}).", "",
                        "| predicted class | kept | right |", "|---|---:|---:|"]
+            if "align" in rec:  # the class shares the teacher's probabilities were moved to
+                shares = lambda d: ", ".join(f"{c} {100 * v:.1f}" for c, v in d.items())  # noqa: E731
+                detail += [f"Aligned ({rec['align']['how']}) to the shares (%) {shares(rec['align']['aligned_to'])}; the "
+                           f"labelled rows': {shares(rec['align']['labelled_shares'])}.", ""]
             detail += [f"| {c} | {v['kept']} | {acc(v['accuracy'])} |" for c, v in rec["per_class"].items()] + [""]
     lines += ["", "The student is round 1's model; the pseudo-labelled row is the round its validation figure chose "
               "(round 0 is the supervised teacher itself). Margin: the chosen round's 3-seed mean minus supervised-only's.", ""]
@@ -226,11 +246,13 @@ def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
 def bench_semi(opts: BenchOptions, settings: str = "meld,speech", labelled: float = 0.1, seeds: int = 3,
                threshold: float = 0.9, top_fraction: float = 0.5, weight: float = 0.5, rounds: int = 1,
                meld_model: str = "mlp", pseudo_rows: str = "threshold,top", ceiling: bool = True,
-               soft: bool = False) -> BenchSpec:
+               soft: bool = False, align: str = "none") -> BenchSpec:
     """Pseudo-labelling measured: MELD with a fraction of its labels, speech with nEMO unlabelled."""
     o = Options(settings=settings, labelled=labelled, seeds=seeds, threshold=threshold, top_fraction=top_fraction,
-                weight=weight, rounds=rounds, meld_model=meld_model, pseudo_rows=pseudo_rows, ceiling=ceiling, soft=soft)
+                weight=weight, rounds=rounds, meld_model=meld_model, pseudo_rows=pseudo_rows, ceiling=ceiling, soft=soft,
+                align=align)
     _pseudo_rows(pseudo_rows)
+    _aligns(align)
     if meld_model not in ("mlp", "finetune"):
         raise ValueError(f"meld_model: mlp or finetune, not {meld_model!r}")
     if meld_model == "finetune" and weight != 1.0:

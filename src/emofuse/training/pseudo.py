@@ -5,7 +5,9 @@ that: the teacher, the best model so far by validation, predicts every unlabelle
 is confident of (a probability threshold, or per predicted class its most confident fraction) join
 the training rows with their predicted class and `weight` in the loss; a student trains on them.
 With `soft`, a kept row also keeps the teacher's probabilities and the loss is the cross-entropy against
-them (knowledge distillation on the unlabelled rows; a labelled row's target stays one-hot).
+them (knowledge distillation on the unlabelled rows; a labelled row's target stays one-hot). With `align`,
+the teacher's probabilities are first re-weighted per class, towards the labelled rows' class shares or
+towards the unlabelled rows' own shares estimated by EM (`align` below).
 Validation and test rows are never candidates. Each round is a run of its own in the run's folder
 (`round0`, `round1`, …), and `pseudo_label.json` records, per round and class, how many rows were
 kept and, where the manifest keeps their real labels apart (`hidden_label`), how many were right.
@@ -73,6 +75,50 @@ def select(probs: np.ndarray, cfg: PseudoLabelConfig) -> np.ndarray:
     return keep
 
 
+def align(probs: np.ndarray, labelled_prior: np.ndarray, how: str, *, iters: int = 1000,
+          tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's (N, C) probabilities re-weighted per class (train.pseudo_label.align) and the class
+    shares they were aligned to. "labelled": p * prior / mean(p) renormalised, so the rows' mean moves to
+    the labelled rows' shares (one step, as distribution alignment; exact where the teacher's scale is
+    the only error). "em": p * q / prior renormalised, q the unlabelled rows' shares found by EM (q <- mean
+    of the re-weighted rows, from q = prior, until it moves less than tol). A class with no labelled row
+    keeps probability 0 either way; "none" returns them as they are."""
+    prior = np.asarray(labelled_prior, np.float64)
+    if probs.ndim != 2 or prior.shape != (probs.shape[1],):
+        raise ValueError(f"align: probabilities {probs.shape} and a prior of {prior.shape} do not match")
+    if how == "none" or not len(probs):
+        return probs, prior
+    known = prior > 0
+    if how == "labelled":
+        mean = probs.mean(0)
+        ratio = np.where(known, prior / np.maximum(mean, 1e-12), 0.0)
+        out = probs * ratio
+        return out / np.maximum(out.sum(1, keepdims=True), 1e-12), prior
+    if how != "em":
+        raise ValueError(f"align: none, labelled or em, not {how!r}")
+    q = prior.copy()
+    for _ in range(iters):
+        out = probs * np.where(known, q / np.where(known, prior, 1.0), 0.0)
+        out /= np.maximum(out.sum(1, keepdims=True), 1e-12)
+        new = out.mean(0)
+        done = np.abs(new - q).max() < tol
+        q = new
+        if done:
+            break
+    out = probs * np.where(known, q / np.where(known, prior, 1.0), 0.0)
+    return out / np.maximum(out.sum(1, keepdims=True), 1e-12), q
+
+
+def labelled_prior(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """The class shares of the labelled training rows (pseudo-labelled rows left out)."""
+    rows = (df["split"] == "train") & (df["pseudo"].astype(str) != "1") & (df["label"].astype(str) != "")
+    counts = df.loc[rows, "label"].astype(str).value_counts()
+    share = np.array([counts.get(c, 0) for c in classes], np.float64)
+    if share.sum() == 0:
+        raise ValueError("train.pseudo_label.align: the manifest has no labelled training rows to take shares from")
+    return share / share.sum()
+
+
 def kept_by_class(classes: list[str], guess: np.ndarray, keep: np.ndarray, hidden: np.ndarray) -> dict:
     """Per predicted class: the rows kept and, among those with a hidden label, how many were right."""
     out = {}
@@ -111,9 +157,11 @@ def _labelled(work: Manifest, teacher_dir: Path, cfg: PseudoLabelConfig) -> tupl
     (the teacher's, with the rows it is confident of now labelled) and the round's record."""
     classes = list(work.label_set.classes)
     pred, probs = teacher_probs(teacher_dir, classes)
+    df = work.df.copy()
+    prior = labelled_prior(df, classes)
+    probs, target = align(probs, prior, cfg.align)
     keep = select(probs, cfg)
     guess = np.asarray(classes, dtype=object)[probs.argmax(1)]
-    df = work.df.copy()
     index = {k: i for i, k in enumerate(df["id"])}
     rows = np.array([index[k] for k in pred["id"]])
     if (df["split"].to_numpy()[rows] != UNLABELED).any():
@@ -136,6 +184,9 @@ def _labelled(work: Manifest, teacher_dir: Path, cfg: PseudoLabelConfig) -> tupl
               "teacher_accuracy_all": float((hidden[hidden != ""] == guess[hidden != ""]).mean())
               if (hidden != "").any() else None,
               "per_class": kept_by_class(classes, guess, keep, hidden)}
+    if cfg.align != "none":  # the shares the teacher's probabilities were aligned to, beside the labelled rows'
+        record["align"] = {"how": cfg.align, "labelled_shares": dict(zip(classes, np.round(prior, 4).tolist())),
+                           "aligned_to": dict(zip(classes, np.round(target, 4).tolist()))}
     return Manifest(work.corpus, work.label_set, df, dict(work.meta)), record
 
 
@@ -173,7 +224,7 @@ def pseudo_label_run(cfg: RunConfig, train: Callable[[RunConfig], dict]) -> dict
         if best is None or better(_score(metrics["val"], monitor), _score(rounds[best]["val"], monitor)):
             best = r
     summary = {"chosen_round": best, "monitor": cfg.train.monitor, "threshold": pl.threshold,
-               "top_fraction": pl.top_fraction, "weight": pl.weight, "rounds": rounds}
+               "top_fraction": pl.top_fraction, "weight": pl.weight, "align": pl.align, "rounds": rounds}
     (run_dir / "pseudo_label.json").write_text(json.dumps(summary, indent=2))
     for name in ("predictions.csv", "predictions_val.csv", "confusion.png", "reliability.png"):  # the chosen round's
         if (run_dir / f"round{best}" / name).is_file():
