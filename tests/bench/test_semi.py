@@ -36,13 +36,19 @@ def test_semi_meld_slice(data_root, tmp_path):
     assert "Pseudo-labelling against the supervised rows" in report and "| predicted class | kept | right |" in report
 
 
-def test_semi_meld_slice_soft_pseudo_labels_on_every_row(data_root, tmp_path):
+def test_semi_meld_slice_soft_and_aligned_pseudo_labels_on_every_row(data_root, tmp_path):
     need(data_root, "meld")
     opts = BenchOptions(data=data_root, out=tmp_path, cache=tmp_path / "cache", limit=60, max_epochs=2,
                         baseline="none", bootstrap=50, progress=False)
+    with pytest.raises(ValueError, match="align"):
+        run_bench("semi", opts, settings="meld", align="prior")
     metrics = run_bench("semi", opts, settings="meld", seeds=1, labelled=0.2, pseudo_rows="all", soft=True,
-                        ceiling=False)
-    assert set(metrics) == {"supervised-only", "pseudo-labelled (every row, soft)"}
+                        ceiling=False, align="none,labelled")
+    aligned = "pseudo-labelled (every row, soft, aligned to the labelled shares)"
+    assert set(metrics) == {"supervised-only", "pseudo-labelled (every row, soft)", aligned}
+    summary = json.loads((tmp_path / "meld-20pct" / "runs" / aligned / "pseudo_label.json").read_text())
+    assert summary["align"] == "labelled" and summary["rounds"][1]["pseudo_labels"]["align"]["how"] == "labelled"
+    assert "Aligned (labelled) to the shares" in (tmp_path / "report.md").read_text()
     run = tmp_path / "meld-20pct" / "runs" / "pseudo-labelled (every row, soft)"
     df = Manifest.load(run / "manifest_round1.csv").df
     pseudo = df["pseudo"] == "1"

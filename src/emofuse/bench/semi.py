@@ -230,12 +230,12 @@ def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
             acc = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
             detail += [f"**{name}, {row}**: the teacher (round 0, its seeds' mean) kept {rec['kept']} of {rec['candidates']} "
                        f"unlabelled rows, {acc(rec['accuracy'])} of them right (the teacher on every candidate: "
-                       f"{acc(rec['teacher_accuracy_all'])}).", "",
-                       "| predicted class | kept | right |", "|---|---:|---:|"]
+                       f"{acc(rec['teacher_accuracy_all'])}).", ""]
             if "align" in rec:  # the class shares the teacher's probabilities were moved to
                 shares = lambda d: ", ".join(f"{c} {100 * v:.1f}" for c, v in d.items())  # noqa: E731
                 detail += [f"Aligned ({rec['align']['how']}) to the shares (%) {shares(rec['align']['aligned_to'])}; the "
                            f"labelled rows': {shares(rec['align']['labelled_shares'])}.", ""]
+            detail += ["| predicted class | kept | right |", "|---|---:|---:|"]
             detail += [f"| {c} | {v['kept']} | {acc(v['accuracy'])} |" for c, v in rec["per_class"].items()] + [""]
     lines += ["", "The student is round 1's model; the pseudo-labelled row is the round its validation figure chose "
               "(round 0 is the supervised teacher itself). Margin: the chosen round's 3-seed mean minus supervised-only's.", ""]
