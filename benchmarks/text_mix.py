@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--swa-epochs", type=int, default=0, metavar="N",
                     help="keep the mean of the last N epochs' weights (train.swa_epochs) instead of the best epoch's")
+    ap.add_argument("--train-seed", type=int, default=None, metavar="S",
+                    help="the network's training seed (default: --seed, which also draws the GoEmotions rows); "
+                         "its run goes to <out>/mix-<r>-seed<S>")
     ap.add_argument("--train-embeddings", action="store_true",
                     help="train the token embedding table too (freeze_input_embeddings: false)")
     a = ap.parse_args()
@@ -49,12 +52,14 @@ def main() -> None:
 
     rows = []
     for r in a.mix:
-        opts = BenchOptions(data=a.data, out=a.out / f"mix-{r:g}", seed=a.seed, progress=True)
+        suffix = "" if a.train_seed is None else f"-seed{a.train_seed}"
+        opts = BenchOptions(data=a.data, out=a.out / f"mix-{r:g}{suffix}", seed=a.seed, progress=True)
         run = opts.out / "experts" / "text-net"
         t = time.perf_counter()
         if a.retrain or not (run / "predictions.csv").is_file():
             manifest = _text(opts, goemotions_per_meld=r)
-            _text_net(manifest, opts.out / "text-net", opts, train={"swa_epochs": a.swa_epochs},
+            seeds = {} if a.train_seed is None else {"seeds": [a.train_seed]}
+            _text_net(manifest, opts.out / "text-net", opts, train={"swa_epochs": a.swa_epochs} | seeds,
                       net={"freeze_input_embeddings": False} if a.train_embeddings else None)
             seconds = time.perf_counter() - t
             (opts.out / "seconds.json").write_text(json.dumps({"seconds": seconds}))

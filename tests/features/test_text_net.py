@@ -36,7 +36,7 @@ def _tuned(bert):
     return model.eval()
 
 
-@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 2e-3)])
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 2e-3), ("int8", 2e-2)])
 def test_the_encoder_gives_the_fine_tuned_models_probabilities(bert, tmp_path, dtype, tol):
     model = _tuned(bert)
     folder = save_text_net(model.backbone, model.head[1], tmp_path / "net", base=f"hf:{bert}", pooling="mean",
@@ -49,7 +49,13 @@ def test_the_encoder_gives_the_fine_tuned_models_probabilities(bert, tmp_path, d
 
     stored = load(weights_bytes(folder))
     assert "embeddings.word_embeddings.weight" not in stored and {"head.weight", "head.bias"} <= set(stored)
-    assert all(v.dtype == getattr(torch, dtype) for v in stored.values() if v.is_floating_point())
+    if dtype == "int8":  # the linear layers' weights as int8 with float16 scales per group; the rest float16
+        q = "encoder.layer.0.attention.self.query.weight"
+        assert stored[q].dtype == torch.int8 and stored[q + ".qscale"].dtype == torch.float16
+        assert stored["embeddings.position_embeddings.weight"].dtype == torch.float16
+        assert all(v.dtype in (torch.int8, torch.float16) for v in stored.values() if v.dtype != torch.int64)
+    else:
+        assert all(v.dtype == getattr(torch, dtype) for v in stored.values() if v.is_floating_point())
     enc = TextNetEncoder(folder)
     assert enc.dim == C + 32 and enc.modality == "text"
     with torch.no_grad():
@@ -88,7 +94,7 @@ def test_a_trained_embedding_table_is_stored_as_the_rows_it_moved(bert, tmp_path
     from emofuse.features.encoders.text_net import weights_bytes
 
     stored = load(weights_bytes(folder))
-    assert set(stored["embeddings.rows"].tolist()) == read and stored["embeddings.delta"].dtype == torch.int8
+    assert set(stored["moved.rows"].tolist()) == read and stored["moved.delta"].dtype == torch.int8
     enc = TextNetEncoder(folder)
     assert enc.moved_rows == len(read)
     rebuilt = enc.backbone.get_input_embeddings().weight.detach()
@@ -142,3 +148,44 @@ def test_a_missing_part_of_the_weights_is_refused(bert, tmp_path, monkeypatch):
     save_text_net(model.backbone, model.head[1], folder, base=f"hf:{bert}", pooling="mean", max_length=8,
                   classes=["a", "b", "c"])
     assert TextNetEncoder(folder).weights_digest() == whole
+
+
+def test_int8_groups_keep_each_weight_within_half_a_step():
+    from emofuse.features.encoders.text_net import dequantise, quantise
+
+    w = torch.randn(6, 128) * torch.logspace(-2, 1, 128)  # groups of very different ranges
+    q, scale = quantise(w)
+    assert q.dtype == torch.int8 and scale.shape == (6, 2)
+    step = scale.float().repeat_interleave(64, 1)
+    assert ((dequantise(q, scale) - w).abs() <= step / 2 + 1e-6).all()
+    q, scale = quantise(torch.randn(3, 10))  # 10 inputs: one group per row
+    assert scale.shape == (3, 1)
+
+
+def test_several_networks_average_their_probabilities_and_keep_each_pooled_state(bert, tmp_path):
+    from emofuse.features.encoders.text_net import shipped_text_net
+
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("finetune_text", {"encoder": f"hf:{bert}", "freeze_input_embeddings": True,
+                                              "max_length": 8}, {"text": 0}, C)
+        with torch.no_grad():
+            model.head[1].weight.normal_(0, 1.0)  # two networks that answer differently
+        nets.append((model.eval(), save_text_net(model.backbone, model.head[1], tmp_path / f"net{seed}",
+                                                 base=f"hf:{bert}", pooling="mean", max_length=8,
+                                                 classes=["a", "b", "c"], dtype="float32")))
+    both = shipped_text_net(folder="+".join(str(f) for _, f in nets))
+    assert both.dim == C + 2 * 32 and both.config()["networks"] == 2
+    with torch.no_grad():
+        want = np.mean([torch.softmax(m({"text": TEXTS})["logits"], -1).numpy() for m, _ in nets], 0)
+        pooled = [m.encode({"text": TEXTS}).numpy() for m, _ in nets]
+    got = np.stack([g.vector for g in both.encode(TEXTS)])
+    assert np.allclose(got[:, :C], want, atol=1e-5)
+    assert np.allclose(got[:, C:C + 32], pooled[0], atol=1e-4) and np.allclose(got[:, C + 32:], pooled[1], atol=1e-4)
+    one = TextNetEncoder(nets[0][1])
+    assert "networks" not in one.config() and one.weights_digest() != both.weights_digest()
+    other = json.loads((nets[1][1] / "config.json").read_text())
+    (nets[1][1] / "config.json").write_text(json.dumps(other | {"classes": ["x", "y", "z"]}))
+    with pytest.raises(ValueError, match="answer the same question"):
+        TextNetEncoder([nets[0][1], nets[1][1]])

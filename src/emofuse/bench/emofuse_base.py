@@ -169,7 +169,7 @@ def _text_net(manifest: Path, folder: Path, opts: BenchOptions, train: dict | No
     cfg = RunConfig(name="text-net", data=DataConfig(manifest=str(manifest), features={"text": "raw"}, batch_size=32,
                                                      raw={"group_by_length": True}),
                     model=ModelConfig(name="finetune_text", params=TEXT_NET | (net or {})),
-                    train=TrainConfig(**(TEXT_TRAIN | (train or {})), seeds=[opts.seed]), out=str(opts.out / "experts"))
+                    train=TrainConfig(**({"seeds": [opts.seed]} | TEXT_TRAIN | (train or {}))), out=str(opts.out / "experts"))
     t = time.perf_counter()
     m = train_run(cfg)
     model = load_bundle(opts.out / "experts" / "text-net").model  # the weights kept on validation
