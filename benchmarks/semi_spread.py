@@ -27,11 +27,11 @@ from sklearn.semi_supervised import LabelSpreading  # noqa: E402
 
 
 def top_half(probs: np.ndarray) -> np.ndarray:
-    guess, keep = probs.argmax(1), np.zeros(len(probs), bool)
-    for c in np.unique(guess):
-        rows = np.flatnonzero(guess == c)
-        keep[rows[np.argsort(-probs[rows].max(1), kind="stable")][:max(1, round(0.5 * len(rows)))]] = True
-    return keep
+    """The top half per predicted class by confidence: bench semi's `select` with top_fraction 0.5."""
+    from emofuse.config import PseudoLabelConfig
+    from emofuse.training.pseudo import select
+
+    return select(probs, PseudoLabelConfig(top_fraction=0.5))
 
 
 def main() -> None:
