@@ -102,18 +102,20 @@ def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int]
 ALIGNS = ("none", "labelled", "em")
 
 
-def _aligns(spec: str) -> list[str]:
+def _choices(option: str, spec: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma-separated option's values, each one of `allowed` (at least one)."""
     wanted = [r.strip() for r in spec.split(",") if r.strip()]
-    if not wanted or set(wanted) - set(ALIGNS):
-        raise ValueError(f"align: one or more of {', '.join(ALIGNS)} (comma-separated), not {spec!r}")
+    if not wanted or set(wanted) - set(allowed):
+        raise ValueError(f"{option}: one or more of {', '.join(allowed)} (comma-separated), not {spec!r}")
     return wanted
+
+
+def _aligns(spec: str) -> list[str]:
+    return _choices("align", spec, ALIGNS)
 
 
 def _pseudo_rows(spec: str) -> list[str]:
-    wanted = [r.strip() for r in spec.split(",") if r.strip()]
-    if not wanted or set(wanted) - set(PSEUDO_ROWS):
-        raise ValueError(f"pseudo_rows: one or more of {', '.join(PSEUDO_ROWS)} (comma-separated), not {spec!r}")
-    return wanted
+    return _choices("pseudo_rows", spec, PSEUDO_ROWS)
 
 
 def _meld_model(o: Options, text: str) -> tuple[str, dict, dict, dict, dict, str]:

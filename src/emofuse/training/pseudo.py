@@ -158,8 +158,9 @@ def _labelled(work: Manifest, teacher_dir: Path, cfg: PseudoLabelConfig) -> tupl
     classes = list(work.label_set.classes)
     pred, probs = teacher_probs(teacher_dir, classes)
     df = work.df.copy()
-    prior = labelled_prior(df, classes)
-    probs, target = align(probs, prior, cfg.align)
+    if cfg.align != "none":
+        prior = labelled_prior(df, classes)
+        probs, target = align(probs, prior, cfg.align)
     keep = select(probs, cfg)
     guess = np.asarray(classes, dtype=object)[probs.argmax(1)]
     index = {k: i for i, k in enumerate(df["id"])}
