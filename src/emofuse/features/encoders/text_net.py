@@ -104,9 +104,9 @@ def _base_weights(folder: Path) -> Path:
 def save_text_net(backbone: nn.Module, head: nn.Linear, folder: str | Path, *, base: str, pooling: str,
                   max_length: int, classes: list[str], dtype: str = "float16") -> Path:
     """Write a fine-tuned backbone and its classifier as a text network folder: its layers in `dtype` (int8:
-    the linear layers' weights as int8 in groups, the rest float16), the
-    embedding rows fine-tuning moved as int8 changes (none for a frozen table). Refuses a backbone whose
-    embedding table is not shaped as its base's: the folder could not rebuild it."""
+    the linear layers' weights as int8 in groups, the rest float16), the embedding rows fine-tuning moved
+    as int8 changes (none for a frozen table). Refuses a backbone whose embedding table is not shaped as
+    its base's: the folder could not rebuild it."""
     from safetensors.torch import load_file, save
 
     if pooling != "mean":
@@ -252,7 +252,7 @@ class TextNetEncoder(Encoder):
         self.heads = [h for _, h, *_ in loaded]
         self.cfgs = [c for _, _, c, *_ in loaded]
         self._digests = [d for *_, d, _ in loaded]
-        self.moved_rows = loaded[0][4]
+        self.moved_rows = loaded[0][4]  # the first network's moved embedding rows (0: its table was frozen)
         self.folder, self.cfg = folders[0], self.cfgs[0]
         same = ("base", "base_sha256", "pooling", "max_length", "classes", "hidden")
         for f, cfg in zip(folders[1:], self.cfgs[1:]):
