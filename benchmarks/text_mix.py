@@ -66,7 +66,7 @@ def main() -> None:
         else:
             seconds = json.loads((opts.out / "seconds.json").read_text())["seconds"] if (opts.out / "seconds.json").is_file() else float("nan")
         rows.append((r, scores(run), seconds))
-    print(f"seed {a.seed}; swa_epochs {a.swa_epochs}; embeddings {'trained' if a.train_embeddings else 'frozen'}; weighted F1; the mix chosen on MELD dev is marked")
+    print(f"seed {a.seed} (GoEmotions rows), training seed {a.seed if a.train_seed is None else a.train_seed}; swa_epochs {a.swa_epochs}; embeddings {'trained' if a.train_embeddings else 'frozen'}; weighted F1; the mix chosen on MELD dev is marked")
     print("| GoEmotions rows per MELD row | pooled val | MELD dev | MELD test | GoEmotions val | GoEmotions test | seconds |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     best = max(rows, key=lambda x: x[1]["meld val"])[0]
