@@ -64,8 +64,8 @@ QSCALE = ".qscale"
 
 def shipped_nets() -> list[Path]:
     """The shipped networks' folders: text-net, then text-net-seed1, -seed2, ... where present."""
-    more = sorted(ASSETS.glob("text-net-seed*"), key=lambda p: int(p.name.removeprefix("text-net-seed") or 0))
-    return [SHIPPED, *more]
+    more = [p for p in ASSETS.glob("text-net-seed*") if p.name.removeprefix("text-net-seed").isdigit()]
+    return [SHIPPED, *sorted(more, key=lambda p: int(p.name.removeprefix("text-net-seed")))]
 
 
 def quantise(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
