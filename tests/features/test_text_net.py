@@ -160,6 +160,9 @@ def test_int8_groups_keep_each_weight_within_half_a_step():
     assert ((dequantise(q, scale) - w).abs() <= step / 2 + 1e-6).all()
     q, scale = quantise(torch.randn(3, 10))  # 10 inputs: one group per row
     assert scale.shape == (3, 1)
+    w[0, :64] = 0  # an all-zero group stays zeros
+    q, scale = quantise(w)
+    assert torch.equal(dequantise(q, scale)[0, :64], torch.zeros(64)) and (scale.float() > 0).all()
 
 
 def test_several_networks_average_their_probabilities_and_keep_each_pooled_state(bert, tmp_path):

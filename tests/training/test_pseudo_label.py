@@ -184,7 +184,9 @@ def test_aligned_pseudo_labels_record_the_shares_and_label_by_the_aligned_probab
     prior = labelled_prior(before.df, classes)
     assert list(rec["align"]["labelled_shares"].values()) == pytest.approx(prior.tolist(), abs=1e-4)
     teacher = pd.read_csv(run / "round0" / "predictions_unlabeled.csv", dtype={"id": str}).set_index("id")
-    probs, q = align(teacher[[f"p_{c}" for c in classes]].to_numpy(np.float64), prior, "em")
+    raw = teacher[[f"p_{c}" for c in classes]].to_numpy(np.float64)
+    probs, q = align(raw, prior, "em")
+    assert (probs.argmax(1) != raw.argmax(1)).any()  # alignment changes answers here, so the labels tell which
     assert list(rec["align"]["aligned_to"].values()) == pytest.approx(q.tolist(), abs=1e-4)
     after = Manifest.load(run / "manifest_round1.csv").df.set_index("id")
     assert after.loc[teacher.index, "label"].tolist() == [classes[k] for k in probs.argmax(1)]

@@ -160,7 +160,8 @@ def _paired(opts: BenchOptions) -> Path:
 def _text_net(manifest: Path, folder: Path, opts: BenchOptions, train: dict | None = None,
               net: dict | None = None) -> tuple[Path, dict]:
     """The text network: finetune_text (TEXT_NET, TEXT_TRAIN updated by `train`) through the one loop on the
-    text manifest, its kept weights saved as a text network folder (float16, without the embedding table)."""
+    text manifest, its kept weights saved as a text network folder (float16, without the embedding table;
+    with `net` training the table, its moved rows are stored too)."""
     from emofuse.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from emofuse.features.encoders.text_net import save_text_net
     from emofuse.inference.bundle import load_bundle

@@ -96,17 +96,19 @@ def align(probs: np.ndarray, labelled_prior: np.ndarray, how: str, *, iters: int
         return out / np.maximum(out.sum(1, keepdims=True), 1e-12), prior
     if how != "em":
         raise ValueError(f"align: none, labelled or em, not {how!r}")
+
+    def towards(q: np.ndarray) -> np.ndarray:  # the probabilities with the prior replaced by q
+        out = probs * np.where(known, q / np.where(known, prior, 1.0), 0.0)
+        return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
+
     q = prior.copy()
     for _ in range(iters):
-        out = probs * np.where(known, q / np.where(known, prior, 1.0), 0.0)
-        out /= np.maximum(out.sum(1, keepdims=True), 1e-12)
-        new = out.mean(0)
+        new = towards(q).mean(0)
         done = np.abs(new - q).max() < tol
         q = new
         if done:
             break
-    out = probs * np.where(known, q / np.where(known, prior, 1.0), 0.0)
-    return out / np.maximum(out.sum(1, keepdims=True), 1e-12), q
+    return towards(q), q
 
 
 def labelled_prior(df: pd.DataFrame, classes: list[str]) -> np.ndarray:

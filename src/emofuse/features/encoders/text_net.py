@@ -68,13 +68,15 @@ def shipped_nets() -> list[Path]:
     return [SHIPPED, *sorted(more, key=lambda p: int(p.name.removeprefix("text-net-seed")))]
 
 
-def quantise(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
-    """(O, I) float -> (O, I) int8 and (O, I / g) float16 scales, symmetric per group of g inputs (g the
-    whole row where I is not a multiple of `group`)."""
+def quantise(w: torch.Tensor, group: int = GROUP, scale_dtype: torch.dtype = torch.float16,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(O, I) float -> (O, I) int8 and (O, I / g) scales, symmetric per group of g inputs (g the whole row
+    where I is not a multiple of `group`)."""
     o, i = w.shape
     g = group if i % group == 0 else i
     wg = w.detach().float().reshape(o, i // g, g)
-    scale = (wg.abs().amax(-1) / 127).clamp(min=1e-12).half()
+    scale = (wg.abs().amax(-1) / 127).to(scale_dtype)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero group: zeros, not 0 / 0
     q = torch.round(wg / scale.float()[..., None]).clamp(-127, 127).to(torch.int8)
     return q.reshape(o, i), scale
 
@@ -171,11 +173,9 @@ def moved_rows(base: torch.Tensor, tuned: torch.Tensor, *, tol: float = 1e-4) ->
     rows = torch.nonzero(rest > tol * base.norm(dim=1).clamp(min=1e-30)).flatten()
     if not len(rows):
         return {}
-    d = delta[rows]
-    scale = (d.abs().amax(1) / 127).clamp(min=1e-30)
-    q = torch.round(d / scale[:, None]).clamp(-127, 127).to(torch.int8)
-    return {"moved.rows": rows.to(torch.int32).contiguous(), "moved.delta": q.contiguous(),
-            "moved.scale": scale.to(torch.float32).contiguous()}
+    # one scale per row, in float32: a change is far smaller than the weights, below float16's finer steps
+    q, scale = quantise(delta[rows], group=delta.shape[1], scale_dtype=torch.float32)
+    return dict(zip(EMBEDDING_KEYS, (rows.to(torch.int32).contiguous(), q.contiguous(), scale[:, 0].contiguous())))
 
 
 EMBEDDING_KEYS = ("moved.rows", "moved.delta", "moved.scale")
@@ -223,7 +223,7 @@ def load_text_net(folder: str | Path) -> tuple[nn.Module, nn.Linear, dict, str, 
                           or moved["moved.delta"].shape != (len(rows), table.shape[1])):
             raise ValueError(f"{folder}: its moved embedding rows do not fit the base's table {tuple(table.shape)}")
         with torch.no_grad():
-            table[rows] += moved["moved.delta"].float() * moved["moved.scale"].float()[:, None]
+            table[rows] += dequantise(moved["moved.delta"], moved["moved.scale"].float()[:, None])
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or set(missing) - {table_key}:
         raise ValueError(f"{folder} does not fit its base {cfg['base']!r}: missing "
