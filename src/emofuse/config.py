@@ -178,6 +178,10 @@ class PseudoLabelConfig(StrictConfig):
     # rows' own class shares by EM (Saerens et al. 2002: the labelled prior replaced by the estimated one,
     # for unlabelled rows from another distribution); "none" keeps them as the teacher gave them
     align: Literal["none", "labelled", "em"] = "none"
+    # the classes an unlabelled row may be given (empty: every class of the label set): the unlabelled
+    # corpus's own published classes where it lacks some of the label set's (nEMO has no disgust); the
+    # teacher's probabilities of the other classes are set to 0 before aligning and choosing
+    classes: list[str] = []
 
 
 class TrainConfig(StrictConfig):

@@ -75,3 +75,19 @@ def test_semi_meld_finetuned_slice(data_root, tmp_path):
     kept = summary["rounds"][1]["pseudo_labels"]
     assert kept["kept"] >= 1 and summary["weight"] == 1.0
     assert "MELD's model: finetune" in (tmp_path / "report.md").read_text()
+
+
+def test_the_corpus_classes_rows_name_only_the_unlabelled_corpus_classes(tmp_path):
+    from emofuse.bench.semi import Options, _rows
+
+    speech = ["neutral", "happy", "sad", "angry", "fearful", "surprised"]
+    o = Options(classes="all,corpus", pseudo_rows="threshold", align="none")
+    rows = _rows("unimodal", {"audio": "a"}, {}, {}, [0], o, corpus=("nEMO", speech))
+    assert [r.name for r in rows] == ["supervised-only", "pseudo-labelled (threshold 0.9)",
+                                      "pseudo-labelled (threshold 0.9, nEMO's classes)"]
+    assert rows[1].train["pseudo_label"]["classes"] == [] and rows[2].train["pseudo_label"]["classes"] == speech
+    # a corpus with every class (MELD): one set of rows, whatever is asked
+    only = _rows("unimodal", {"text": "t"}, {}, {}, [0], Options(classes="corpus", pseudo_rows="top"))
+    assert [r.name for r in only] == ["supervised-only", "pseudo-labelled (top 0.5 per class)"]
+    with pytest.raises(ValueError, match="classes"):
+        run_bench("semi", BenchOptions(data=tmp_path, out=tmp_path / "out", progress=False), classes="nemo")

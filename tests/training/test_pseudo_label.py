@@ -12,7 +12,7 @@ import torch
 from emofuse.config import DataConfig, ModelConfig, PseudoLabelConfig, RunConfig, TrainConfig
 from emofuse.corpora.base import Manifest
 from emofuse.training.module import emotion_loss
-from emofuse.training.pseudo import align, select
+from emofuse.training.pseudo import align, restrict, select
 from emofuse.training.run import train_run
 from tests.training.cached import toy_manifest, write_features
 
@@ -190,3 +190,32 @@ def test_aligned_pseudo_labels_record_the_shares_and_label_by_the_aligned_probab
     assert list(rec["align"]["aligned_to"].values()) == pytest.approx(q.tolist(), abs=1e-4)
     after = Manifest.load(run / "manifest_round1.csv").df.set_index("id")
     assert after.loc[teacher.index, "label"].tolist() == [classes[k] for k in probs.argmax(1)]
+
+
+def test_restricting_the_classes_zeroes_the_others_and_refuses_unknown_names():
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
+    out = restrict(probs, ["a", "b", "c"], ["a", "b"])
+    np.testing.assert_allclose(out, [[0.625, 0.375, 0.0], [1 / 3, 2 / 3, 0.0]])
+    assert out.argmax(1).tolist() == [0, 1]  # the second row's top class is gone: its next one names it
+    for bad in (["a", "disgust"], []):
+        with pytest.raises(ValueError, match="pseudo_label.classes"):
+            restrict(probs, ["a", "b", "c"], bad)
+
+
+def test_pseudo_labels_name_only_the_allowed_classes(corpus):
+    import pandas as pd
+
+    train_run(_cfg(corpus, "two", top_fraction=1.0, rounds=1, weight=1.0, classes=["happy", "sad"]))
+    run = corpus / "runs" / "two"
+    rec = json.loads((run / "pseudo_label.json").read_text())["rounds"][1]["pseudo_labels"]
+    classes = list(Manifest.load(run / "manifest_round0.csv").label_set.classes)
+    teacher = pd.read_csv(run / "round0" / "predictions_unlabeled.csv", dtype={"id": str}).set_index("id")
+    raw = teacher[[f"p_{c}" for c in classes]].to_numpy(np.float64)
+    assert (raw.argmax(1) == 2).any()  # the teacher names the third class: the restriction has work to do
+    after = Manifest.load(run / "manifest_round1.csv").df.set_index("id")
+    assert set(after.loc[teacher.index, "label"]) == {"happy", "sad"} and rec["per_class"]["angry"]["kept"] == 0
+    assert rec["classes"] == ["happy", "sad"]
+    assert after.loc[teacher.index, "label"].tolist() == [classes[k] for k in raw[:, :2].argmax(1)]
+    with pytest.raises(ValueError, match="pseudo_label.classes"):  # refused before the teacher trains
+        train_run(_cfg(corpus, "bad", top_fraction=1.0, classes=["happy", "disgust"]))
+    assert not (corpus / "runs" / "bad" / "round0").exists()

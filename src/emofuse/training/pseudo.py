@@ -5,8 +5,9 @@ that: the teacher, the best model so far by validation, predicts every unlabelle
 is confident of (a probability threshold, or per predicted class its most confident fraction) join
 the training rows with their predicted class and `weight` in the loss; a student trains on them.
 With `soft`, a kept row also keeps the teacher's probabilities and the loss is the cross-entropy against
-them (knowledge distillation on the unlabelled rows; a labelled row's target stays one-hot). With `align`,
-the teacher's probabilities are first re-weighted per class, towards the labelled rows' class shares or
+them (knowledge distillation on the unlabelled rows; a labelled row's target stays one-hot). With `classes`, the
+teacher's probabilities of classes the unlabelled corpus does not have are set to 0 first. With `align`,
+the teacher's probabilities are then re-weighted per class, towards the labelled rows' class shares or
 towards the unlabelled rows' own shares estimated by EM (`align` below).
 Validation and test rows are never candidates. Each round is a run of its own in the run's folder
 (`round0`, `round1`, …), and `pseudo_label.json` records, per round and class, how many rows were
@@ -111,6 +112,16 @@ def align(probs: np.ndarray, labelled_prior: np.ndarray, how: str, *, iters: int
     return towards(q), q
 
 
+def restrict(probs: np.ndarray, classes: list[str], allowed: list[str]) -> np.ndarray:
+    """The teacher's (N, C) probabilities with every class outside `allowed` set to 0, renormalised
+    (train.pseudo_label.classes). Refuses a name the label set lacks, and an empty set."""
+    unknown = sorted(set(allowed) - set(classes))
+    if unknown or not allowed:
+        raise ValueError(f"train.pseudo_label.classes: {unknown or 'none given'}: not classes of the label set {classes}")
+    out = probs * np.isin(np.asarray(classes, dtype=object), list(allowed))
+    return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
+
+
 def labelled_prior(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
     """The class shares of the labelled training rows (pseudo-labelled rows left out)."""
     rows = (df["split"] == "train") & (df["pseudo"].astype(str) != "1") & (df["label"].astype(str) != "")
@@ -160,6 +171,8 @@ def _labelled(work: Manifest, teacher_dir: Path, cfg: PseudoLabelConfig) -> tupl
     classes = list(work.label_set.classes)
     pred, probs = teacher_probs(teacher_dir, classes)
     df = work.df.copy()
+    if cfg.classes:
+        probs = restrict(probs, classes, cfg.classes)
     if cfg.align != "none":
         prior = labelled_prior(df, classes)
         probs, target = align(probs, prior, cfg.align)
@@ -187,6 +200,8 @@ def _labelled(work: Manifest, teacher_dir: Path, cfg: PseudoLabelConfig) -> tupl
               "teacher_accuracy_all": float((hidden[hidden != ""] == guess[hidden != ""]).mean())
               if (hidden != "").any() else None,
               "per_class": kept_by_class(classes, guess, keep, hidden)}
+    if cfg.classes:
+        record["classes"] = [c for c in classes if c in set(cfg.classes)]
     if cfg.align != "none":  # the shares the teacher's probabilities were aligned to, beside the labelled rows'
         record["align"] = {"how": cfg.align, "labelled_shares": dict(zip(classes, np.round(prior, 4).tolist())),
                            "aligned_to": dict(zip(classes, np.round(target, 4).tolist()))}
@@ -211,6 +226,8 @@ def pseudo_label_run(cfg: RunConfig, train: Callable[[RunConfig], dict]) -> dict
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     work = candidates(Manifest.load(cfg.data.manifest), pl.unlabelled)
+    if pl.classes:  # a wrong name is refused before the teacher trains, not after
+        restrict(np.ones((1, len(work.label_set.classes))), list(work.label_set.classes), pl.classes)
     monitor = cfg.train.monitor.removeprefix("val_")
     better = (lambda a, b: a < b) if monitor == "loss" else (lambda a, b: a > b)
     rounds, best = [], None
@@ -227,7 +244,8 @@ def pseudo_label_run(cfg: RunConfig, train: Callable[[RunConfig], dict]) -> dict
         if best is None or better(_score(metrics["val"], monitor), _score(rounds[best]["val"], monitor)):
             best = r
     summary = {"chosen_round": best, "monitor": cfg.train.monitor, "threshold": pl.threshold,
-               "top_fraction": pl.top_fraction, "weight": pl.weight, "align": pl.align, "rounds": rounds}
+               "top_fraction": pl.top_fraction, "weight": pl.weight, "align": pl.align, "classes": pl.classes,
+               "rounds": rounds}
     (run_dir / "pseudo_label.json").write_text(json.dumps(summary, indent=2))
     for name in ("predictions.csv", "predictions_val.csv", "confusion.png", "reliability.png"):  # the chosen round's
         if (run_dir / f"round{best}" / name).is_file():
