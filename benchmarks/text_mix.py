@@ -44,11 +44,16 @@ def main() -> None:
     ap.add_argument("--train-seed", type=int, default=None, metavar="S",
                     help="the network's training seed (default: --seed, which also draws the GoEmotions rows); "
                          "its run goes to <out>/mix-<r>-seed<S>")
-    ap.add_argument("--train-embeddings", action="store_true",
-                    help="train the token embedding table too (freeze_input_embeddings: false)")
+    table = ap.add_mutually_exclusive_group()
+    table.add_argument("--train-embeddings", dest="frozen", action="store_false", default=None,
+                       help="train the token embedding table too (freeze_input_embeddings: false; the build's way)")
+    table.add_argument("--frozen-embeddings", dest="frozen", action="store_true",
+                       help="keep the token embedding table frozen (the build's way before the thirteenth session)")
     a = ap.parse_args()
     from emofuse.bench.driver import BenchOptions
-    from emofuse.bench.emofuse_base import _text, _text_net
+    from emofuse.bench.emofuse_base import TEXT_NET, _text, _text_net
+
+    frozen = TEXT_NET["freeze_input_embeddings"] if a.frozen is None else a.frozen  # default: as the build trains it
 
     rows = []
     for r in a.mix:
@@ -60,13 +65,13 @@ def main() -> None:
             manifest = _text(opts, goemotions_per_meld=r)
             seeds = {} if a.train_seed is None else {"seeds": [a.train_seed]}
             _text_net(manifest, opts.out / "text-net", opts, train={"swa_epochs": a.swa_epochs} | seeds,
-                      net={"freeze_input_embeddings": False} if a.train_embeddings else None)
+                      net={"freeze_input_embeddings": frozen})
             seconds = time.perf_counter() - t
             (opts.out / "seconds.json").write_text(json.dumps({"seconds": seconds}))
         else:
             seconds = json.loads((opts.out / "seconds.json").read_text())["seconds"] if (opts.out / "seconds.json").is_file() else float("nan")
         rows.append((r, scores(run), seconds))
-    print(f"seed {a.seed} (GoEmotions rows), training seed {a.seed if a.train_seed is None else a.train_seed}; swa_epochs {a.swa_epochs}; embeddings {'trained' if a.train_embeddings else 'frozen'}; weighted F1; the mix chosen on MELD dev is marked")
+    print(f"seed {a.seed} (GoEmotions rows), training seed {a.seed if a.train_seed is None else a.train_seed}; swa_epochs {a.swa_epochs}; embeddings {'frozen' if frozen else 'trained'}; weighted F1; the mix chosen on MELD dev is marked")
     print("| GoEmotions rows per MELD row | pooled val | MELD dev | MELD test | GoEmotions val | GoEmotions test | seconds |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     best = max(rows, key=lambda x: x[1]["meld val"])[0]

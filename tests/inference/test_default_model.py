@@ -101,6 +101,7 @@ def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_p
     import torch
 
     from emofuse.bench.emofuse_base import build_base_model
+    from emofuse.corpora.base import FACE_IMAGES, Manifest
     from emofuse.features.encoders.face_net import FaceNet, save_face_net
     from emofuse.features.encoders.text_net import weights_bytes
 
@@ -114,6 +115,19 @@ def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_p
     for f in ("emofuse-base/model.safetensors", "emofuse-base/standardiser.safetensors", "text-net/config.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     assert weights_bytes(tmp_path / "a" / "text-net") == weights_bytes(tmp_path / "b" / "text-net")
+    # the text network: one per training seed, the one best on validation kept (a tie: the lower seed)
+    from emofuse.bench.emofuse_base import TEXT_SEEDS
+
+    tn = a["text_net"]
+    assert sorted(tn["seeds"], key=int) == [str(s) for s in range(TEXT_SEEDS)] and TEXT_SEEDS > 1
+    vals = {int(s): t["val"]["weighted_f1"] for s, t in tn["seeds"].items()}
+    assert tn["seed"] == min(s for s in vals if vals[s] == max(vals.values()))
+    assert tn["val"] == tn["seeds"][str(tn["seed"])]["val"]
+    assert weights_bytes(tmp_path / "a" / "text-net") == weights_bytes(tmp_path / "a" / "text-nets" / f"seed{tn['seed']}")
+    assert len({weights_bytes(tmp_path / "a" / "text-nets" / f"seed{s}") for s in vals}) == TEXT_SEEDS  # seeds differ
+    text_rows = Manifest.load(tmp_path / "a" / "work" / "text" / "manifest.csv").df
+    goe = text_rows["id"].str.startswith("goemotions:")
+    assert goe.any() and set(text_rows.loc[goe, "split"]) == {"test"}  # GoEmotions only tested on (TEXT_MIX = 0)
     assert a["paired"]["test"] == b["paired"]["test"]
     card = (tmp_path / "a" / "model_card.md").read_text()
     assert "non-commercial research only" in card and "bench paired" in card
@@ -125,7 +139,6 @@ def test_build_model_twice_with_one_seed_gives_the_same_weights(data_root, tmp_p
     spec = json.loads((tmp_path / "a" / "emofuse-base" / "bundle.json").read_text())
     assert spec["inputs"]["text"]["encoder"] == "emofuse-text" and spec["inputs"]["text"]["dim"] == 7 + 384
     # the face expert reads FER2013 at its own 48 px; clips are decoded as the fusion's paired rows were
-    from emofuse.corpora.base import FACE_IMAGES, Manifest
 
     assert Manifest.load(tmp_path / "a" / "work" / "face" / "manifest.csv").meta["decoding"]["face_size"] == 48
     assert spec["decoding"]["face_size"] == FACE_IMAGES["face_size"] == 64
