@@ -91,3 +91,24 @@ def test_the_corpus_classes_rows_name_only_the_unlabelled_corpus_classes(tmp_pat
     assert [r.name for r in only] == ["supervised-only", "pseudo-labelled (top 0.5 per class)"]
     with pytest.raises(ValueError, match="classes"):
         run_bench("semi", BenchOptions(data=tmp_path, out=tmp_path / "out", progress=False), classes="nemo")
+
+
+def test_the_restricted_baseline_zeroes_the_classes_a_corpus_lacks(tmp_path):
+    import pandas as pd
+
+    from emofuse.bench.semi import restricted_f1
+
+    rows = [("a", "x", [0.1, 0.5, 0.4]), ("b", "y", [0.2, 0.3, 0.5]), ("c", "z", [0.1, 0.2, 0.7])]
+    for seed in ("seed0", "seed1"):  # the mean over the run's seeds
+        (tmp_path / seed).mkdir()
+        pd.DataFrame([{"id": i, "true": t, "predicted": "", **{f"p_{c}": v for c, v in zip("xyz", p)}} for i, t, p in rows]
+                     ).to_csv(tmp_path / seed / "predictions.csv", index=False)
+    from sklearn.metrics import f1_score
+
+    true = ["x", "y", "z"]
+    expect = {("x", "y", "z"): ["y", "z", "z"],  # as predicted
+              ("x", "y"): ["y", "y", "y"],  # z gone: b and c fall to y
+              ("x", "z"): ["z", "z", "z"]}  # y gone: a falls to z
+    for allowed, pred in expect.items():
+        assert restricted_f1(tmp_path, list(allowed)) == pytest.approx(f1_score(true, pred, average="weighted")), allowed
+    assert restricted_f1(tmp_path, ["y"]) == pytest.approx(f1_score(true, ["y", "y", "y"], average="weighted"))

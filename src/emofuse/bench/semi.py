@@ -14,6 +14,8 @@ epochs, and each pseudo-labelled run's round, chosen on validation.
                    speakers train, its val speakers validate); nEMO's train and val speakers unlabelled
                    (hidden labels); nEMO's test speakers test. Nothing of nEMO's labels chooses anything.
   speech-nemo-full the same with nEMO's training speakers' labels: the ceiling.
+  speech-urdu(-full) the same with URDU (Urdu talk shows, four classes) in nEMO's place (-o settings=speech-urdu):
+                   a second unlabelled corpus, to confirm on other speakers a setting chosen on nEMO.
 
 Rows: supervised-only (the unlabelled rows left out), pseudo-labelled with a confidence threshold, and
 with each predicted class's most confident fraction (one round, pseudo-labels weighted 0.5 in the loss;
@@ -43,7 +45,8 @@ TARGETS = {"meld": 0.02, "speech": 0.03}  # the issue's: the pseudo-labelled stu
 
 
 class Options(BenchConfig):
-    settings: str = Field("meld,speech", description="which settings to run: meld, speech, or both (comma-separated)")
+    settings: str = Field("meld,speech", description="which settings to run: meld, speech (nEMO unlabelled), speech-urdu "
+                                                     "(URDU unlabelled), comma-separated")
     labelled: float = Field(0.1, gt=0.0, lt=1.0, description="MELD: the fraction of training utterances that keep their label")
     seeds: int = Field(3, ge=1, description="seeds per row (train.seeds 0..n-1); figures are their means")
     threshold: float = Field(0.9, gt=0.0, le=1.0, description="the threshold row's confidence threshold")
@@ -179,17 +182,19 @@ def _meld_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
     return tasks
 
 
-def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task]:
+def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int], unlabelled: str = "nemo") -> list[Task]:
+    """RAVDESS labelled; the `unlabelled` corpus's (nemo, or urdu) train and val speakers unlabelled, its test
+    speakers test."""
     from emofuse.bench.speech_xcorpus import CORPUS, DEFAULT_AUDIO, ROOTS, SPEECH7, feature_name, in_space
 
     out = Path(opts.out)
     parts = {}
-    for name in ("ravdess", "nemo"):
+    for name in ("ravdess", unlabelled):
         kw = {"vocal_channel": "speech"} if name == "ravdess" else {}
         m = prepared(name, resolve_root(opts.data, *ROOTS[name]), out / "prepared" / f"{name}.csv", opts, **kw)
         parts[name], _ = in_space(m, name)
     ravdess = parts["ravdess"].assign(split=parts["ravdess"]["split"].replace({"test": "train"}))  # its test speakers train
-    nemo = parts["nemo"].reset_index(drop=True)
+    nemo = parts[unlabelled].reset_index(drop=True)  # the unlabelled corpus (named for the default, nEMO)
     heard = np.flatnonzero(nemo["split"].to_numpy() != "test")  # nEMO's train and val speakers: unlabelled
     semi = pd.concat([ravdess, _hide(nemo, heard)], ignore_index=True)
     full = pd.concat([ravdess, nemo.assign(split=nemo["split"].replace({"val": "train"}))], ignore_index=True)
@@ -202,22 +207,24 @@ def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int]) -> list[Task
     train_cfg = {"lr": 1e-3, "max_epochs": 100, "patience": 15, "mse_weight": 0.0}
     from emofuse.registry import CORPORA
 
-    published = [c for c in SPEECH7.classes if c in {SPEECH7.normalise(k) for k in CORPORA.get("nemo").release["classes"]}]
-    rows = _rows(model, features, mlp, data, seeds, o, corpus=("nEMO", published))
+    published = [c for c in SPEECH7.classes if c in {SPEECH7.normalise(k) for k in CORPORA.get(unlabelled).release["classes"]}]
+    shown = {"nemo": "nEMO", "urdu": "URDU"}[unlabelled]
+    rows = _rows(model, features, mlp, data, seeds, o, corpus=(shown, published))
     target = Target("weighted_f1", None, f"pseudo-labelled ≥ RAVDESS-only + {100 * TARGETS['speech']:.0f} weighted F1 on "
-                    "held-out nEMO speakers (3-seed means)")
-    meta = {"corpora": ["nemo", "ravdess"]}
+                    f"held-out {shown} speakers (3-seed means)")
+    meta = {"corpora": [unlabelled, "ravdess"]}
+    task = "speech-nemo" if unlabelled == "nemo" else f"speech-{unlabelled}"
     tasks = [
-        Task("speech-nemo", final_manifest(Manifest(CORPUS, SPEECH7, semi, meta), out / "speech-nemo" / "manifest.csv", opts),
+        Task(task, final_manifest(Manifest(CORPUS, SPEECH7, semi, meta), out / task / "manifest.csv", opts),
              specs, rows, train=train_cfg, targets=[target],
-             notes=[f"RAVDESS labelled ({len(ravdess)} clips; its val speakers validate); nEMO: {len(heard)} clips of its "
+             notes=[f"RAVDESS labelled ({len(ravdess)} clips; its val speakers validate); {shown}: {len(heard)} clips of its "
                     f"train and val speakers unlabelled, {len(nemo) - len(heard)} of its test speakers test."]),
     ]
     if o.ceiling:
-        tasks.append(Task("speech-nemo-full", final_manifest(Manifest(CORPUS, SPEECH7, full, meta),
-                                                             out / "speech-nemo-full" / "manifest.csv", opts),
+        tasks.append(Task(f"{task}-full", final_manifest(Manifest(CORPUS, SPEECH7, full, meta),
+                                                         out / f"{task}-full" / "manifest.csv", opts),
                           specs, [ModelRun(FULL, model, features, mlp, data=data, train={"seeds": seeds})], train=train_cfg,
-                          notes=["nEMO's training speakers' labels too: the ceiling."]))
+                          notes=[f"{shown}'s training speakers' labels too: the ceiling."]))
     return tasks
 
 
@@ -225,17 +232,32 @@ def _mean(entry: dict) -> float:
     return entry["seeds"]["weighted_f1"][0] if "seeds" in entry else entry["weighted_f1"]
 
 
+def restricted_f1(run_dir: Path, classes: list[str]) -> float:
+    """A run's test weighted F1 (mean over its seeds) with its probabilities of classes outside `classes` set
+    to 0: the supervised model given the same class inventory a pseudo-label's `classes` gives, at test."""
+    from sklearn.metrics import f1_score
+
+    files = sorted(run_dir.glob("seed*/predictions.csv")) or [run_dir / "predictions.csv"]
+    scores = []
+    for f in files:
+        df = pd.read_csv(f, dtype={"id": str}, keep_default_na=False)
+        names = [c.removeprefix("p_") for c in df.columns if c.startswith("p_")]
+        probs = df[[f"p_{c}" for c in names]].to_numpy(np.float64) * np.isin(names, classes)
+        scores.append(f1_score(df["true"].astype(str), np.asarray(names, dtype=object)[probs.argmax(1)], average="weighted"))
+    return float(np.mean(scores))
+
+
 def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
     by_name = {t.name: (t, o) for t, o in zip(tasks, outs)}
     lines = ["## Pseudo-labelling against the supervised rows (3-seed means of test weighted F1)", "",
              "| setting | supervised-only | pseudo-labelled row | student (round 1) | round chosen on val | "
              "every label | margin (chosen) | target | met |", "|---|---:|---|---:|---:|---:|---:|---:|---|"]
-    detail = []
+    detail, inventory = [], []
     for name, (task, out) in by_name.items():
         if name.endswith("-full"):
             continue
         setting = "meld" if name.startswith("meld") else "speech"
-        full = by_name.get("meld-full" if setting == "meld" else "speech-nemo-full")
+        full = by_name.get("meld-full" if setting == "meld" else f"{name}-full")
         ceiling = f"{100 * _mean(full[1]['results'][FULL]):.1f}" if full and FULL in full[1]["results"] else "–"
         res = out["results"]
         if SUPERVISED not in res:
@@ -249,6 +271,10 @@ def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
             margin = _mean(entry) - sup
             lines.append(f"| {name} | {100 * sup:.1f} | {row} | {100 * student:.1f} | {summary['chosen_round']} | {ceiling} | "
                          f"{100 * margin:+.1f} | +{100 * TARGETS[setting]:.0f} | {'yes' if margin >= TARGETS[setting] else 'no'} |")
+            if summary.get("classes"):  # the same class inventory given to the supervised model, at test
+                base = restricted_f1(Path(task.manifest).parent / res[SUPERVISED]["run_dir"], summary["classes"])
+                inventory.append(f"| {name} | {row} | {100 * _mean(entry):.1f} | {100 * base:.1f} | "
+                                 f"{100 * (_mean(entry) - base):+.1f} |")
             rec = summary["rounds"][1]["pseudo_labels"]
             acc = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
             detail += [f"**{name}, {row}**: the teacher (round 0, its seeds' mean) kept {rec['kept']} of {rec['candidates']} "
@@ -262,6 +288,12 @@ def _summary(tasks: list[Task], outs: list[dict]) -> list[str]:
             detail += [f"| {c} | {v['kept']} | {acc(v['accuracy'])} |" for c, v in rec["per_class"].items()] + [""]
     lines += ["", "The student is round 1's model; the pseudo-labelled row is the round its validation figure chose "
               "(round 0 is the supervised teacher itself). Margin: the chosen round's 3-seed mean minus supervised-only's.", ""]
+    if inventory:  # a row that knows the corpus's classes, against the supervised model told them too
+        lines += ["Rows whose pseudo-labels name only the unlabelled corpus's classes use what supervised-only is not "
+                  "told. The strongest simple baseline with the same knowledge: supervised-only's predictions with the "
+                  "other classes' probabilities set to 0 at test (3-seed means of test weighted F1):", "",
+                  "| setting | pseudo-labelled row | row | supervised-only, restricted at test | margin over it |",
+                  "|---|---|---:|---:|---:|", *inventory, ""]
     return lines + detail
 
 
@@ -283,12 +315,13 @@ def bench_semi(opts: BenchOptions, settings: str = "meld,speech", labelled: floa
         raise ValueError(f"meld_model=finetune reads the raw text, whose batches carry no row weights: "
                          f"pass -o weight=1 (not {weight:g})")
     chosen = [s.strip() for s in settings.split(",") if s.strip()]
-    unknown = sorted(set(chosen) - {"meld", "speech"})
+    unknown = sorted(set(chosen) - {"meld", "speech", "speech-urdu"})
     if unknown or not chosen:
-        raise ValueError(f"settings: meld, speech or both, not {settings!r}")
+        raise ValueError(f"settings: one or more of meld, speech, speech-urdu (comma-separated), not {settings!r}")
     seed_list = list(range(seeds))
     tasks = (_meld_tasks(opts, o, seed_list) if "meld" in chosen else []) + \
-            (_speech_tasks(opts, o, seed_list) if "speech" in chosen else [])
+            (_speech_tasks(opts, o, seed_list) if "speech" in chosen else []) + \
+            (_speech_tasks(opts, o, seed_list, unlabelled="urdu") if "speech-urdu" in chosen else [])
     intro = [__doc__.split("\n\n")[0].replace("\n", " "),
              "", f"Seeds per row: {seeds}; pseudo-labels weighted {weight} in the loss; {rounds} round(s); "
                  f"MELD's model: {meld_model}"
