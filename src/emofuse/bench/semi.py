@@ -186,6 +186,7 @@ def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int], unlabelled: 
     """RAVDESS labelled; the `unlabelled` corpus's (nemo, or urdu) train and val speakers unlabelled, its test
     speakers test."""
     from emofuse.bench.speech_xcorpus import CORPUS, DEFAULT_AUDIO, ROOTS, SPEECH7, feature_name, in_space
+    from emofuse.registry import CORPORA
 
     out = Path(opts.out)
     parts = {}
@@ -194,10 +195,10 @@ def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int], unlabelled: 
         m = prepared(name, resolve_root(opts.data, *ROOTS[name]), out / "prepared" / f"{name}.csv", opts, **kw)
         parts[name], _ = in_space(m, name)
     ravdess = parts["ravdess"].assign(split=parts["ravdess"]["split"].replace({"test": "train"}))  # its test speakers train
-    nemo = parts[unlabelled].reset_index(drop=True)  # the unlabelled corpus (named for the default, nEMO)
-    heard = np.flatnonzero(nemo["split"].to_numpy() != "test")  # nEMO's train and val speakers: unlabelled
-    semi = pd.concat([ravdess, _hide(nemo, heard)], ignore_index=True)
-    full = pd.concat([ravdess, nemo.assign(split=nemo["split"].replace({"val": "train"}))], ignore_index=True)
+    other = parts[unlabelled].reset_index(drop=True)
+    heard = np.flatnonzero(other["split"].to_numpy() != "test")  # its train and val speakers: unlabelled
+    semi = pd.concat([ravdess, _hide(other, heard)], ignore_index=True)
+    full = pd.concat([ravdess, other.assign(split=other["split"].replace({"val": "train"}))], ignore_index=True)
     audio = opts.encoders.get("audio", DEFAULT_AUDIO)
     specs = [s for s in audio.split("+") if s.strip()]
     encs = [feature_name(s) for s in specs]
@@ -205,20 +206,18 @@ def _speech_tasks(opts: BenchOptions, o: Options, seeds: list[int], unlabelled: 
     model = "ensemble" if len(encs) > 1 else "unimodal"
     mlp, data = {"hidden": 256, "dropout": 0.3}, {"standardise": "per_speaker", "batch_size": 64}
     train_cfg = {"lr": 1e-3, "max_epochs": 100, "patience": 15, "mse_weight": 0.0}
-    from emofuse.registry import CORPORA
-
     published = [c for c in SPEECH7.classes if c in {SPEECH7.normalise(k) for k in CORPORA.get(unlabelled).release["classes"]}]
     shown = {"nemo": "nEMO", "urdu": "URDU"}[unlabelled]
     rows = _rows(model, features, mlp, data, seeds, o, corpus=(shown, published))
     target = Target("weighted_f1", None, f"pseudo-labelled ≥ RAVDESS-only + {100 * TARGETS['speech']:.0f} weighted F1 on "
                     f"held-out {shown} speakers (3-seed means)")
     meta = {"corpora": [unlabelled, "ravdess"]}
-    task = "speech-nemo" if unlabelled == "nemo" else f"speech-{unlabelled}"
+    task = f"speech-{unlabelled}"
     tasks = [
         Task(task, final_manifest(Manifest(CORPUS, SPEECH7, semi, meta), out / task / "manifest.csv", opts),
              specs, rows, train=train_cfg, targets=[target],
              notes=[f"RAVDESS labelled ({len(ravdess)} clips; its val speakers validate); {shown}: {len(heard)} clips of its "
-                    f"train and val speakers unlabelled, {len(nemo) - len(heard)} of its test speakers test."]),
+                    f"train and val speakers unlabelled, {len(other) - len(heard)} of its test speakers test."]),
     ]
     if o.ceiling:
         tasks.append(Task(f"{task}-full", final_manifest(Manifest(CORPUS, SPEECH7, full, meta),
