@@ -193,12 +193,3 @@ def test_several_networks_average_their_probabilities_and_keep_each_pooled_state
     with pytest.raises(ValueError, match="answer the same question"):
         TextNetEncoder([nets[0][1], nets[1][1]])
 
-
-def test_the_shipped_networks_are_text_net_then_its_numbered_seeds(tmp_path, monkeypatch):
-    import emofuse.features.encoders.text_net as tn
-
-    for name in ("text-net", "text-net-seed10", "text-net-seed2", "text-net-seedX", "other"):
-        (tmp_path / name).mkdir()
-    monkeypatch.setattr(tn, "ASSETS", tmp_path)
-    monkeypatch.setattr(tn, "SHIPPED", tmp_path / "text-net")
-    assert [p.name for p in tn.shipped_nets()] == ["text-net", "text-net-seed2", "text-net-seed10"]

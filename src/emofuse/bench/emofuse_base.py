@@ -415,17 +415,16 @@ def model_card(metrics: dict) -> str:
     faces, they, s = (("the face network", "it", "s") if len(nets) == 1 else
                       (f"{len(nets)} face networks (one recipe, training seeds apart, the same folds; their "
                        "probabilities averaged)", "they", ""))
-    tn = metrics.get("text_net", {})
-    mix = tn.get("goemotions_per_meld", 1.0)
+    tn = metrics["text_net"]
+    mix = tn["goemotions_per_meld"]
     text_data = ("MELD's utterances (GoEmotions only tested on)" if mix == 0 else
                  f"MELD and GoEmotions ({mix:g} GoEmotions rows per MELD row)")
     goe_use = " (tested on only)" if mix == 0 else ""
     words = "MELD's sitcom dialogue" if mix == 0 else "MELD's sitcom dialogue, Reddit comments"
-    seeds = tn.get("seeds", {})
-    text_seeds = (f"trained with {len(seeds)} seeds, the one best on its validation split (seed {tn['seed']}) kept"
-                  if len(seeds) > 1 else "one training seed")
+    text_seeds = (f"trained with {len(tn['seeds'])} seeds, the one best on its validation split (seed {tn['seed']}) kept"
+                  if len(tn["seeds"]) > 1 else "one training seed")
     table = ("of the token embedding table, trained too, only the rows training moved, as int8 changes to the "
-             "MiniLM wheel's table" if tn.get("table_trained") else
+             "MiniLM wheel's table" if tn["table_trained"] else
              "the token embedding table, frozen while training, is the MiniLM wheel's")
     return f"""# Model card: {metrics['name']} {metrics['version']}
 

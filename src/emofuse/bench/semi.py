@@ -30,6 +30,7 @@ kept pseudo-labels' accuracy per class."""
 from __future__ import annotations
 
 import json
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -105,14 +106,11 @@ def _rows(model: str, features: dict, params: dict, data: dict, seeds: list[int]
     sets = [("", [])] if "all" in wanted_sets or corpus is None else []  # a corpus with every class: the same rows
     if "corpus" in wanted_sets and corpus is not None:
         sets.append((f", {corpus[0]}'s classes", list(corpus[1])))
-    for named, classes in sets:
-        for way in _aligns(o.align):
-            aligned = {"none": "", "labelled": ", aligned to the labelled shares", "em": ", aligned by EM"}[way]
-            for kind in PSEUDO_ROWS:
-                if kind in wanted:
-                    what, how = kinds[kind]
-                    rows.append(ModelRun(f"pseudo-labelled ({what}{soft}{aligned}{named})", model, features, params,
-                                         data=data, train=base | {"pseudo_label": pl | how | {"align": way, "classes": classes}}))
+    aligned = {"none": "", "labelled": ", aligned to the labelled shares", "em": ", aligned by EM"}
+    for (named, classes), way, kind in product(sets, _aligns(o.align), [k for k in PSEUDO_ROWS if k in wanted]):
+        what, how = kinds[kind]
+        rows.append(ModelRun(f"pseudo-labelled ({what}{soft}{aligned[way]}{named})", model, features, params,
+                             data=data, train=base | {"pseudo_label": pl | how | {"align": way, "classes": classes}}))
     return rows
 
 
@@ -236,12 +234,14 @@ def restricted_f1(run_dir: Path, classes: list[str]) -> float:
     to 0: the supervised model given the same class inventory a pseudo-label's `classes` gives, at test."""
     from sklearn.metrics import f1_score
 
+    from emofuse.training.pseudo import restrict
+
     files = sorted(run_dir.glob("seed*/predictions.csv")) or [run_dir / "predictions.csv"]
     scores = []
     for f in files:
         df = pd.read_csv(f, dtype={"id": str}, keep_default_na=False)
         names = [c.removeprefix("p_") for c in df.columns if c.startswith("p_")]
-        probs = df[[f"p_{c}" for c in names]].to_numpy(np.float64) * np.isin(names, classes)
+        probs = restrict(df[[f"p_{c}" for c in names]].to_numpy(np.float64), names, classes)
         scores.append(f1_score(df["true"].astype(str), np.asarray(names, dtype=object)[probs.argmax(1)], average="weighted"))
     return float(np.mean(scores))
 
@@ -313,10 +313,7 @@ def bench_semi(opts: BenchOptions, settings: str = "meld,speech", labelled: floa
     if meld_model == "finetune" and weight != 1.0:
         raise ValueError(f"meld_model=finetune reads the raw text, whose batches carry no row weights: "
                          f"pass -o weight=1 (not {weight:g})")
-    chosen = [s.strip() for s in settings.split(",") if s.strip()]
-    unknown = sorted(set(chosen) - {"meld", "speech", "speech-urdu"})
-    if unknown or not chosen:
-        raise ValueError(f"settings: one or more of meld, speech, speech-urdu (comma-separated), not {settings!r}")
+    chosen = _choices("settings", settings, ("meld", "speech", "speech-urdu"))
     seed_list = list(range(seeds))
     tasks = (_meld_tasks(opts, o, seed_list) if "meld" in chosen else []) + \
             (_speech_tasks(opts, o, seed_list) if "speech" in chosen else []) + \

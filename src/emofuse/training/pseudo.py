@@ -112,12 +112,17 @@ def align(probs: np.ndarray, labelled_prior: np.ndarray, how: str, *, iters: int
     return towards(q), q
 
 
-def restrict(probs: np.ndarray, classes: list[str], allowed: list[str]) -> np.ndarray:
-    """The teacher's (N, C) probabilities with every class outside `allowed` set to 0, renormalised
-    (train.pseudo_label.classes). Refuses a name the label set lacks, and an empty set."""
+def check_classes(classes: list[str], allowed: list[str]) -> None:
+    """Refuses an `allowed` (train.pseudo_label.classes) that names a class the label set lacks, or none."""
     unknown = sorted(set(allowed) - set(classes))
     if unknown or not allowed:
         raise ValueError(f"train.pseudo_label.classes: {unknown or 'none given'}: not classes of the label set {classes}")
+
+
+def restrict(probs: np.ndarray, classes: list[str], allowed: list[str]) -> np.ndarray:
+    """The (N, C) probabilities with every class outside `allowed` set to 0, renormalised
+    (train.pseudo_label.classes; check_classes refuses bad names)."""
+    check_classes(classes, allowed)
     out = probs * np.isin(np.asarray(classes, dtype=object), list(allowed))
     return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
 
@@ -227,7 +232,7 @@ def pseudo_label_run(cfg: RunConfig, train: Callable[[RunConfig], dict]) -> dict
     dump_config(cfg, run_dir / "config.yaml")
     work = candidates(Manifest.load(cfg.data.manifest), pl.unlabelled)
     if pl.classes:  # a wrong name is refused before the teacher trains, not after
-        restrict(np.ones((1, len(work.label_set.classes))), list(work.label_set.classes), pl.classes)
+        check_classes(list(work.label_set.classes), pl.classes)
     monitor = cfg.train.monitor.removeprefix("val_")
     better = (lambda a, b: a < b) if monitor == "loss" else (lambda a, b: a > b)
     rounds, best = [], None

@@ -1,10 +1,11 @@
 """A text network fine-tuned here (a finetune_text run) as a feature encoder, stored as what fine-tuning
 changed:
 
-    emofuse-text  text  C + M*D  the default model's text networks (the package ships them, see the
-                                 README's "Where the weights come from"): C class probabilities (the mean
-                                 over its M networks) and each network's D-d mean-pooled last hidden
-                                 state, side by side, per utterance (no sequence)
+    emofuse-text  text  C + M*D  the default model's text network (the package ships one, see the
+                                 README's "Where the weights come from"; folder=A+B reads M networks as
+                                 one): C class probabilities (the mean over its M networks) and each
+                                 network's D-d mean-pooled last hidden state, side by side, per utterance
+                                 (no sequence)
 
 A saved network is a folder: config.json (model_type emofuse-text-net; the base encoder, e.g. minilm,
 and the sha256 of the base's weights file; pooling, max_length, classes, dtype) and one safetensors file
@@ -53,19 +54,12 @@ TEXT_NET_TYPE = "emofuse-text-net"
 WEIGHTS = "model.safetensors"
 PART_BYTES = 4 << 20  # the weights file is stored in parts of at most this size
 HEAD = ("head.weight", "head.bias")
-# the text networks the package ships (trained by `emofuse build-model`): the default model's text expert
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-SHIPPED = ASSETS / "text-net"
+# the text network the package ships (trained by `emofuse build-model`): the default model's text expert
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "text-net"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 INT8 = "int8"  # the linear layers' weights as int8 in groups (GROUP inputs a scale), the rest float16
 GROUP = 64
 QSCALE = ".qscale"
-
-
-def shipped_nets() -> list[Path]:
-    """The shipped networks' folders: text-net, then text-net-seed1, -seed2, ... where present."""
-    more = [p for p in ASSETS.glob("text-net-seed*") if p.name.removeprefix("text-net-seed").isdigit()]
-    return [SHIPPED, *sorted(more, key=lambda p: int(p.name.removeprefix("text-net-seed")))]
 
 
 def quantise(w: torch.Tensor, group: int = GROUP, scale_dtype: torch.dtype = torch.float16,
@@ -321,11 +315,11 @@ class TextNetEncoder(Encoder):
 
 @ENCODERS.register("emofuse-text")
 def shipped_text_net(*, folder: str = "", batch_size: int = 64, device: str = "auto") -> TextNetEncoder:
-    """The text networks shipped with the package, their probabilities averaged (folder: other saved
-    networks under the same name, several joined by '+', e.g. while building a model around networks
-    that are not shipped yet). Its features: the class probabilities in the networks' class order
-    (config.json's classes) and each network's pooled state."""
-    where = [Path(f) for f in folder.split("+") if f.strip()] if folder else shipped_nets()
+    """The text network shipped with the package (folder: other saved networks under the same name, several
+    joined by '+' with their probabilities averaged, e.g. while building a model around networks that are not
+    shipped yet). Its features: the class probabilities in the networks' class order (config.json's classes)
+    and each network's pooled state."""
+    where = [Path(f) for f in folder.split("+") if f.strip()] if folder else [SHIPPED]
     for w in where:
         if not (w / "config.json").is_file():
             raise FileNotFoundError(f"no text network at {w}: the package ships none, or it was removed; "
